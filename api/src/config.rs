@@ -1,0 +1,634 @@
+//! `RelayConfig`: the sidecar's runtime configuration (`relay.yaml`).
+//!
+//! Every default lives here, next to its field. Secrets never appear in this file:
+//! fields ending in `Env` name the environment variable that holds them. Loading
+//! ([`RelayConfig::from_yaml`]) parses and validates once; errors name the field.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// Why a config could not be loaded; the message names the field and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("relay config: {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("relay config: {field} {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+/// Identity of one relay: `<namespace>/<name>` when the operator renders it.
+///
+/// It becomes the Redis hash tag `{R}`, so it may not contain braces.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RelayId(String);
+
+impl RelayId {
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.len() > 200 {
+            return Err("must be at most 200 characters".into());
+        }
+        if s.chars().any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control()) {
+            return Err(format!("{s:?} may not contain braces, spaces or control characters"));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RelayId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::new(s)
+    }
+}
+
+impl From<RelayId> for String {
+    fn from(id: RelayId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for RelayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The whole `relay.yaml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Relay identity; the Redis hash tag of every key this relay uses.
+    pub relay: RelayId,
+    /// Intake listener (the address Genesys reaches through the Ingress).
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Admin listener: health, metrics, the dead-letter API. Never exposed by the Ingress.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    pub source: SourceConfig,
+    pub destination: DestinationConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Optional Genesys Cloud client settings for delivery receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesys: Option<GenesysConfig>,
+}
+
+/// Where events come in and how they are checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceConfig {
+    /// HTTP path that accepts `POST`s, e.g. `/webhooks/genesys`.
+    #[serde(default = "defaults::source_path")]
+    pub path: String,
+    pub verify: VerifyConfig,
+    /// JSON pointer (RFC 6901) to the event id used for dedup, e.g. `/id`.
+    #[serde(default = "defaults::id_pointer")]
+    pub id_pointer: String,
+    /// Larger bodies are refused with 413.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// A repeat of an id within this window answers `duplicate` and is not delivered again.
+    #[serde(default = "defaults::dedup_window", with = "crate::duration")]
+    pub dedup_window: Duration,
+}
+
+/// How intake verifies a request's signature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "kebab-case")]
+pub enum VerifyConfig {
+    /// `X-Hub-Signature-256: sha256=<base64 HMAC-SHA256(secret, body)>`, as Genesys signs.
+    #[serde(rename_all = "camelCase")]
+    GenesysOpenMessaging {
+        #[serde(default = "defaults::signing_secret_env")]
+        secret_env: String,
+    },
+    /// A generic HMAC-SHA256 signature in a header of your choice.
+    #[serde(rename_all = "camelCase")]
+    HmacSha256 {
+        #[serde(default = "defaults::signing_secret_env")]
+        secret_env: String,
+        #[serde(default = "defaults::hmac_header")]
+        header: String,
+        #[serde(default)]
+        encoding: SignatureEncoding,
+        /// Text before the encoded digest, e.g. `sha256=`; empty for none.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// No verification; for trusted networks and tests only.
+    None,
+}
+
+/// How a signature digest is written in its header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// Where events go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The downstream endpoint; `http` or `https`.
+    pub url: Url,
+    /// Time allowed for one delivery attempt, connect to last byte.
+    #[serde(default = "defaults::destination_timeout", with = "crate::duration")]
+    pub timeout: Duration,
+}
+
+/// Retry policy and worker sizing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Attempts in all, the first included; the last failed one dead-letters the event.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Backoff cap for the first retry.
+    #[serde(default = "defaults::initial_delay", with = "crate::duration")]
+    pub initial_delay: Duration,
+    /// Backoff cap; also caps a downstream's `Retry-After`.
+    #[serde(default = "defaults::max_delay", with = "crate::duration")]
+    pub max_delay: Duration,
+    /// Growth of the backoff cap per attempt.
+    #[serde(default = "defaults::multiplier")]
+    pub multiplier: f64,
+    /// Deliveries in flight at once per relay process.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: u32,
+    /// How long a claimed event stays leased to this process; must exceed
+    /// `destination.timeout` so a live delivery is never taken over. Default: timeout + 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    pub lease: Option<Duration>,
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            initial_delay: defaults::initial_delay(),
+            max_delay: defaults::max_delay(),
+            multiplier: defaults::multiplier(),
+            concurrency: defaults::concurrency(),
+            lease: None,
+            dead_letter: DeadLetterConfig::default(),
+        }
+    }
+}
+
+/// Bounds on the dead-letter set: the oldest entries go first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    #[serde(default = "defaults::dead_max_age", with = "crate::duration")]
+    pub max_age: Duration,
+    #[serde(default = "defaults::dead_max_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self { max_age: defaults::dead_max_age(), max_entries: defaults::dead_max_entries() }
+    }
+}
+
+/// Redis connection; the URL itself is a secret and comes from the environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(default = "defaults::redis_url_env")]
+    pub url_env: String,
+    /// Use the Redis Cluster client (also chosen by a `redis+cluster://` URL).
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url_env: defaults::redis_url_env(), cluster: false }
+    }
+}
+
+/// Admin API settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the bearer token for `/v1/`.
+    #[serde(default = "defaults::admin_token_env")]
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { token_env: defaults::admin_token_env() }
+    }
+}
+
+/// Genesys Cloud client settings (delivery receipts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenesysConfig {
+    /// A Genesys domain such as `mypurecloud.com`; or give `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// An AWS-style region such as `us-east-1`; or give `environment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Overrides the API base URL (tests, private environments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<Url>,
+    /// Overrides the login base URL (tests, private environments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_base_url: Option<Url>,
+    #[serde(default = "defaults::genesys_client_id_env")]
+    pub client_id_env: String,
+    #[serde(default = "defaults::genesys_client_secret_env")]
+    pub client_secret_env: String,
+    /// The Open Messaging integration receipts are posted to.
+    pub integration_id: String,
+    #[serde(default)]
+    pub receipts: ReceiptsConfig,
+}
+
+/// Which delivery receipts to send to Genesys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// Post a `Failed` receipt when an event is dead-lettered.
+    #[serde(default = "defaults::yes")]
+    pub on_dead_letter: bool,
+    /// Post a `Delivered` receipt after a 2xx from downstream.
+    #[serde(default)]
+    pub on_delivered: bool,
+}
+
+/// Every default of the config, in one place.
+pub mod defaults {
+    use super::*;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    }
+    pub fn source_path() -> String {
+        "/webhooks/genesys".into()
+    }
+    pub fn id_pointer() -> String {
+        "/id".into()
+    }
+    pub fn max_body_bytes() -> u64 {
+        1024 * 1024
+    }
+    pub fn dedup_window() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn signing_secret_env() -> String {
+        "RELAY_SIGNING_SECRET".into()
+    }
+    pub fn hmac_header() -> String {
+        "X-Signature".into()
+    }
+    pub fn destination_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_attempts() -> u32 {
+        8
+    }
+    pub fn initial_delay() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_delay() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn multiplier() -> f64 {
+        2.0
+    }
+    pub fn concurrency() -> u32 {
+        64
+    }
+    /// Extra lease time beyond the delivery timeout, for the ack round trip and clock skew.
+    pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
+    pub fn dead_max_age() -> Duration {
+        Duration::from_secs(168 * 3600)
+    }
+    pub fn dead_max_entries() -> u64 {
+        100_000
+    }
+    pub fn redis_url_env() -> String {
+        "REDIS_URL".into()
+    }
+    pub fn admin_token_env() -> String {
+        "RELAY_ADMIN_TOKEN".into()
+    }
+    pub fn genesys_client_id_env() -> String {
+        "GENESYS_CLIENT_ID".into()
+    }
+    pub fn genesys_client_secret_env() -> String {
+        "GENESYS_CLIENT_SECRET".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+mod optional_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&crate::duration::format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => crate::duration::parse(&s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl RelayConfig {
+    /// Parses and validates a `relay.yaml`.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: RelayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                path: if path == "." { "(top level)".into() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Renders the config as YAML (what the operator puts into the ConfigMap).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("RelayConfig always serializes")
+    }
+
+    /// The lease on a claimed event: `delivery.lease`, or the delivery timeout plus a margin.
+    pub fn lease(&self) -> Duration {
+        self.delivery.lease.unwrap_or(self.destination.timeout + defaults::LEASE_MARGIN)
+    }
+
+    /// Checks what serde cannot: ranges, relations between fields, names of variables.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.source;
+        if !s.path.starts_with('/') {
+            return Err(invalid("source.path", format!("must start with '/' (got {:?})", s.path)));
+        }
+        if !s.id_pointer.is_empty() && !s.id_pointer.starts_with('/') {
+            return Err(invalid(
+                "source.idPointer",
+                format!("must be a JSON pointer starting with '/', like \"/id\" (got {:?})", s.id_pointer),
+            ));
+        }
+        if s.id_pointer.is_empty() {
+            return Err(invalid("source.idPointer", "must not be empty; the default is \"/id\""));
+        }
+        if s.max_body_bytes == 0 || s.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(invalid("source.maxBodyBytes", "must be between 1 and 67108864 (64 MiB)"));
+        }
+        match &s.verify {
+            VerifyConfig::GenesysOpenMessaging { secret_env } => {
+                check_env("source.verify.secretEnv", secret_env)?
+            }
+            VerifyConfig::HmacSha256 { secret_env, header, .. } => {
+                check_env("source.verify.secretEnv", secret_env)?;
+                if http_header_name_ok(header).is_err() {
+                    return Err(invalid("source.verify.header", format!("{header:?} is not a valid HTTP header name")));
+                }
+            }
+            VerifyConfig::None => {}
+        }
+        let d = &self.destination;
+        if !matches!(d.url.scheme(), "http" | "https") {
+            return Err(invalid("destination.url", format!("must be http or https (got {})", d.url)));
+        }
+        if d.url.host_str().is_none() {
+            return Err(invalid("destination.url", format!("has no host ({})", d.url)));
+        }
+        if d.timeout < Duration::from_millis(10) || d.timeout > Duration::from_secs(600) {
+            return Err(invalid("destination.timeout", "must be between 10ms and 10m"));
+        }
+        let p = &self.delivery;
+        if p.max_attempts == 0 || p.max_attempts > 1000 {
+            return Err(invalid("delivery.maxAttempts", format!("must be between 1 and 1000 (got {})", p.max_attempts)));
+        }
+        if p.initial_delay.is_zero() {
+            return Err(invalid("delivery.initialDelay", "must be more than 0s"));
+        }
+        if p.max_delay < p.initial_delay {
+            return Err(invalid("delivery.maxDelay", "must be at least delivery.initialDelay"));
+        }
+        if !(1.0..=100.0).contains(&p.multiplier) || !p.multiplier.is_finite() {
+            return Err(invalid("delivery.multiplier", format!("must be between 1 and 100 (got {})", p.multiplier)));
+        }
+        if p.concurrency == 0 || p.concurrency > 10_000 {
+            return Err(invalid("delivery.concurrency", "must be between 1 and 10000"));
+        }
+        if let Some(lease) = p.lease
+            && lease <= d.timeout
+        {
+            return Err(invalid(
+                "delivery.lease",
+                "must be longer than destination.timeout, or another replica could take over a live delivery",
+            ));
+        }
+        if p.dead_letter.max_entries == 0 {
+            return Err(invalid("delivery.deadLetter.maxEntries", "must be at least 1"));
+        }
+        if p.dead_letter.max_age.is_zero() {
+            return Err(invalid("delivery.deadLetter.maxAge", "must be more than 0s"));
+        }
+        check_env("redis.urlEnv", &self.redis.url_env)?;
+        check_env("admin.tokenEnv", &self.admin.token_env)?;
+        if let Some(g) = &self.genesys {
+            if g.environment.is_none() && g.region.is_none() && g.api_base_url.is_none() {
+                return Err(invalid("genesys", "needs environment (e.g. mypurecloud.com) or region (e.g. us-east-1)"));
+            }
+            if g.environment.is_some() && g.region.is_some() {
+                return Err(invalid("genesys", "give environment or region, not both"));
+            }
+            if g.integration_id.trim().is_empty() {
+                return Err(invalid("genesys.integrationId", "must not be empty"));
+            }
+            check_env("genesys.clientIdEnv", &g.client_id_env)?;
+            check_env("genesys.clientSecretEnv", &g.client_secret_env)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_env(field: &'static str, name: &str) -> Result<(), ConfigError> {
+    if is_env_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{name:?} is not an environment variable name (letters, digits, '_')")))
+    }
+}
+
+fn http_header_name_ok(s: &str) -> Result<(), ()> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !s.is_empty() && s.chars().all(token) { Ok(()) } else { Err(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+relay: cx/orders
+listen: 0.0.0.0:8080
+adminListen: 0.0.0.0:9090
+source:
+  path: /webhooks/genesys
+  verify: { scheme: genesys-open-messaging, secretEnv: RELAY_SIGNING_SECRET }
+  idPointer: /id
+  maxBodyBytes: 1048576
+  dedupWindow: 24h
+destination:
+  url: http://127.0.0.1:9000/events
+  timeout: 5s
+delivery:
+  maxAttempts: 8
+  initialDelay: 1s
+  maxDelay: 1h
+  multiplier: 2
+  deadLetter: { maxAge: 168h, maxEntries: 100000 }
+redis:
+  urlEnv: REDIS_URL
+admin:
+  tokenEnv: RELAY_ADMIN_TOKEN
+genesys:
+  environment: mypurecloud.com
+  apiBaseUrl: null
+  loginBaseUrl: null
+  clientIdEnv: GENESYS_CLIENT_ID
+  clientSecretEnv: GENESYS_CLIENT_SECRET
+  integrationId: 6d1e0000-0000-0000-0000-000000000000
+  receipts: { onDeadLetter: true, onDelivered: false }
+"#;
+
+    #[test]
+    fn design_example_loads_with_its_values() {
+        let c = RelayConfig::from_yaml(FULL).unwrap();
+        assert_eq!(c.relay.as_str(), "cx/orders");
+        assert_eq!(c.source.dedup_window, Duration::from_secs(86400));
+        assert_eq!(c.delivery.max_delay, Duration::from_secs(3600));
+        assert_eq!(c.delivery.dead_letter.max_entries, 100_000);
+        assert_eq!(c.lease(), Duration::from_secs(35));
+        assert!(matches!(c.source.verify, VerifyConfig::GenesysOpenMessaging { .. }));
+        assert!(c.genesys.as_ref().unwrap().receipts.on_dead_letter);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'http://x:1/'}\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.admin_listen.port(), 9090);
+        assert_eq!(c.source.path, "/webhooks/genesys");
+        assert_eq!(c.source.id_pointer, "/id");
+        assert_eq!(c.destination.timeout, Duration::from_secs(5));
+        assert_eq!(c.delivery.max_attempts, 8);
+        assert_eq!(c.redis.url_env, "REDIS_URL");
+        assert_eq!(c.admin.token_env, "RELAY_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn yaml_round_trip_is_lossless() {
+        let c = RelayConfig::from_yaml(FULL).unwrap();
+        let again = RelayConfig::from_yaml(&c.to_yaml()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    fn err(yaml: &str) -> String {
+        RelayConfig::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let e = err(&base("delivery: {maxAttempts: 0}"));
+        assert!(e.contains("delivery.maxAttempts"), "{e}");
+        let e = err(&base("delivery: {initialDelay: 5}"));
+        assert!(e.contains("delivery.initialDelay") && e.contains("unit"), "{e}");
+        let e = err(&base("delivery: {initialDelay: 10s, maxDelay: 1s}"));
+        assert!(e.contains("delivery.maxDelay"), "{e}");
+        let e = err(&base("delivery: {lease: 1s}"));
+        assert!(e.contains("delivery.lease"), "{e}");
+        let e = err(&base("redis: {urlEnv: 'not a name'}"));
+        assert!(e.contains("redis.urlEnv"), "{e}");
+        let e = err(&base("delivery: {maxAtempts: 3}"));
+        assert!(e.contains("delivery") && e.contains("maxAtempts"), "{e}");
+        let e = err("relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'ftp://x/'}\n");
+        assert!(e.contains("destination.url"), "{e}");
+        let e = err("relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'not a url'}\n");
+        assert!(e.contains("destination.url"), "{e}");
+        let e = err("relay: 'a{b}'\nsource: {verify: {scheme: none}}\ndestination: {url: 'http://x/'}\n");
+        assert!(e.contains("relay") && e.contains("braces"), "{e}");
+        let e = err("relay: a\nsource: {verify: {scheme: rot13}}\ndestination: {url: 'http://x/'}\n");
+        assert!(e.contains("source.verify"), "{e}");
+        let e = err("relay: a\nsource: {path: nope, verify: {scheme: none}}\ndestination: {url: 'http://x/'}\n");
+        assert!(e.contains("source.path"), "{e}");
+    }
+
+    #[test]
+    fn hmac_scheme_has_defaults() {
+        let c = RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: hmac-sha256, encoding: base64, prefix: 'sha256='}}\ndestination: {url: 'http://x/'}\n",
+        )
+        .unwrap();
+        match c.source.verify {
+            VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix } => {
+                assert_eq!(secret_env, "RELAY_SIGNING_SECRET");
+                assert_eq!(header, "X-Signature");
+                assert_eq!(encoding, SignatureEncoding::Base64);
+                assert_eq!(prefix, "sha256=");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
