@@ -1,0 +1,280 @@
+//! The relay's Redis retry schedule and dead letters.
+//!
+//! Every stored event is in exactly one of: `due` (waiting, score = next attempt),
+//! in flight (claimed under a lease with a fencing token), `dead`, or deleted after a 2xx.
+//! Each operation here is one atomic Lua script (see [`scripts`]); the key layout is in
+//! [`keys`] and documented for other tools in `store/README.md`.
+
+pub mod conn;
+pub mod keys;
+pub mod model;
+pub mod scripts;
+
+use bytes::Bytes;
+use redis::{FromRedisValue, Value};
+use scripts::LuaScript;
+use std::time::Duration;
+
+pub use conn::{Conn, ConnectOptions};
+pub use keys::Keys;
+pub use model::*;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or answered with an error; retry later.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within the operation timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered something this version does not understand.
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One relay's schedule in Redis. Cheap to clone: clones share one connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: Conn,
+    keys: Keys,
+    timeout: Duration,
+}
+
+impl Store {
+    /// A store for relay `relay` over an existing connection.
+    pub fn new(conn: Conn, relay: &str) -> Self {
+        Store { conn, keys: Keys::new(relay), timeout: Duration::from_secs(3) }
+    }
+
+    /// Bounds every operation (connection problems surface as [`StoreError::Timeout`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The key names of this relay.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The underlying connection (for tools and tests that read keys directly).
+    pub fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    async fn run<T: FromRedisValue>(&self, script: &LuaScript, keys: &[&str], args: &[&[u8]]) -> Result<T> {
+        let fut = self.conn.clone().eval(script, keys, args);
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => T::from_redis_value(v).map_err(|e| StoreError::Protocol(e.to_string())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Stores a new event, due now, unless its id was seen within `dedup_window` or is
+    /// still stored. Only an `Ok(Enqueued::Accepted)` means the event is durable in Redis.
+    pub async fn enqueue(&self, id: &EventId, body: &[u8], content_type: &str, dedup_window: Duration) -> Result<Enqueued> {
+        let k = &self.keys;
+        let window = ms(dedup_window).to_string();
+        let (stored, now): (i64, i64) = self
+            .run(
+                &scripts::ENQUEUE,
+                &[&k.seen, &k.due, &k.body, &k.meta, &k.attempts, &k.pending],
+                &[id.as_str().as_bytes(), body, content_type.as_bytes(), window.as_bytes()],
+            )
+            .await?;
+        Ok(if stored == 1 { Enqueued::Accepted { at_ms: now } } else { Enqueued::Duplicate })
+    }
+
+    /// Claims up to `max` due events under a lease of `lease`, each with a fresh fencing
+    /// token; first gives expired leases back to `due`.
+    pub async fn claim(&self, max: usize, lease: Duration) -> Result<Claim> {
+        let k = &self.keys;
+        let max_s = max.to_string();
+        let lease_s = ms(lease).to_string();
+        let v: Value = self
+            .run(
+                &scripts::CLAIM,
+                &[&k.due, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.fence, &k.pending],
+                &[max_s.as_bytes(), lease_s.as_bytes()],
+            )
+            .await?;
+        model::parse_claim(v).map_err(StoreError::Protocol)
+    }
+
+    /// Deletes a delivered event. `false` means the lease was lost (another worker owns it now).
+    pub async fn ack(&self, lease: &Lease) -> Result<bool> {
+        let k = &self.keys;
+        let token = lease.token.to_string();
+        let n: i64 = self
+            .run(
+                &scripts::ACK,
+                &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending],
+                &[lease.id.as_str().as_bytes(), token.as_bytes()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Puts a failed event back in `due`, `delay` from now (server time), recording the
+    /// outcome in its metadata. Returns the new due score, or `None` if the lease was lost.
+    pub async fn reschedule(&self, lease: &Lease, delay: Duration, meta: &EventMeta) -> Result<Option<i64>> {
+        let k = &self.keys;
+        let token = lease.token.to_string();
+        let delay_s = ms(delay).to_string();
+        let meta = serde_json::to_vec(meta).expect("meta serializes");
+        let at: Option<i64> = self
+            .run(
+                &scripts::RESCHEDULE,
+                &[&k.inflight, &k.lease, &k.due, &k.meta],
+                &[lease.id.as_str().as_bytes(), token.as_bytes(), delay_s.as_bytes(), &meta],
+            )
+            .await?;
+        Ok(at)
+    }
+
+    /// Moves a failed event to `dead`, recording why, and trims the dead set to its bounds.
+    /// `false` means the lease was lost.
+    pub async fn dead_letter(&self, lease: &Lease, meta: &EventMeta, bounds: DeadBounds) -> Result<bool> {
+        let k = &self.keys;
+        let token = lease.token.to_string();
+        let meta = serde_json::to_vec(meta).expect("meta serializes");
+        let age = ms(bounds.max_age).to_string();
+        let count = bounds.max_entries.to_string();
+        let (ok, _trimmed): (i64, i64) = self
+            .run(
+                &scripts::DEAD,
+                &[&k.inflight, &k.lease, &k.dead, &k.meta, &k.body, &k.attempts, &k.pending],
+                &[lease.id.as_str().as_bytes(), token.as_bytes(), &meta, age.as_bytes(), count.as_bytes()],
+            )
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// Drops dead letters beyond the age and count bounds; returns how many went.
+    pub async fn trim_dead(&self, bounds: DeadBounds) -> Result<u64> {
+        let k = &self.keys;
+        let age = ms(bounds.max_age).to_string();
+        let count = bounds.max_entries.to_string();
+        self.run(&scripts::TRIM, &[&k.dead, &k.body, &k.meta, &k.attempts], &[age.as_bytes(), count.as_bytes()])
+            .await
+    }
+
+    /// Gives a claimed event back, due now, without counting the attempt (for shutdown).
+    pub async fn release(&self, lease: &Lease) -> Result<bool> {
+        let k = &self.keys;
+        let token = lease.token.to_string();
+        let n: i64 = self
+            .run(
+                &scripts::RELEASE,
+                &[&k.inflight, &k.lease, &k.due, &k.attempts],
+                &[lease.id.as_str().as_bytes(), token.as_bytes()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Returns up to `max` events whose lease expired to `due`; returns how many.
+    pub async fn recover_expired(&self, max: usize) -> Result<u64> {
+        let k = &self.keys;
+        let max_s = max.to_string();
+        self.run(&scripts::RECOVER, &[&k.inflight, &k.lease, &k.due], &[max_s.as_bytes()]).await
+    }
+
+    /// Makes a dead or due event due now with its attempts reset.
+    pub async fn replay(&self, id: &EventId) -> Result<Replayed> {
+        let k = &self.keys;
+        let s: String = self
+            .run(
+                &scripts::REPLAY,
+                &[&k.due, &k.dead, &k.attempts, &k.pending, &k.inflight],
+                &[id.as_str().as_bytes()],
+            )
+            .await?;
+        match s.as_str() {
+            "dead" => Ok(Replayed::FromDead),
+            "due" => Ok(Replayed::FromDue),
+            "inflight" => Ok(Replayed::InFlight),
+            "missing" => Ok(Replayed::NotFound),
+            other => Err(StoreError::Protocol(format!("replay answered {other:?}"))),
+        }
+    }
+
+    /// Replays dead letters dead-lettered between `since_ms` and `until_ms` (inclusive,
+    /// Unix ms), `batch` per script call; returns how many were replayed.
+    ///
+    /// `until_ms` is capped at the server's time when the call starts, so events that die
+    /// again while the replay runs are not replayed twice.
+    pub async fn replay_dead_range(&self, since_ms: Option<i64>, until_ms: Option<i64>, batch: usize) -> Result<u64> {
+        let k = &self.keys;
+        let now = self.stats().await?.now_ms;
+        let until = until_ms.map_or(now, |u| u.min(now)).to_string();
+        let since = since_ms.map_or("-inf".to_string(), |s| s.to_string());
+        let batch_s = batch.max(1).to_string();
+        let mut total = 0u64;
+        loop {
+            let n: u64 = self
+                .run(
+                    &scripts::REPLAY_DEAD_RANGE,
+                    &[&k.due, &k.dead, &k.attempts, &k.pending],
+                    &[since.as_bytes(), until.as_bytes(), batch_s.as_bytes()],
+                )
+                .await?;
+            total += n;
+            if n < batch.max(1) as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Drops an event for good (its dedup entry stays, so a resend is still a duplicate).
+    pub async fn delete(&self, id: &EventId) -> Result<bool> {
+        let k = &self.keys;
+        let n: i64 = self
+            .run(
+                &scripts::DELETE,
+                &[&k.due, &k.dead, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending],
+                &[id.as_str().as_bytes()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Queue figures: due, in flight, dead, and the age of the oldest undelivered event.
+    pub async fn stats(&self) -> Result<Stats> {
+        let k = &self.keys;
+        let (due, in_flight, dead, oldest, now): (u64, u64, u64, Option<i64>, i64) =
+            self.run(&scripts::STATS, &[&k.due, &k.inflight, &k.dead, &k.pending], &[]).await?;
+        Ok(Stats {
+            due,
+            in_flight,
+            dead,
+            oldest_due_age: oldest.map(|o| Duration::from_millis((now - o).max(0) as u64)),
+            now_ms: now,
+        })
+    }
+
+    /// One event with its state, metadata and payload; `None` if unknown.
+    pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
+        let k = &self.keys;
+        let v: Option<(String, f64, u32, Vec<u8>, Vec<u8>)> = self
+            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.body, &k.meta, &k.attempts], &[id.as_str().as_bytes()])
+            .await?;
+        let Some((state, score, attempts, meta, body)) = v else { return Ok(None) };
+        let meta: EventMeta = serde_json::from_slice(&meta).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let state = match state.as_str() {
+            "due" => EventState::Due,
+            "inflight" => EventState::InFlight,
+            "dead" => EventState::Dead,
+            _ => EventState::Unknown,
+        };
+        Ok(Some(StoredEvent { id: id.clone(), state, score_ms: score as i64, attempts, meta, body: Bytes::from(body) }))
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,309 @@
+//! The Lua scripts behind every multi-step change. Each receives all its keys through
+//! `KEYS` (one relay, one hash tag, one cluster slot) and reads the clock with `TIME` on
+//! the server, so replicas with skewed clocks still agree on what is due.
+//!
+//! Key order is fixed per script and documented above each one.
+
+use std::sync::LazyLock;
+
+/// A script's source and its SHA1 (the `EVALSHA` name).
+pub struct LuaScript {
+    source: String,
+    hash: String,
+}
+
+impl LuaScript {
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// Server time in Unix ms; bounded trim of expired leases back to `due`.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Expired leases go back to due, at most `limit` per call so a script stays short.
+local function recover(inflight, lease, due, now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', inflight, id)
+    redis.call('HDEL', lease, id)
+    redis.call('ZADD', due, now, id)
+  end
+  return #ids
+end
+"#;
+
+fn script(body: &str) -> LuaScript {
+    let source = format!("{PRELUDE}\n{body}");
+    let hash = redis::Script::new(&source).get_hash().to_string();
+    LuaScript { source, hash }
+}
+
+/// KEYS: seen, due, body, meta, attempts, pending.
+/// ARGV: id, body, content type, dedup window ms.
+/// Returns {1, now} when stored, {0, now} for a duplicate (within the window, or still stored).
+pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local id = ARGV[1]
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
+if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
+local until_ms = redis.call('ZSCORE', KEYS[1], id)
+if until_ms and tonumber(until_ms) > now then return {0, now} end
+if redis.call('HEXISTS', KEYS[3], id) == 1 then return {0, now} end
+local window = tonumber(ARGV[4])
+if window > 0 then redis.call('ZADD', KEYS[1], now + window, id) end
+redis.call('HSET', KEYS[3], id, ARGV[2])
+redis.call('HSET', KEYS[4], id, cjson.encode({receivedAt = now, contentType = ARGV[3]}))
+redis.call('HSET', KEYS[5], id, 0)
+redis.call('ZADD', KEYS[6], now, id)
+redis.call('ZADD', KEYS[2], now, id)
+return {1, now}
+"#,
+    )
+});
+
+/// KEYS: due, inflight, lease, body, meta, attempts, fence, pending.
+/// ARGV: max events, lease ms.
+/// Returns {now, next due score or false, next lease deadline or false, recovered, {{id, token,
+/// attempt, scheduled, body, meta}, ...}}.
+pub static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local lease_ms = tonumber(ARGV[2])
+local recovered = recover(KEYS[2], KEYS[3], KEYS[1], now, 100)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for i = 1, #due, 2 do
+  local id, scheduled = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], id)
+  local body = redis.call('HGET', KEYS[4], id)
+  if body then
+    local token = redis.call('INCR', KEYS[7])
+    redis.call('ZADD', KEYS[2], now + lease_ms, id)
+    redis.call('HSET', KEYS[3], id, token)
+    local attempt = redis.call('HINCRBY', KEYS[6], id, 1)
+    local meta = redis.call('HGET', KEYS[5], id) or '{}'
+    out[#out + 1] = {id, token, attempt, scheduled, body, meta}
+  else
+    -- A due id without a body was deleted by hand; drop what is left of it.
+    redis.call('HDEL', KEYS[5], id)
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[8], id)
+  end
+end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
+local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or false
+return {now, next_due, next_lease, recovered, out}
+"#,
+    )
+});
+
+/// KEYS: inflight, lease, body, meta, attempts, pending.
+/// ARGV: id, token. Returns 1 if acked, 0 if the token no longer holds the lease.
+pub static ACK: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
+redis.call('HDEL', KEYS[3], id)
+redis.call('HDEL', KEYS[4], id)
+redis.call('HDEL', KEYS[5], id)
+redis.call('ZREM', KEYS[6], id)
+return 1
+"#,
+    )
+});
+
+/// KEYS: inflight, lease, due, meta.
+/// ARGV: id, token, delay ms, meta JSON. Returns the new due score, or false if the lease was lost.
+pub static RESCHEDULE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return false end
+local at = now_ms() + tonumber(ARGV[3])
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZADD', KEYS[3], at, id)
+redis.call('HSET', KEYS[4], id, ARGV[4])
+return at
+"#,
+    )
+});
+
+/// Drops dead letters older than max age, then the oldest beyond max entries (bounded).
+const TRIM_DEAD: &str = r#"
+local function drop(dead, body, meta, attempts, id)
+  redis.call('ZREM', dead, id)
+  redis.call('HDEL', body, id)
+  redis.call('HDEL', meta, id)
+  redis.call('HDEL', attempts, id)
+end
+local function trim(dead, body, meta, attempts, now, max_age, max_entries, limit)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. (now - max_age), 'LIMIT', 0, limit)) do
+    drop(dead, body, meta, attempts, id); n = n + 1
+  end
+  local excess = redis.call('ZCARD', dead) - max_entries
+  if excess > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', dead, 0, math.min(excess, limit) - 1)) do
+      drop(dead, body, meta, attempts, id); n = n + 1
+    end
+  end
+  return n
+end
+"#;
+
+/// KEYS: inflight, lease, dead, meta, body, attempts, pending.
+/// ARGV: id, token, meta JSON, max age ms, max entries.
+/// Returns {1, trimmed} when dead-lettered, {0, 0} if the lease was lost.
+pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(&format!(
+        "{TRIM_DEAD}\n{}",
+        r#"
+local id = ARGV[1]
+if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return {0, 0} end
+local now = now_ms()
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZREM', KEYS[7], id)
+redis.call('ZADD', KEYS[3], now, id)
+redis.call('HSET', KEYS[4], id, ARGV[3])
+return {1, trim(KEYS[3], KEYS[5], KEYS[4], KEYS[6], now, tonumber(ARGV[4]), tonumber(ARGV[5]), 100)}
+"#
+    ))
+});
+
+/// KEYS: dead, body, meta, attempts. ARGV: max age ms, max entries. Returns how many were dropped.
+pub static TRIM: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(&format!(
+        "{TRIM_DEAD}\n{}",
+        "return trim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
+    ))
+});
+
+/// KEYS: inflight, lease, due, attempts.
+/// ARGV: id, token. Gives a claimed event back (due now) without counting the attempt.
+pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZADD', KEYS[3], now_ms(), id)
+local a = tonumber(redis.call('HGET', KEYS[4], id) or '1')
+if a > 0 then redis.call('HSET', KEYS[4], id, a - 1) end
+return 1
+"#,
+    )
+});
+
+/// KEYS: inflight, lease, due. ARGV: max. Returns how many expired leases went back to due.
+pub static RECOVER: LazyLock<LuaScript> = LazyLock::new(|| {
+    script("return recover(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]))")
+});
+
+/// KEYS: due, dead, attempts, pending, inflight.
+/// ARGV: id. Makes a dead or due event due now with attempts reset.
+/// Returns 'dead' or 'due' (its state before), 'inflight' (refused), or 'missing'.
+pub static REPLAY: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+local now = now_ms()
+if redis.call('ZSCORE', KEYS[2], id) then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('HSET', KEYS[3], id, 0)
+  redis.call('ZADD', KEYS[4], now, id)
+  return 'dead'
+end
+if redis.call('ZSCORE', KEYS[1], id) then
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('HSET', KEYS[3], id, 0)
+  return 'due'
+end
+if redis.call('ZSCORE', KEYS[5], id) then return 'inflight' end
+return 'missing'
+"#,
+    )
+});
+
+/// KEYS: due, dead, attempts, pending.
+/// ARGV: since ms, until ms, batch. Moves up to `batch` dead letters dead-lettered in
+/// [since, until] to due now. Returns how many moved.
+pub static REPLAY_DEAD_RANGE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('HSET', KEYS[3], id, 0)
+  redis.call('ZADD', KEYS[4], now, id)
+end
+return #ids
+"#,
+    )
+});
+
+/// KEYS: due, dead, inflight, lease, body, meta, attempts, pending.
+/// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed.
+pub static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+local existed = redis.call('HDEL', KEYS[5], id)
+redis.call('ZREM', KEYS[1], id)
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('HDEL', KEYS[4], id)
+redis.call('HDEL', KEYS[6], id)
+redis.call('HDEL', KEYS[7], id)
+redis.call('ZREM', KEYS[8], id)
+return existed
+"#,
+    )
+});
+
+/// KEYS: due, inflight, dead, pending.
+/// Returns {due, inflight, dead, oldest pending score or false, now}.
+pub static STATS: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2] or false
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), oldest, now_ms()}
+"#,
+    )
+});
+
+/// KEYS: due, inflight, dead, body, meta, attempts.
+/// ARGV: id. Returns {state, score, attempts, meta, body} or false when unknown.
+pub static GET: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local id = ARGV[1]
+local body = redis.call('HGET', KEYS[4], id)
+if not body then return false end
+local state, score = 'unknown', '0'
+for i, name in ipairs({'due', 'inflight', 'dead'}) do
+  local s = redis.call('ZSCORE', KEYS[i], id)
+  if s then state, score = name, s; break end
+end
+return {state, score, redis.call('HGET', KEYS[6], id) or '0', redis.call('HGET', KEYS[5], id) or '{}', body}
+"#,
+    )
+});

@@ -1,0 +1,280 @@
+//! Store tests against a real redis-server, each scenario run twice: on a single server
+//! and on a real 3-node Redis Cluster started for the test.
+
+use std::collections::HashSet;
+use std::time::Duration;
+use testkit::{RedisCluster, RedisServer};
+use webhook_relay_store::*;
+
+/// Keeps the servers alive for the length of a test.
+enum Backend {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+async fn store(cluster: bool, relay: &str) -> (Backend, Store) {
+    let (backend, opts) = if cluster {
+        let c = RedisCluster::start();
+        let opts = ConnectOptions::new(c.cluster_url());
+        (Backend::Cluster(c), opts)
+    } else {
+        let s = RedisServer::start();
+        let opts = ConnectOptions::new(s.url());
+        (Backend::Single(s), opts)
+    };
+    let conn = Conn::connect(&opts).await.expect("connect to redis");
+    (backend, Store::new(conn, relay))
+}
+
+fn id(s: &str) -> EventId {
+    EventId::new(s).unwrap()
+}
+
+const DAY: Duration = Duration::from_secs(86400);
+const LEASE: Duration = Duration::from_secs(30);
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod single { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
+        mod cluster { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+on_both!(
+    lifecycle_enqueue_claim_ack,
+    duplicates_are_not_stored_twice,
+    concurrent_claimers_never_share_an_event,
+    stale_token_cannot_ack_or_reschedule,
+    expired_leases_come_back,
+    dead_set_is_trimmed_by_count_and_age,
+    replay_one_range_and_delete,
+    reschedule_sets_a_future_score,
+    scripts_reload_after_script_flush,
+);
+
+async fn lifecycle_enqueue_claim_ack(cluster: bool) {
+    let (_b, s) = store(cluster, "t/lifecycle").await;
+    let e = s.enqueue(&id("a"), br#"{"id":"a"}"#, "application/json", DAY).await.unwrap();
+    assert!(matches!(e, Enqueued::Accepted { .. }));
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight, st.dead), (1, 0, 0));
+    assert!(st.oldest_due_age.is_some());
+
+    let c = s.claim(10, LEASE).await.unwrap();
+    assert_eq!(c.events.len(), 1);
+    let ev = &c.events[0];
+    assert_eq!(ev.lease.id, id("a"));
+    assert_eq!(ev.attempt, 1);
+    assert_eq!(&ev.body[..], br#"{"id":"a"}"#);
+    assert_eq!(ev.meta.content_type, "application/json");
+    assert!(ev.meta.received_at > 0);
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight, st.dead), (0, 1, 0));
+
+    assert!(s.ack(&ev.lease).await.unwrap());
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight, st.dead), (0, 0, 0));
+    assert_eq!(st.oldest_due_age, None);
+    assert!(s.get(&id("a")).await.unwrap().is_none(), "payload and metadata are gone after ack");
+    // A second ack with the same token finds nothing to ack.
+    assert!(!s.ack(&ev.lease).await.unwrap());
+}
+
+async fn duplicates_are_not_stored_twice(cluster: bool) {
+    let (_b, s) = store(cluster, "t/dedup").await;
+    assert!(matches!(s.enqueue(&id("m1"), b"{}", "application/json", DAY).await.unwrap(), Enqueued::Accepted { .. }));
+    assert_eq!(s.enqueue(&id("m1"), b"{}", "application/json", DAY).await.unwrap(), Enqueued::Duplicate);
+    let c = s.claim(10, LEASE).await.unwrap();
+    assert_eq!(c.events.len(), 1);
+    s.ack(&c.events[0].lease).await.unwrap();
+    // Delivered and deleted, but still within the window: still a duplicate.
+    assert_eq!(s.enqueue(&id("m1"), b"{}", "application/json", DAY).await.unwrap(), Enqueued::Duplicate);
+    // A short window expires; then the id is new again.
+    let w = Duration::from_millis(200);
+    assert!(matches!(s.enqueue(&id("m2"), b"{}", "t", w).await.unwrap(), Enqueued::Accepted { .. }));
+    let c = s.claim(10, LEASE).await.unwrap();
+    s.ack(&c.events[0].lease).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(s.enqueue(&id("m2"), b"{}", "t", w).await.unwrap(), Enqueued::Accepted { .. }));
+}
+
+async fn concurrent_claimers_never_share_an_event(cluster: bool) {
+    let (_b, s) = store(cluster, "t/concurrent").await;
+    let n = 600;
+    for i in 0..n {
+        s.enqueue(&id(&format!("e{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let mut tasks = vec![];
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = vec![];
+            for _ in 0..1000 {
+                let c = s.claim(7, LEASE).await.unwrap();
+                if c.events.is_empty() && c.next_due_ms.is_none() {
+                    break;
+                }
+                mine.extend(c.events.into_iter().map(|e| (e.lease.id.to_string(), e.lease.token)));
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut tokens = HashSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for (id, token) in t.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id.clone()), "event {id} was claimed twice");
+            assert!(tokens.insert(token), "token {token} issued twice");
+        }
+    }
+    assert_eq!(total, n);
+    assert_eq!(s.stats().await.unwrap().in_flight, n as u64);
+}
+
+async fn stale_token_cannot_ack_or_reschedule(cluster: bool) {
+    let (_b, s) = store(cluster, "t/fence").await;
+    s.enqueue(&id("x"), b"{}", "application/json", DAY).await.unwrap();
+    let first = s.claim(1, Duration::from_millis(100)).await.unwrap().events.remove(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The lease expired; another worker's claim recovers and takes it with a newer token.
+    let second = s.claim(1, LEASE).await.unwrap().events.remove(0);
+    assert_eq!(second.lease.id, first.lease.id);
+    assert!(second.lease.token > first.lease.token);
+    assert_eq!(second.attempt, 2);
+
+    assert!(!s.ack(&first.lease).await.unwrap(), "stale token acked");
+    let meta = EventMeta { last_status: Some(503), ..Default::default() };
+    assert_eq!(s.reschedule(&first.lease, Duration::ZERO, &meta).await.unwrap(), None, "stale token rescheduled");
+    let bounds = DeadBounds { max_age: DAY, max_entries: 10 };
+    assert!(!s.dead_letter(&first.lease, &meta, bounds).await.unwrap(), "stale token dead-lettered");
+    assert!(!s.release(&first.lease).await.unwrap(), "stale token released");
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight, st.dead), (0, 1, 0), "the current holder still owns it");
+    assert!(s.ack(&second.lease).await.unwrap());
+}
+
+async fn expired_leases_come_back(cluster: bool) {
+    let (_b, s) = store(cluster, "t/recover").await;
+    for i in 0..3 {
+        s.enqueue(&id(&format!("r{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let c = s.claim(10, Duration::from_millis(150)).await.unwrap();
+    assert_eq!(c.events.len(), 3);
+    assert!(c.next_lease_ms.is_some());
+    assert_eq!(s.recover_expired(100).await.unwrap(), 0, "leases are still live");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(s.recover_expired(100).await.unwrap(), 3);
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight), (3, 0));
+    let again = s.claim(10, LEASE).await.unwrap();
+    assert_eq!(again.events.len(), 3);
+    assert!(again.events.iter().all(|e| e.attempt == 2), "a crashed attempt still counts");
+}
+
+async fn dead_set_is_trimmed_by_count_and_age(cluster: bool) {
+    let (_b, s) = store(cluster, "t/trim").await;
+    let bounds = DeadBounds { max_age: DAY, max_entries: 5 };
+    for i in 0..10 {
+        s.enqueue(&id(&format!("d{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let c = s.claim(10, LEASE).await.unwrap();
+    for ev in &c.events {
+        let meta = EventMeta { last_status: Some(400), last_error: Some("400 Bad Request".into()), ..ev.meta.clone() };
+        assert!(s.dead_letter(&ev.lease, &meta, bounds).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let st = s.stats().await.unwrap();
+    assert_eq!(st.dead, 5);
+    // The oldest went first, payload and metadata with them.
+    let kept: Vec<String> = redis_zrange(&s, &s.keys().dead.clone()).await;
+    assert_eq!(kept, vec!["d5", "d6", "d7", "d8", "d9"]);
+    assert!(s.get(&id("d0")).await.unwrap().is_none());
+    let d9 = s.get(&id("d9")).await.unwrap().unwrap();
+    assert_eq!(d9.state, EventState::Dead);
+    assert_eq!(d9.meta.last_status, Some(400));
+    assert_eq!(d9.attempts, 1);
+    // Age: everything is older than 1 ms a moment later.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let n = s.trim_dead(DeadBounds { max_age: Duration::from_millis(1), max_entries: 5 }).await.unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(s.stats().await.unwrap().dead, 0);
+    assert_eq!(redis_hlen(&s, &s.keys().body.clone()).await, 0, "trimmed payloads are freed");
+}
+
+async fn replay_one_range_and_delete(cluster: bool) {
+    let (_b, s) = store(cluster, "t/replay").await;
+    let bounds = DeadBounds { max_age: DAY, max_entries: 100 };
+    for i in 0..6 {
+        s.enqueue(&id(&format!("p{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let c = s.claim(10, LEASE).await.unwrap();
+    let mut dead_at = vec![];
+    for ev in &c.events {
+        assert!(s.dead_letter(&ev.lease, &ev.meta, bounds).await.unwrap());
+        dead_at.push(s.get(&ev.lease.id).await.unwrap().unwrap().score_ms);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.replay(&id("p0")).await.unwrap(), Replayed::FromDead);
+    assert_eq!(s.replay(&id("p0")).await.unwrap(), Replayed::FromDue);
+    assert_eq!(s.replay(&id("nope")).await.unwrap(), Replayed::NotFound);
+    let p0 = s.get(&id("p0")).await.unwrap().unwrap();
+    assert_eq!((p0.state, p0.attempts), (EventState::Due, 0));
+    // Range: p2..=p4 by their dead-lettered times, in batches of 2.
+    let n = s.replay_dead_range(Some(dead_at[2]), Some(dead_at[4]), 2).await.unwrap();
+    assert_eq!(n, 3);
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.dead), (4, 2));
+    // Open range: the rest.
+    assert_eq!(s.replay_dead_range(None, None, 100).await.unwrap(), 2);
+    // A claimed event cannot be replayed.
+    let c = s.claim(1, LEASE).await.unwrap();
+    assert_eq!(s.replay(&c.events[0].lease.id).await.unwrap(), Replayed::InFlight);
+    // Delete removes payload and metadata for good.
+    assert!(s.delete(&id("p5")).await.unwrap());
+    assert!(s.get(&id("p5")).await.unwrap().is_none());
+    assert!(!s.delete(&id("p5")).await.unwrap());
+    let meta: bool = matches!(
+        s.conn().cmd(redis::cmd("HEXISTS").arg(&s.keys().meta).arg("p5")).await.unwrap(),
+        redis::Value::Int(1)
+    );
+    assert!(!meta, "metadata survived delete");
+}
+
+async fn reschedule_sets_a_future_score(cluster: bool) {
+    let (_b, s) = store(cluster, "t/resched").await;
+    s.enqueue(&id("f"), b"{}", "application/json", DAY).await.unwrap();
+    let ev = s.claim(1, LEASE).await.unwrap().events.remove(0);
+    let meta = EventMeta { last_status: Some(503), last_error: Some("503 Service Unavailable".into()), ..ev.meta.clone() };
+    let at = s.reschedule(&ev.lease, Duration::from_secs(60), &meta).await.unwrap().unwrap();
+    let now = s.stats().await.unwrap().now_ms;
+    assert!(at >= now + 59_000, "due score {at} is not ~60s after {now}");
+    let c = s.claim(1, LEASE).await.unwrap();
+    assert!(c.events.is_empty(), "not due yet");
+    assert_eq!(c.next_due_ms, Some(at));
+    let got = s.get(&id("f")).await.unwrap().unwrap();
+    assert_eq!(got.state, EventState::Due);
+    assert_eq!(got.meta.last_status, Some(503));
+}
+
+async fn scripts_reload_after_script_flush(cluster: bool) {
+    let (b, s) = store(cluster, "t/noscript").await;
+    s.enqueue(&id("n1"), b"{}", "application/json", DAY).await.unwrap();
+    match &b {
+        Backend::Single(r) => assert_eq!(r.cli(&["SCRIPT", "FLUSH"]), "OK"),
+        Backend::Cluster(c) => c.nodes.iter().for_each(|n| assert_eq!(n.cli(&["SCRIPT", "FLUSH"]), "OK")),
+    }
+    s.enqueue(&id("n2"), b"{}", "application/json", DAY).await.unwrap();
+    assert_eq!(s.stats().await.unwrap().due, 2);
+}
+
+async fn redis_zrange(s: &Store, key: &str) -> Vec<String> {
+    let v = s.conn().cmd(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await.unwrap();
+    redis::from_redis_value(v).unwrap()
+}
+
+async fn redis_hlen(s: &Store, key: &str) -> i64 {
+    let v = s.conn().cmd(redis::cmd("HLEN").arg(key)).await.unwrap();
+    redis::from_redis_value(v).unwrap()
+}
