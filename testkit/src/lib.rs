@@ -220,3 +220,16 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(p.is_file(), "{} not built: run `cargo build --bins` (make test does)", p.display());
     p
 }
+
+/// Status code of a plain `GET http://127.0.0.1:<port><path>`, or `None` if it did not answer.
+/// Blocking and dependency-free, for readiness polls.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

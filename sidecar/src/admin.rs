@@ -1,0 +1,38 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the bearer-token API under
+//! `/v1/`. It listens apart from intake so an Ingress never exposes it.
+
+use crate::relay::Relay;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+
+/// The admin app.
+pub fn router(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(crate::api::router(relay.clone()))
+        .with_state(relay)
+}
+
+async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
+    if relay.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !relay.redis_up() {
+        (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        relay.metrics.encode(),
+    )
+        .into_response()
+}

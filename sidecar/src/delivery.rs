@@ -1,0 +1,342 @@
+//! The delivery worker: claims due events, POSTs them downstream with bounded
+//! concurrency, and records each outcome (ack, reschedule with backoff, dead-letter).
+//!
+//! It sleeps exactly until the earliest due score or lease deadline (capped at
+//! [`IDLE_MAX`]), and intake wakes it at once when an event arrives, so first attempts
+//! start immediately and retries fire close to their scheduled time.
+
+use crate::backoff::{Backoff, parse_retry_after};
+use crate::metrics::AttemptOutcome;
+use crate::receipts::ReceiptKind;
+use crate::relay::Relay;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use webhook_relay_store::{ClaimedEvent, EventMeta, Lease, StoreError};
+
+/// Longest idle sleep: bounds how long events another replica stored wait for us.
+pub const IDLE_MAX: Duration = Duration::from_secs(1);
+/// Most events claimed in one script call.
+const CLAIM_BATCH: usize = 256;
+/// How often the dead set is trimmed by age, independent of new dead letters.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// Bytes of a downstream's error body kept as `lastError`.
+const ERROR_BODY_BYTES: usize = 200;
+
+/// How a response or failure is treated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx.
+    Delivered,
+    /// 5xx, 408, 429, timeouts, connection errors: try again later.
+    Retry { retry_after: Option<Duration> },
+    /// Any other status: retrying cannot help.
+    Permanent,
+}
+
+/// Classifies an HTTP status as DESIGN.md specifies.
+pub fn classify(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 | 500..=599 => Verdict::Retry { retry_after: None },
+        _ => Verdict::Permanent,
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug)]
+struct Attempt {
+    verdict: Verdict,
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+/// Runs until shutdown, then drains: in-flight deliveries finish (bounded by the
+/// delivery timeout) and any still running after that are released back to `due`.
+pub async fn run(relay: Arc<Relay>) {
+    let cfg = relay.config().clone();
+    let lease = cfg.lease();
+    let permits = Arc::new(Semaphore::new(cfg.delivery.concurrency as usize));
+    let in_flight: Arc<Mutex<HashMap<u64, Lease>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut failures = 0u32;
+    let mut last_trim = Instant::now();
+    while !relay.is_shutting_down() {
+        while tasks.try_join_next().is_some() {}
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => drop(p),
+                _ = relay.shutting_down() => break,
+            }
+            continue;
+        }
+        let want = free.min(CLAIM_BATCH);
+        let claim = match relay.store.claim(want, lease).await {
+            Ok(c) => {
+                failures = 0;
+                relay.set_redis_up(true);
+                c
+            }
+            Err(e) => {
+                failures += 1;
+                relay.set_redis_up(false);
+                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "could not claim events");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {},
+                    _ = relay.shutting_down() => break,
+                }
+                continue;
+            }
+        };
+        if claim.recovered > 0 {
+            tracing::info!(recovered = claim.recovered, "took back events whose lease expired");
+        }
+        let got = claim.events.len();
+        for ev in claim.events {
+            let permit = permits.clone().try_acquire_owned().expect("claimed no more than free permits");
+            let lateness = (claim.now_ms - ev.scheduled_ms).max(0) as f64 / 1000.0;
+            relay.metrics.retry_lateness_seconds.observe(lateness);
+            in_flight.lock().unwrap().insert(ev.lease.token, ev.lease.clone());
+            let relay = relay.clone();
+            let in_flight = in_flight.clone();
+            tasks.spawn(async move {
+                let token = ev.lease.token;
+                deliver(&relay, ev).await;
+                in_flight.lock().unwrap().remove(&token);
+                drop(permit);
+            });
+        }
+        if last_trim.elapsed() >= TRIM_EVERY {
+            last_trim = Instant::now();
+            match relay.store.trim_dead(relay.dead_bounds()).await {
+                Ok(n) if n > 0 => tracing::info!(trimmed = n, "dropped dead letters beyond maxAge/maxEntries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not trim dead letters"),
+            }
+        }
+        if got == want {
+            continue; // there may be more due right now
+        }
+        let next = [claim.next_due_ms, claim.next_lease_ms].into_iter().flatten().min();
+        let sleep = match next {
+            Some(at) => Duration::from_millis((at - claim.now_ms).max(0) as u64).min(IDLE_MAX),
+            None => IDLE_MAX,
+        };
+        if sleep.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = relay.woken() => {},
+            _ = tokio::time::sleep(sleep) => {},
+            _ = relay.shutting_down() => break,
+        }
+    }
+    drain(&relay, tasks, in_flight, cfg.destination.timeout + Duration::from_secs(5)).await;
+}
+
+async fn drain(relay: &Relay, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashMap<u64, Lease>>>, limit: Duration) {
+    let running = tasks.len();
+    if running > 0 {
+        tracing::info!(running, "waiting for in-flight deliveries before exit");
+    }
+    let finished = tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    let left: Vec<Lease> = in_flight.lock().unwrap().drain().map(|(_, l)| l).collect();
+    for lease in left {
+        match relay.store.release(&lease).await {
+            Ok(_) => tracing::info!(event_id = %lease.id, "released an unfinished delivery"),
+            Err(e) => tracing::warn!(event_id = %lease.id, error = %e, "could not release; its lease will expire"),
+        }
+    }
+}
+
+/// Delivers one claimed event and records the outcome.
+async fn deliver(relay: &Relay, ev: ClaimedEvent) {
+    let cfg = relay.config();
+    let started = Instant::now();
+    let attempt = send(relay, &ev).await;
+    let took = started.elapsed();
+    let id = &ev.lease.id;
+    let mut meta = EventMeta {
+        last_status: attempt.status,
+        last_error: attempt.error.clone(),
+        last_attempt_at: Some(unix_ms()),
+        ..ev.meta.clone()
+    };
+    let outcome = match &attempt.verdict {
+        Verdict::Delivered => {
+            meta.last_error = None;
+            match persist(relay, || relay.store.ack(&ev.lease)).await {
+                Some(true) => {
+                    tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
+                    relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
+                    AttemptOutcome::delivered
+                }
+                _ => AttemptOutcome::lease_lost,
+            }
+        }
+        Verdict::Retry { retry_after } if ev.attempt < cfg.delivery.max_attempts => {
+            let policy = Backoff {
+                initial: cfg.delivery.initial_delay,
+                max: cfg.delivery.max_delay,
+                multiplier: cfg.delivery.multiplier,
+            };
+            let delay = policy.delay(ev.attempt, *retry_after, &mut rand::rng());
+            match persist(relay, || relay.store.reschedule(&ev.lease, delay, &meta)).await {
+                Some(Some(_)) => {
+                    tracing::info!(
+                        event_id = %id, attempt = ev.attempt, status = attempt.status,
+                        error = attempt.error.as_deref().unwrap_or(""), retry_in_ms = delay.as_millis() as u64,
+                        "delivery failed; retrying"
+                    );
+                    AttemptOutcome::retry
+                }
+                _ => AttemptOutcome::lease_lost,
+            }
+        }
+        verdict => {
+            let why = if matches!(verdict, Verdict::Permanent) { "permanent failure" } else { "last attempt failed" };
+            match persist(relay, || relay.store.dead_letter(&ev.lease, &meta, relay.dead_bounds())).await {
+                Some(true) => {
+                    tracing::warn!(
+                        event_id = %id, attempt = ev.attempt, status = attempt.status,
+                        error = attempt.error.as_deref().unwrap_or(""), "dead-lettered: {why}"
+                    );
+                    // Genesys users see this text: the status or failure kind, never the downstream's body.
+                    let reason = match attempt.status {
+                        Some(s) => format!("downstream answered HTTP {s}"),
+                        None => attempt.error.clone().unwrap_or_default(),
+                    };
+                    relay.receipt(ReceiptKind::Failed(reason), &ev.lease.id, &ev.body);
+                    AttemptOutcome::dead
+                }
+                _ => AttemptOutcome::lease_lost,
+            }
+        }
+    };
+    if outcome == AttemptOutcome::lease_lost {
+        tracing::warn!(event_id = %id, attempt = ev.attempt, "lease lost before the outcome was recorded; another replica owns the event");
+    }
+    relay.metrics.attempt(outcome, attempt.status, took);
+}
+
+/// Runs a store write, retrying briefly through a Redis blip; `None` if it never got through
+/// (the lease then expires and the event is attempted again: at-least-once).
+async fn persist<T, F, Fut>(relay: &Relay, op: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..8 {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                relay.set_redis_up(false);
+                tracing::warn!(error = %e, "could not record a delivery outcome; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    None
+}
+
+async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
+    let cfg = relay.config();
+    let content_type = if ev.meta.content_type.is_empty() { "application/json" } else { &ev.meta.content_type };
+    let request = relay
+        .http
+        .post(cfg.destination.url.clone())
+        .timeout(cfg.destination.timeout)
+        .header(CONTENT_TYPE, content_type)
+        .header("X-Relay-Event-Id", ev.lease.id.as_str())
+        .header("X-Relay-Attempt", ev.attempt.to_string())
+        .body(ev.body.clone());
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let error = if e.is_timeout() {
+                format!("timed out after {}", webhook_relay_api::duration::format(cfg.destination.timeout))
+            } else if e.is_connect() {
+                format!("connection failed: {}", root_cause(&e))
+            } else {
+                format!("request failed: {}", root_cause(&e))
+            };
+            return Attempt { verdict: Verdict::Retry { retry_after: None }, status: None, error: Some(error) };
+        }
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let mut verdict = classify(status.as_u16());
+    if let Verdict::Retry { retry_after: ra } = &mut verdict {
+        *ra = retry_after;
+    }
+    let body = read_some(response, ERROR_BODY_BYTES).await;
+    let error = match verdict {
+        Verdict::Delivered => None,
+        _ => {
+            let text = String::from_utf8_lossy(&body);
+            let text = text.trim();
+            Some(if text.is_empty() { status.to_string() } else { format!("{status}: {text}") })
+        }
+    };
+    Attempt { verdict, status: Some(status.as_u16()), error }
+}
+
+/// Reads at most `limit` bytes of a response (keeping the connection reusable when the
+/// body is short) and drops the rest.
+async fn read_some(mut response: reqwest::Response, limit: usize) -> Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Bytes::from(out)
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_designed() {
+        for s in [200, 201, 202, 204, 299] {
+            assert_eq!(classify(s), Verdict::Delivered, "{s}");
+        }
+        for s in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(classify(s), Verdict::Retry { retry_after: None }, "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 409, 410, 422] {
+            assert_eq!(classify(s), Verdict::Permanent, "{s}");
+        }
+    }
+}

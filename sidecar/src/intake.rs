@@ -1,0 +1,117 @@
+//! Intake: `POST <source.path>`. Verifies, parses, stores, and only then answers 200.
+//!
+//! Answers: 401 bad or missing signature, 413 body over `maxBodyBytes`, 400 not JSON or
+//! no id at `idPointer`, 503 with `Retry-After` when the store cannot take the event,
+//! 200 `accepted` once stored, 200 `duplicate` for a repeat within the dedup window.
+
+use crate::metrics::IntakeOutcome;
+use crate::relay::Relay;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use webhook_relay_store::{EventId, Enqueued};
+
+/// Seconds a sender is asked to wait when the store is unavailable.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// The intake app: one route, everything else 404.
+pub fn router(relay: Arc<Relay>) -> Router {
+    let path = relay.config().source.path.clone();
+    Router::new()
+        .route(&path, post(receive))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(relay)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body) -> Response {
+    let outcome = intake(&relay, &headers, body).await;
+    let (metric, response) = match outcome {
+        Ok((Enqueued::Accepted { .. }, id)) => {
+            relay.wake_worker();
+            (IntakeOutcome::accepted, (StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id.as_str()}))).into_response())
+        }
+        Ok((Enqueued::Duplicate, id)) => {
+            tracing::debug!(event_id = %id, "duplicate within the dedup window");
+            (IntakeOutcome::duplicate, (StatusCode::OK, axum::Json(json!({"status": "duplicate", "id": id.as_str()}))).into_response())
+        }
+        Err(Refusal::TooLarge(limit)) => (
+            IntakeOutcome::too_large,
+            error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than source.maxBodyBytes ({limit} bytes)")),
+        ),
+        Err(Refusal::Unauthorized(why)) => (IntakeOutcome::unauthorized, error(StatusCode::UNAUTHORIZED, why)),
+        Err(Refusal::Invalid(why)) => (IntakeOutcome::invalid, error(StatusCode::BAD_REQUEST, why)),
+        Err(Refusal::Unavailable(why)) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("event not stored, retry later: {why}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            (IntakeOutcome::unavailable, r)
+        }
+    };
+    relay.metrics.intake(metric);
+    response
+}
+
+enum Refusal {
+    TooLarge(u64),
+    Unauthorized(String),
+    Invalid(String),
+    Unavailable(String),
+}
+
+async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enqueued, EventId), Refusal> {
+    let source = &relay.config().source;
+    let limit = source.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Refusal::TooLarge(limit));
+    }
+    let body = match Limited::new(body, limit as usize).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(Refusal::TooLarge(limit)),
+        Err(e) => return Err(Refusal::Invalid(format!("could not read the body: {e}"))),
+    };
+    relay.verifier.verify(headers, &body).map_err(|e| {
+        let header = relay.verifier.header().map(|h| h.as_str()).unwrap_or("");
+        tracing::warn!(reason = %e, header, "refused a request with a bad signature");
+        Refusal::Unauthorized(format!("{e} ({header})"))
+    })?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| Refusal::Invalid(format!("body is not JSON: {e}")))?;
+    let id = match doc.pointer(&source.id_pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(Refusal::Invalid(format!(
+                "no string or number id at {} (source.idPointer)",
+                source.id_pointer
+            )));
+        }
+    };
+    let id = EventId::new(id).map_err(Refusal::Invalid)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    match relay.store.enqueue(&id, &body, content_type, source.dedup_window).await {
+        Ok(e) => {
+            if matches!(e, Enqueued::Accepted { .. }) {
+                tracing::debug!(event_id = %id, bytes = body.len(), "stored");
+            }
+            Ok((e, id))
+        }
+        Err(e) => {
+            tracing::warn!(event_id = %id, error = %e, "could not store an event; answered 503");
+            relay.set_redis_up(false);
+            Err(Refusal::Unavailable(e.to_string()))
+        }
+    }
+}
+

@@ -1,0 +1,17 @@
+//! webhook-relay: receives webhooks, stores them durably in Redis before answering 200,
+//! delivers them downstream with retries and backoff, and dead-letters what never succeeds.
+//!
+//! [`app::run`] wires the parts; each router is built by one function from the shared
+//! [`relay::Relay`] so tests drive it without a socket.
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod backoff;
+pub mod delivery;
+pub mod intake;
+pub mod metrics;
+pub mod receipts;
+pub mod relay;
+pub mod settings;
+pub mod signature;

@@ -1,0 +1,145 @@
+//! Prometheus metrics of one relay process, served at `/metrics` on the admin listener.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// What intake answered.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IntakeOutcome {
+    accepted,
+    duplicate,
+    unauthorized,
+    too_large,
+    invalid,
+    unavailable,
+}
+
+/// How one delivery attempt ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AttemptOutcome {
+    /// 2xx: acked.
+    delivered,
+    /// Failed and rescheduled.
+    retry,
+    /// Failed for good: dead-lettered.
+    dead,
+    /// The lease was lost before the outcome could be recorded.
+    lease_lost,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntakeLabels {
+    pub outcome: IntakeOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub outcome: AttemptOutcome,
+    /// `2xx`, `4xx`, `5xx`, or `none` for timeouts and connection errors.
+    pub status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiptLabels {
+    /// `Failed` or `Delivered`.
+    pub status: String,
+    /// `sent` or `failed`.
+    pub outcome: String,
+}
+
+/// All metrics; cheap to share behind an `Arc`.
+pub struct Metrics {
+    pub registry: Registry,
+    pub intake: Family<IntakeLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub attempt_seconds: Histogram,
+    pub retry_lateness_seconds: Histogram,
+    pub receipts: Family<ReceiptLabels, Counter>,
+    pub due: Gauge,
+    pub in_flight: Gauge,
+    pub dead: Gauge,
+    pub oldest_due_age_seconds: Gauge<f64, AtomicU64>,
+    pub redis_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("webhook_relay");
+        let intake = Family::<IntakeLabels, Counter>::default();
+        registry.register("intake_requests", "Intake requests by outcome", intake.clone());
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register("delivery_attempts", "Delivery attempts by outcome and HTTP status class", attempts.clone());
+        let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let attempt_seconds = Histogram::new(buckets);
+        registry.register("delivery_attempt_duration_seconds", "Time of one delivery attempt", attempt_seconds.clone());
+        let lateness = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0]);
+        registry.register(
+            "retry_lateness_seconds",
+            "How late an attempt started after its scheduled time",
+            lateness.clone(),
+        );
+        let receipts = Family::<ReceiptLabels, Counter>::default();
+        registry.register("genesys_receipts", "Genesys delivery receipts by status and outcome", receipts.clone());
+        let due = Gauge::default();
+        registry.register("queue_due", "Events waiting for an attempt (sampled)", due.clone());
+        let in_flight = Gauge::default();
+        registry.register("queue_in_flight", "Events claimed under a lease (sampled)", in_flight.clone());
+        let dead = Gauge::default();
+        registry.register("queue_dead", "Dead-lettered events (sampled)", dead.clone());
+        let oldest = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "queue_oldest_due_age_seconds",
+            "Age of the oldest undelivered event (sampled)",
+            oldest.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register("redis_up", "1 when the last Redis check succeeded", redis_up.clone());
+        Metrics {
+            registry,
+            intake,
+            attempts,
+            attempt_seconds,
+            retry_lateness_seconds: lateness,
+            receipts,
+            due,
+            in_flight,
+            dead,
+            oldest_due_age_seconds: oldest,
+            redis_up,
+        }
+    }
+
+    pub fn intake(&self, outcome: IntakeOutcome) {
+        self.intake.get_or_create(&IntakeLabels { outcome }).inc();
+    }
+
+    pub fn attempt(&self, outcome: AttemptOutcome, status: Option<u16>, took: Duration) {
+        let status_class = match status {
+            Some(s) => format!("{}xx", s / 100),
+            None => "none".into(),
+        };
+        self.attempts.get_or_create(&AttemptLabels { outcome, status_class }).inc();
+        self.attempt_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

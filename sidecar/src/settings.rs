@@ -1,0 +1,125 @@
+//! Loading the relay: `relay.yaml` parsed and validated once, secrets read from the
+//! environment variables it names. Errors say which field and which variable.
+
+use std::path::Path;
+use webhook_relay_api::RelayConfig;
+use webhook_relay_api::config::VerifyConfig;
+
+/// Secrets named by the config, read from the environment. Debug never prints them.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub signing_secret: Option<Vec<u8>>,
+    pub redis_url: String,
+    /// `None` disables the `/v1/` admin API (health and metrics stay up).
+    pub admin_token: Option<String>,
+    pub genesys_client_id: Option<String>,
+    pub genesys_client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { *** }")
+    }
+}
+
+/// A relay's config and its secrets, ready to run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: RelayConfig,
+    pub secrets: Secrets,
+}
+
+/// Why the relay cannot start; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] webhook_relay_api::ConfigError),
+    #[error("{field} names {var}, which is not set{hint}")]
+    MissingEnv { field: &'static str, var: String, hint: &'static str },
+    #[error("{field} names {var}, whose value is too short: {why}")]
+    WeakSecret { field: &'static str, var: String, why: &'static str },
+}
+
+impl Settings {
+    /// Reads `path` and the environment.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SettingsError::Read { path: path.display().to_string(), source })?;
+        let config = RelayConfig::from_yaml(&text)?;
+        Self::from_config(config, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Resolves the secrets of `config` with `env` (the process environment, or a map in tests).
+    pub fn from_config(config: RelayConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let need = |field: &'static str, var: &str, hint: &'static str| {
+            env(var).ok_or_else(|| SettingsError::MissingEnv { field, var: var.to_string(), hint })
+        };
+        let signing_secret = match &config.source.verify {
+            VerifyConfig::GenesysOpenMessaging { secret_env } | VerifyConfig::HmacSha256 { secret_env, .. } => {
+                let s = need("source.verify.secretEnv", secret_env, " (the webhook signing secret)")?;
+                if matches!(config.source.verify, VerifyConfig::GenesysOpenMessaging { .. }) && s.len() < 16 {
+                    return Err(SettingsError::WeakSecret {
+                        field: "source.verify.secretEnv",
+                        var: secret_env.clone(),
+                        why: "Genesys Cloud requires a webhook secret longer than 15 characters",
+                    });
+                }
+                Some(s.into_bytes())
+            }
+            VerifyConfig::None => None,
+        };
+        let redis_url = need("redis.urlEnv", &config.redis.url_env, " (e.g. redis://redis:6379/0)")?;
+        let admin_token = env(&config.admin.token_env);
+        let (genesys_client_id, genesys_client_secret) = match &config.genesys {
+            Some(g) => (
+                Some(need("genesys.clientIdEnv", &g.client_id_env, " (the OAuth client id)")?),
+                Some(need("genesys.clientSecretEnv", &g.client_secret_env, " (the OAuth client secret)")?),
+            ),
+            None => (None, None),
+        };
+        Ok(Settings {
+            config,
+            secrets: Secrets { signing_secret, redis_url, admin_token, genesys_client_id, genesys_client_secret },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg() -> RelayConfig {
+        RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: genesys-open-messaging, secretEnv: SIGN}}\ndestination: {url: 'http://x/'}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn missing_secret_names_field_and_variable() {
+        let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x")].into();
+        let e = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert_eq!(e, "source.verify.secretEnv names SIGN, which is not set (the webhook signing secret)");
+    }
+
+    #[test]
+    fn short_genesys_secret_is_refused() {
+        let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x"), ("SIGN", "short")].into();
+        let e = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(e.contains("longer than 15"), "{e}");
+        assert!(!e.contains("short\""), "the value itself is never printed: {e}");
+    }
+
+    #[test]
+    fn resolves_and_hides_secrets() {
+        let env: HashMap<&str, &str> =
+            [("REDIS_URL", "redis://x"), ("SIGN", "0123456789abcdef"), ("RELAY_ADMIN_TOKEN", "tok")].into();
+        let s = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.secrets.signing_secret.as_deref(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(s.secrets.admin_token.as_deref(), Some("tok"));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+}
