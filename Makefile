@@ -1,0 +1,26 @@
+# Quick start: `make demo` runs the relay end to end; `make test` runs every test.
+.PHONY: test demo bench build crds lint control-plane-up control-plane-down
+
+test:            ## install/start what the tests need (Redis, the test control plane), run all tests
+	scripts/test
+
+demo:            ## Redis + scripted downstream + relay; signed Genesys events through retries and a dead letter
+	scripts/demo
+
+bench:           ## load generator against relay + Redis + downstream on loopback; prints figures
+	scripts/bench
+
+build:
+	cargo build --workspace --bins --locked
+
+crds:            ## regenerate crds/ from the Rust types
+	cargo run -q -p webhook-relay-operator -- crd > crds/webhookrelay.dev_webhookrelays.yaml
+
+lint:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+control-plane-up:
+	tests/control-plane/up
+
+control-plane-down:
+	tests/control-plane/down
