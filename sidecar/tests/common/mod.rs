@@ -123,14 +123,20 @@ delivery:
 impl RelayProcess {
     /// Starts the relay with `yaml` (from [`config`]) against `redis_url`; waits for `/healthz`.
     pub fn start(yaml: &str, redis_url: &str, listen_port: u16, admin_port: u16) -> Self {
+        Self::start_with_env(yaml, redis_url, listen_port, admin_port, &[])
+    }
+
+    /// Like [`start`](Self::start) with extra environment variables (e.g. Genesys credentials).
+    pub fn start_with_env(yaml: &str, redis_url: &str, listen_port: u16, admin_port: u16, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
-        let env = vec![
+        let mut env = vec![
             ("REDIS_URL".to_string(), redis_url.to_string()),
             ("RELAY_SIGNING_SECRET".to_string(), SECRET.to_string()),
             ("RELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string()),
             ("RUST_LOG".to_string(), "info".to_string()),
         ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log = dir.path().join("relay.log");
         let mut p = RelayProcess {
             intake: format!("http://127.0.0.1:{listen_port}/webhooks/genesys"),
