@@ -111,6 +111,13 @@ pub struct SourceConfig {
     /// A repeat of an id within this window answers `duplicate` and is not delivered again.
     #[serde(default = "defaults::dedup_window", with = "crate::duration")]
     pub dedup_window: Duration,
+    /// Time allowed to read a request's headers, and again its body: a slower client has
+    /// its connection closed (headers) or gets a 408 (body), so it cannot hold a slot.
+    #[serde(default = "defaults::read_timeout", with = "crate::duration")]
+    pub read_timeout: Duration,
+    /// Intake requests handled at once per process; beyond it, 503 with `Retry-After`.
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: u32,
 }
 
 /// How intake verifies a request's signature.
@@ -315,6 +322,12 @@ pub mod defaults {
     pub fn hmac_header() -> String {
         "X-Signature".into()
     }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_concurrent_requests() -> u32 {
+        1024
+    }
     pub fn destination_timeout() -> Duration {
         Duration::from_secs(5)
     }
@@ -425,6 +438,12 @@ impl RelayConfig {
         }
         if s.max_body_bytes == 0 || s.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid("source.maxBodyBytes", "must be between 1 and 67108864 (64 MiB)"));
+        }
+        if s.read_timeout < Duration::from_millis(100) || s.read_timeout > Duration::from_secs(300) {
+            return Err(invalid("source.readTimeout", "must be between 100ms and 5m"));
+        }
+        if s.max_concurrent_requests == 0 || s.max_concurrent_requests > 100_000 {
+            return Err(invalid("source.maxConcurrentRequests", "must be between 1 and 100000"));
         }
         match &s.verify {
             VerifyConfig::GenesysOpenMessaging { secret_env } => {
@@ -570,6 +589,8 @@ genesys:
         assert_eq!(c.source.path, "/webhooks/genesys");
         assert_eq!(c.source.id_pointer, "/id");
         assert_eq!(c.destination.timeout, Duration::from_secs(5));
+        assert_eq!(c.source.read_timeout, Duration::from_secs(10));
+        assert_eq!(c.source.max_concurrent_requests, 1024);
         assert_eq!(c.delivery.max_attempts, 8);
         assert_eq!(c.redis.url_env, "REDIS_URL");
         assert_eq!(c.admin.token_env, "RELAY_ADMIN_TOKEN");
@@ -597,6 +618,10 @@ genesys:
         assert!(e.contains("delivery.initialDelay") && e.contains("unit"), "{e}");
         let e = err(&base("delivery: {initialDelay: 10s, maxDelay: 1s}"));
         assert!(e.contains("delivery.maxDelay"), "{e}");
+        let e = err("relay: a\nsource: {verify: {scheme: none}, maxConcurrentRequests: 0}\ndestination: {url: 'http://x/'}\n");
+        assert!(e.contains("source.maxConcurrentRequests"), "{e}");
+        let e = err("relay: a\nsource: {verify: {scheme: none}, readTimeout: 1ms}\ndestination: {url: 'http://x/'}\n");
+        assert!(e.contains("source.readTimeout"), "{e}");
         let e = err(&base("delivery: {lease: 1s}"));
         assert!(e.contains("delivery.lease"), "{e}");
         let e = err(&base("redis: {urlEnv: 'not a name'}"));

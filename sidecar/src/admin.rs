@@ -16,6 +16,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::api::router(relay.clone()))
+        .layer(crate::server::catch_panic())
         .with_state(relay)
 }
 

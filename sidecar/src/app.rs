@@ -4,6 +4,7 @@
 use crate::metrics::Metrics;
 use crate::receipts::Receipts;
 use crate::relay::Relay;
+use crate::server::{Limits, serve};
 use crate::settings::Settings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,10 @@ use webhook_relay_store::{Conn, ConnectOptions, Store};
 
 /// How often queue gauges and Redis reachability are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Header read timeout of the admin listener (operators and scrapers, not the internet).
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time beyond the read timeout for a request in progress to be stored and answered.
+const STORE_SLACK: Duration = Duration::from_secs(5);
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -83,19 +88,19 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     tokio::spawn(sample(relay.clone()));
     let worker = tokio::spawn(crate::delivery::run(relay.clone()));
 
+    // Requests still being read or stored when shutdown begins get the read timeout to finish.
+    let intake_limits = Limits { header_read_timeout: cfg.source.read_timeout, drain: cfg.source.read_timeout + STORE_SLACK };
+    let admin_limits = Limits { header_read_timeout: ADMIN_HEADER_TIMEOUT, drain: ADMIN_HEADER_TIMEOUT };
     let r = relay.clone();
-    let intake_server = axum::serve(intake, crate::intake::router(relay.clone()))
-        .with_graceful_shutdown(async move { r.shutting_down().await });
+    let intake_server = serve(intake, crate::intake::router(relay.clone()), intake_limits, async move {
+        r.shutting_down().await
+    });
     let r = relay.clone();
-    let admin_server = tokio::spawn(
-        axum::serve(admin, crate::admin::router(relay.clone()))
-            .with_graceful_shutdown(async move {
-                r.shutting_down().await;
-                // Keep /readyz answering "shutting down" while the worker drains.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            })
-            .into_future(),
-    );
+    let admin_server = tokio::spawn(serve(admin, crate::admin::router(relay.clone()), admin_limits, async move {
+        r.shutting_down().await;
+        // Keep /readyz answering "shutting down" while the worker drains.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }));
     if let Err(e) = intake_server.await {
         tracing::error!(error = %e, "intake server failed");
         relay.begin_shutdown();

@@ -195,7 +195,7 @@ async fn deliver(relay: &Relay, ev: ClaimedEvent) {
                 Some(Some(_)) => {
                     tracing::info!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
-                        error = attempt.error.as_deref().unwrap_or(""), retry_in_ms = delay.as_millis() as u64,
+                        error = loggable_error(&attempt), retry_in_ms = delay.as_millis() as u64,
                         "delivery failed; retrying"
                     );
                     AttemptOutcome::retry
@@ -209,7 +209,7 @@ async fn deliver(relay: &Relay, ev: ClaimedEvent) {
                 Some(true) => {
                     tracing::warn!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
-                        error = attempt.error.as_deref().unwrap_or(""), "dead-lettered: {why}"
+                        error = loggable_error(&attempt), "dead-lettered: {why}"
                     );
                     // Genesys users see this text: the status or failure kind, never the downstream's body.
                     let reason = match attempt.status {
@@ -309,6 +309,12 @@ async fn read_some(mut response: reqwest::Response, limit: usize) -> Bytes {
         }
     }
     Bytes::from(out)
+}
+
+/// What the logs say about a failure: the transport error, but for an HTTP answer only its
+/// status: a downstream's error body may quote the payload, so it stays in `lastError`.
+fn loggable_error(a: &Attempt) -> &str {
+    if a.status.is_some() { "" } else { a.error.as_deref().unwrap_or("") }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

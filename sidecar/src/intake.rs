@@ -3,30 +3,62 @@
 //! Answers: 401 bad or missing signature, 413 body over `maxBodyBytes`, 400 not JSON or
 //! no id at `idPointer`, 503 with `Retry-After` when the store cannot take the event,
 //! 200 `accepted` once stored, 200 `duplicate` for a repeat within the dedup window.
+//! Limits: 408 when the body does not arrive within `readTimeout`, 503 with `Retry-After`
+//! beyond `maxConcurrentRequests` requests at once.
 
 use crate::metrics::IntakeOutcome;
 use crate::relay::Relay;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use webhook_relay_store::{EventId, Enqueued};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
+/// Seconds a sender is asked to wait when too many requests are in progress.
+const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
 /// The intake app: one route, everything else 404.
 pub fn router(relay: Arc<Relay>) -> Router {
     let path = relay.config().source.path.clone();
+    let slots = Arc::new(Semaphore::new(relay.config().source.max_concurrent_requests as usize));
     Router::new()
         .route(&path, post(receive))
+        .route_layer(middleware::from_fn_with_state((relay.clone(), slots), limit_concurrency))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(crate::server::catch_panic())
         .with_state(relay)
+}
+
+/// Refuses a request at once when `maxConcurrentRequests` are already being handled: a
+/// quick 503 lets Genesys retry, where queueing would only run out its 10 s window.
+async fn limit_concurrency(
+    State((relay, slots)): State<(Arc<Relay>, Arc<Semaphore>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(req).await,
+        Err(_) => {
+            relay.metrics.intake(IntakeOutcome::overloaded);
+            let limit = relay.config().source.max_concurrent_requests;
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many requests at once (source.maxConcurrentRequests = {limit}); retry later"),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS));
+            r
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -50,6 +82,13 @@ async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body
         ),
         Err(Refusal::Unauthorized(why)) => (IntakeOutcome::unauthorized, error(StatusCode::UNAUTHORIZED, why)),
         Err(Refusal::Invalid(why)) => (IntakeOutcome::invalid, error(StatusCode::BAD_REQUEST, why)),
+        Err(Refusal::Timeout(limit)) => (
+            IntakeOutcome::timeout,
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within source.readTimeout ({})", webhook_relay_api::duration::format(limit)),
+            ),
+        ),
         Err(Refusal::Unavailable(why)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("event not stored, retry later: {why}"));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
@@ -64,6 +103,7 @@ enum Refusal {
     TooLarge(u64),
     Unauthorized(String),
     Invalid(String),
+    Timeout(Duration),
     Unavailable(String),
 }
 
@@ -74,10 +114,12 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
     if declared.is_some_and(|n| n > limit) {
         return Err(Refusal::TooLarge(limit));
     }
-    let body = match Limited::new(body, limit as usize).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(Refusal::TooLarge(limit)),
-        Err(e) => return Err(Refusal::Invalid(format!("could not read the body: {e}"))),
+    let read = tokio::time::timeout(source.read_timeout, Limited::new(body, limit as usize).collect());
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(Refusal::TooLarge(limit)),
+        Ok(Err(e)) => return Err(Refusal::Invalid(format!("could not read the body: {e}"))),
+        Err(_) => return Err(Refusal::Timeout(source.read_timeout)),
     };
     relay.verifier.verify(headers, &body).map_err(|e| {
         let header = relay.verifier.header().map(|h| h.as_str()).unwrap_or("");

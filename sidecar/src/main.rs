@@ -1,9 +1,10 @@
-//! `webhook-relay`: the sidecar binary. Parses arguments and config, then serves.
+//! `webhook-relay`: the sidecar binary. `serve` parses the config and runs the relay;
+//! `dlq` is a client of a running relay's admin API.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use webhook_relay_sidecar::{app, settings::Settings};
+use webhook_relay_sidecar::{app, dlq, settings::Settings};
 
 #[derive(Parser)]
 #[command(name = "webhook-relay", version, about = "Receive webhooks, store them in Redis, deliver them downstream with retries")]
@@ -20,6 +21,8 @@ enum Command {
         #[arg(long, env = "RELAY_CONFIG", default_value = "/etc/webhook-relay/relay.yaml")]
         config: PathBuf,
     },
+    /// Inspect, replay and delete stored events through a running relay's admin API.
+    Dlq(dlq::DlqArgs),
 }
 
 fn init_logging() {
@@ -31,6 +34,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Dlq(args) => dlq::run(args),
         Command::Serve { config } => {
             init_logging();
             let settings = match Settings::load(&config) {

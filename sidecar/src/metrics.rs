@@ -19,6 +19,24 @@ pub enum IntakeOutcome {
     too_large,
     invalid,
     unavailable,
+    /// The body did not arrive within `source.readTimeout` (408).
+    timeout,
+    /// Refused beyond `source.maxConcurrentRequests` (503).
+    overloaded,
+}
+
+impl IntakeOutcome {
+    /// Every outcome, so each series exists (at 0) from the first scrape.
+    pub const ALL: [IntakeOutcome; 8] = [
+        IntakeOutcome::accepted,
+        IntakeOutcome::duplicate,
+        IntakeOutcome::unauthorized,
+        IntakeOutcome::too_large,
+        IntakeOutcome::invalid,
+        IntakeOutcome::unavailable,
+        IntakeOutcome::timeout,
+        IntakeOutcome::overloaded,
+    ];
 }
 
 /// How one delivery attempt ended.
@@ -81,6 +99,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("webhook_relay");
         let intake = Family::<IntakeLabels, Counter>::default();
         registry.register("intake_requests", "Intake requests by outcome", intake.clone());
+        for outcome in IntakeOutcome::ALL {
+            drop(intake.get_or_create(&IntakeLabels { outcome }));
+        }
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register("delivery_attempts", "Delivery attempts by outcome and HTTP status class", attempts.clone());
         let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -257,10 +257,46 @@ impl Store {
         })
     }
 
+    /// Up to `limit` events of one state, oldest first (by score, then id), strictly after
+    /// `after`. The page's `next` cursor is set when more may follow. Paging by position
+    /// rather than offset means an event that stays in the state is listed exactly once
+    /// across pages, however many others move in or out meanwhile.
+    pub async fn list(&self, state: EventState, limit: usize, after: Option<&ListCursor>) -> Result<Page> {
+        let k = &self.keys;
+        let set = match state {
+            EventState::Due => &k.due,
+            EventState::InFlight => &k.inflight,
+            EventState::Dead => &k.dead,
+            EventState::Unknown => return Ok(Page { events: vec![], next: None }),
+        };
+        let limit = limit.clamp(1, MAX_LIST);
+        // One more than asked tells whether another page exists.
+        let fetch = (limit + 1).to_string();
+        let (score, id) = match after {
+            Some(c) => (c.score_ms.to_string(), c.id.as_str()),
+            None => (String::new(), ""),
+        };
+        let rows: Vec<ListRow> = self
+            .run(&scripts::LIST, &[set, &k.attempts, &k.meta], &[fetch.as_bytes(), score.as_bytes(), id.as_bytes()])
+            .await?;
+        let more = rows.len() > limit;
+        let mut events = Vec::with_capacity(limit.min(rows.len()));
+        for (id, score, attempts, meta) in rows.into_iter().take(limit) {
+            let id = EventId::new(id).map_err(StoreError::Protocol)?;
+            let meta = serde_json::from_slice(&meta).unwrap_or_default();
+            events.push(ListedEvent { id, state, score_ms: score as i64, attempts, meta });
+        }
+        let next = match events.last() {
+            Some(last) if more => Some(ListCursor { score_ms: last.score_ms, id: last.id.clone() }),
+            _ => None,
+        };
+        Ok(Page { events, next })
+    }
+
     /// One event with its state, metadata and payload; `None` if unknown.
     pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
         let k = &self.keys;
-        let v: Option<(String, f64, u32, Vec<u8>, Vec<u8>)> = self
+        let v: Option<GetReply> = self
             .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.body, &k.meta, &k.attempts], &[id.as_str().as_bytes()])
             .await?;
         let Some((state, score, attempts, meta, body)) = v else { return Ok(None) };
@@ -274,6 +310,11 @@ impl Store {
         Ok(Some(StoredEvent { id: id.clone(), state, score_ms: score as i64, attempts, meta, body: Bytes::from(body) }))
     }
 }
+
+/// GET's reply: state, score, attempts, meta JSON, body.
+type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>);
+/// One LIST row: id, score, attempts, meta JSON.
+type ListRow = (String, f64, u32, Vec<u8>);
 
 fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64

@@ -154,6 +154,35 @@ pub struct StoredEvent {
     pub body: Bytes,
 }
 
+/// Most events one [`Store::list`](crate::Store::list) call returns.
+pub const MAX_LIST: usize = 10_000;
+
+/// A position in one state's set: just after the event `id` scored `score_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    pub score_ms: i64,
+    pub id: EventId,
+}
+
+/// One event as listed (no payload).
+#[derive(Clone, Debug)]
+pub struct ListedEvent {
+    pub id: EventId,
+    pub state: EventState,
+    /// Next attempt (due), lease deadline (in flight) or dead-lettered at (dead), Unix ms.
+    pub score_ms: i64,
+    pub attempts: u32,
+    pub meta: EventMeta,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub events: Vec<ListedEvent>,
+    /// Where the next page starts; `None` when this page reached the end.
+    pub next: Option<ListCursor>,
+}
+
 fn int(v: &Value) -> Result<i64, String> {
     match v {
         Value::Int(i) => Ok(*i),

@@ -307,3 +307,44 @@ return {state, score, redis.call('HGET', KEYS[6], id) or '0', redis.call('HGET',
 "#,
     )
 });
+
+/// KEYS: the state's set (due, inflight or dead), attempts, meta.
+/// ARGV: limit, cursor score ('' for the start), cursor id.
+/// Returns up to `limit` {id, score, attempts, meta}, oldest first, strictly after the
+/// cursor in the set's own order (score, then id byte by byte): a position, not an offset,
+/// so members that stay in the set are never skipped or repeated while others move.
+pub static LIST: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+-- Byte order as Redis sorts equal scores (Lua's `<` follows the locale; this does not).
+local function bytes_after(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local set, limit = KEYS[1], tonumber(ARGV[1])
+local start = 0
+if ARGV[2] ~= '' then
+  local score, after = ARGV[2], ARGV[3]
+  -- Members scored exactly `score` hold ranks [lo, hi) in byte order; find the first after the cursor id.
+  local lo = redis.call('ZCOUNT', set, '-inf', '(' .. score)
+  local hi = lo + redis.call('ZCOUNT', set, score, score)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if bytes_after(redis.call('ZRANGE', set, mid, mid)[1], after) then hi = mid else lo = mid + 1 end
+  end
+  start = lo
+end
+local page = redis.call('ZRANGE', set, start, start + limit - 1, 'WITHSCORES')
+local out = {}
+for i = 1, #page, 2 do
+  local id = page[i]
+  out[#out + 1] = {id, page[i + 1], redis.call('HGET', KEYS[2], id) or '0', redis.call('HGET', KEYS[3], id) or '{}'}
+end
+return out
+"#,
+    )
+});

@@ -50,6 +50,7 @@ on_both!(
     replay_one_range_and_delete,
     reschedule_sets_a_future_score,
     scripts_reload_after_script_flush,
+    list_pages_by_position_while_events_move,
 );
 
 async fn lifecycle_enqueue_claim_ack(cluster: bool) {
@@ -267,6 +268,64 @@ async fn scripts_reload_after_script_flush(cluster: bool) {
     }
     s.enqueue(&id("n2"), b"{}", "application/json", DAY).await.unwrap();
     assert_eq!(s.stats().await.unwrap().due, 2);
+}
+
+async fn list_pages_by_position_while_events_move(cluster: bool) {
+    let (_b, s) = store(cluster, "t/list").await;
+    // Enqueued in one burst, many share a millisecond score: order then falls to the id bytes.
+    let ids: Vec<String> = (0..30).map(|i| format!("e{i:02}")).collect();
+    for i in &ids {
+        s.enqueue(&id(i), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let mut seen: Vec<String> = vec![];
+    let (mut deleted, mut added) = (vec![], vec![]);
+    let mut cursor: Option<ListCursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.list(EventState::Due, 4, cursor.as_ref()).await.unwrap();
+        pages += 1;
+        assert!(page.events.len() <= 4);
+        for e in &page.events {
+            assert_eq!((e.state, e.attempts, e.meta.content_type.as_str()), (EventState::Due, 0, "application/json"));
+            seen.push(e.id.as_str().to_string());
+        }
+        // Meanwhile: the last id of this page and one not yet listed leave, a new one arrives.
+        if let Some(last) = page.events.last() {
+            assert!(s.delete(&last.id).await.unwrap());
+            let unseen = ids.iter().rev().find(|i| !seen.contains(i) && !deleted.contains(*i)).cloned();
+            if let Some(u) = unseen {
+                assert!(s.delete(&id(&u)).await.unwrap());
+                deleted.push(u);
+            }
+            let new = format!("new{pages:02}");
+            s.enqueue(&id(&new), b"{}", "application/json", DAY).await.unwrap();
+            added.push(new);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "an event was listed twice: {seen:?}");
+    for i in ids.iter().filter(|i| !deleted.contains(*i)) {
+        assert!(seen.contains(i), "{i} stayed due but was skipped: {seen:?}");
+    }
+    for d in &deleted {
+        assert!(!seen.contains(d), "{d} was deleted before its page but listed");
+    }
+    assert!(added.iter().take(added.len() - 1).all(|a| seen.contains(a)), "arrivals after the cursor are listed");
+    // A cursor is a position: it still works after its own event is gone.
+    let all = s.list(EventState::Due, 1000, None).await.unwrap();
+    assert!(all.next.is_none());
+    let third = &all.events[2];
+    assert!(s.delete(&third.id).await.unwrap());
+    let after = s.list(EventState::Due, 1, Some(&ListCursor { score_ms: third.score_ms, id: third.id.clone() })).await.unwrap();
+    assert_eq!(after.events[0].id, all.events[3].id);
+    assert!(s.list(EventState::Dead, 10, None).await.unwrap().events.is_empty());
 }
 
 async fn redis_zrange(s: &Store, key: &str) -> Vec<String> {

@@ -1,0 +1,392 @@
+//! `webhook-relay dlq`: a command-line client of the admin API (list, show, replay,
+//! delete, stats). Tables for people by default, `-o json` for scripts. The token comes
+//! from `RELAY_ADMIN_TOKEN` only, never from an argument (arguments show in `ps`).
+
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::time::Duration;
+use url::Url;
+
+/// The environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "RELAY_ADMIN_TOKEN";
+
+/// `webhook-relay dlq ...`
+#[derive(Args, Debug)]
+pub struct DlqArgs {
+    /// Base URL of the relay's admin listener (adminListen).
+    #[arg(long, env = "RELAY_ADMIN_URL", default_value = "http://127.0.0.1:9090", global = true)]
+    pub admin_url: Url,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Dead,
+    Due,
+    Inflight,
+}
+
+impl StateArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            StateArg::Dead => "dead",
+            StateArg::Due => "due",
+            StateArg::Inflight => "inflight",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List events of one state, oldest first (dead letters unless --state says otherwise).
+    List {
+        #[arg(long, value_enum, default_value_t = StateArg::Dead)]
+        state: StateArg,
+        /// Events per page (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Start after this cursor (printed under a page that has more).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow every page to the end.
+        #[arg(long, conflicts_with = "cursor")]
+        all: bool,
+    },
+    /// Show one event with its payload.
+    Show { id: String },
+    /// Replay one dead or due event now, or with --all every dead letter (in a time range).
+    #[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Replay {
+        id: Option<String>,
+        /// Replay every dead letter dead-lettered within --since/--until.
+        #[arg(long)]
+        all: bool,
+        /// RFC 3339 time (2026-05-01T12:00:00Z) or an age (2h = two hours ago).
+        #[arg(long, requires = "all")]
+        since: Option<String>,
+        /// RFC 3339 time or an age, like --since.
+        #[arg(long, requires = "all")]
+        until: Option<String>,
+    },
+    /// Delete an event's payload and metadata for good.
+    Delete { id: String },
+    /// Queue figures: due, in flight, dead, age of the oldest undelivered event.
+    Stats,
+}
+
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the admin API at {url} ({why}); set --admin-url or RELAY_ADMIN_URL")]
+    Unreachable { url: String, why: String },
+    #[error("{message} (HTTP {status}){hint}")]
+    Api { status: u16, message: String, hint: &'static str },
+}
+
+/// Runs one `dlq` command; prints to stdout, errors to stderr.
+pub fn run(args: DlqArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    match runtime.block_on(execute(&args, token)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("webhook-relay dlq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command and returns what it prints.
+pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, CliError> {
+    let api = Client::new(args.admin_url.clone(), token)?;
+    let json_out = args.output == Output::Json;
+    match &args.command {
+        DlqCommand::List { state, limit, cursor, all } => {
+            let mut items = vec![];
+            let mut cursor = cursor.clone();
+            loop {
+                let mut url = api.url(&["v1", "events"]);
+                url.query_pairs_mut().append_pair("state", state.as_str()).append_pair("limit", &limit.to_string());
+                if let Some(c) = &cursor {
+                    url.query_pairs_mut().append_pair("cursor", c);
+                }
+                let page = api.call(Method::GET, url).await?.unwrap_or(Value::Null);
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+                cursor = page["nextCursor"].as_str().map(str::to_string);
+                if !*all || cursor.is_none() {
+                    break;
+                }
+            }
+            Ok(if json_out {
+                pretty(&json!({ "items": items, "nextCursor": cursor }))
+            } else {
+                list_table(state.as_str(), &items, cursor.as_deref())
+            })
+        }
+        DlqCommand::Show { id } => {
+            let ev = api.call(Method::GET, api.url(&["v1", "events", id])).await?.unwrap_or(Value::Null);
+            Ok(if json_out { pretty(&ev) } else { show_text(&ev) })
+        }
+        DlqCommand::Replay { id: Some(id), .. } => {
+            let r = api.call(Method::POST, api.url(&["v1", "events", id, "replay"])).await?.unwrap_or(Value::Null);
+            Ok(if json_out {
+                pretty(&r)
+            } else {
+                format!("replayed {id} (was {}); it is due now\n", r["previousState"].as_str().unwrap_or("?"))
+            })
+        }
+        DlqCommand::Replay { id: None, since, until, .. } => {
+            let mut url = api.url(&["v1", "dead", "replay"]);
+            for (name, value) in [("since", since), ("until", until)] {
+                if let Some(v) = value {
+                    url.query_pairs_mut().append_pair(name, &to_rfc3339(v, chrono::Utc::now())?);
+                }
+            }
+            let r = api.call(Method::POST, url).await?.unwrap_or(Value::Null);
+            Ok(if json_out {
+                pretty(&r)
+            } else {
+                format!("replayed {} dead letter(s); they are due now\n", r["replayed"].as_u64().unwrap_or(0))
+            })
+        }
+        DlqCommand::Delete { id } => {
+            api.call(Method::DELETE, api.url(&["v1", "events", id])).await?;
+            Ok(if json_out { pretty(&json!({ "deleted": id })) } else { format!("deleted {id}\n") })
+        }
+        DlqCommand::Stats => {
+            let s = api.call(Method::GET, api.url(&["v1", "stats"])).await?.unwrap_or(Value::Null);
+            Ok(if json_out { pretty(&s) } else { stats_table(&s) })
+        }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(base: Url, token: Option<String>) -> Result<Self, CliError> {
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(CliError::Usage(format!("--admin-url must be an http(s) URL (got {base})")));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("webhook-relay-dlq/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded (ids may hold `/`).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        u.path_segments_mut().expect("checked to be a base").pop_if_empty().extend(segments);
+        u
+    }
+
+    /// Sends a request; `None` for a 204.
+    async fn call(&self, method: Method, url: Url) -> Result<Option<Value>, CliError> {
+        let mut req = self.http.request(method, url.clone());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable { url: self.base.to_string(), why: root_cause(&e) })?;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return Ok(if status == StatusCode::NO_CONTENT { None } else { parsed });
+        }
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        let hint = match status {
+            StatusCode::UNAUTHORIZED if self.token.is_none() => "; set RELAY_ADMIN_TOKEN to the relay's admin token",
+            StatusCode::UNAUTHORIZED => "; check RELAY_ADMIN_TOKEN",
+            _ => "",
+        };
+        Err(CliError::Api { status: status.as_u16(), message, hint })
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// An RFC 3339 time as given, or an age (`2h`) counted back from `now`.
+pub fn to_rfc3339(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, CliError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    let age = webhook_relay_api::duration::parse(text)
+        .map_err(|_| CliError::Usage(format!("{text:?} is neither an RFC 3339 time (2026-05-01T12:00:00Z) nor an age (2h)")))?;
+    let age = chrono::Duration::from_std(age).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok((now - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn pretty(v: &Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).expect("JSON values serialize"))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.into_iter().zip(&widths).enumerate() {
+            out.push_str(cell);
+            if i + 1 < n {
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn list_table(state: &str, items: &[Value], next: Option<&str>) -> String {
+    if items.is_empty() {
+        return format!("no {state} events\n");
+    }
+    let (when_header, when_field) = match state {
+        "due" => ("NEXT ATTEMPT", "nextAttemptAt"),
+        "inflight" => ("LEASE EXPIRES", "leaseExpiresAt"),
+        _ => ("DEAD AT", "deadAt"),
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|e| {
+            vec![
+                text(&e["id"]),
+                text(&e["attempts"]),
+                text(&e[when_field]),
+                text(&e["lastStatus"]),
+                truncate(&text(&e["lastError"]), 60),
+            ]
+        })
+        .collect();
+    let mut out = table(&["ID", "ATTEMPTS", when_header, "LAST STATUS", "LAST ERROR"], &rows);
+    if let Some(c) = next {
+        out.push_str(&format!("(more: webhook-relay dlq list --state {state} --cursor {c})\n"));
+    }
+    out
+}
+
+fn show_text(e: &Value) -> String {
+    let mut rows = vec![
+        ("id", text(&e["id"])),
+        ("state", text(&e["state"])),
+        ("attempts", text(&e["attempts"])),
+    ];
+    for (label, field) in [("next attempt", "nextAttemptAt"), ("lease expires", "leaseExpiresAt"), ("dead at", "deadAt")] {
+        if !e[field].is_null() {
+            rows.push((label, text(&e[field])));
+        }
+    }
+    rows.extend([
+        ("received at", text(&e["receivedAt"])),
+        ("content type", text(&e["contentType"])),
+        ("last attempt", text(&e["lastAttemptAt"])),
+        ("last status", text(&e["lastStatus"])),
+        ("last error", text(&e["lastError"])),
+    ]);
+    let mut out = String::new();
+    for (label, value) in rows {
+        out.push_str(&format!("{:<14}{value}\n", format!("{label}:")));
+    }
+    match e["payloadEncoding"].as_str() {
+        Some("json") => out.push_str(&format!("payload:\n{}", pretty(&e["payload"]))),
+        _ => out.push_str(&format!("payload (base64):\n{}\n", text(&e["payload"]))),
+    }
+    out
+}
+
+fn stats_table(s: &Value) -> String {
+    let age = s["oldestDueAgeSeconds"].as_u64().unwrap_or(0);
+    let age = humantime::format_duration(Duration::from_secs(age)).to_string();
+    table(
+        &["DUE", "IN FLIGHT", "DEAD", "OLDEST DUE AGE"],
+        &[vec![text(&s["due"]), text(&s["inFlight"]), text(&s["dead"]), age]],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["ID", "N"], &[vec!["long-id".into(), "1".into()], vec!["a".into(), "22".into()]]);
+        assert_eq!(t, "ID       N\nlong-id  1\na        22\n");
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_an_age() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc();
+        assert_eq!(to_rfc3339("2h", now).unwrap(), "2026-05-01T10:00:00.000Z");
+        assert_eq!(to_rfc3339("2026-05-01T14:00:00+02:00", now).unwrap(), "2026-05-01T12:00:00.000Z");
+        assert!(to_rfc3339("tuesday", now).is_err());
+    }
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        let c = Client::new(Url::parse("http://127.0.0.1:9090").unwrap(), None).unwrap();
+        assert_eq!(c.url(&["v1", "events", "a/b c"]).as_str(), "http://127.0.0.1:9090/v1/events/a%2Fb%20c");
+        let c = Client::new(Url::parse("http://h/proxy/").unwrap(), None).unwrap();
+        assert_eq!(c.url(&["v1", "stats"]).as_str(), "http://h/proxy/v1/stats");
+    }
+}
