@@ -1,0 +1,384 @@
+//! The one translation from a `WebhookRelay` to the sidecar's [`RelayConfig`], and the
+//! one list of which Secret key becomes which environment variable.
+//!
+//! Both halves of the contract live here so the operator (which writes the ConfigMap and
+//! the container's `env`) and the sidecar (which reads `relay.yaml` and its environment)
+//! can never disagree on a name.
+
+use crate::config::{
+    AdminConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, ReceiptsConfig,
+    RedisConfig, RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
+};
+use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
+use crate::{ConfigError, duration};
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// Key of the Genesys OAuth client id in `spec.genesys.credentialsSecretRef`.
+pub const GENESYS_CLIENT_ID_KEY: &str = "clientId";
+/// Key of the Genesys OAuth client secret in `spec.genesys.credentialsSecretRef`.
+pub const GENESYS_CLIENT_SECRET_KEY: &str = "clientSecret";
+
+/// Why a spec cannot become a relay config; `field` is the path in the resource
+/// (`spec.destination.url`), `message` says what is wrong and what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { field: field.into(), message: message.into() }
+    }
+}
+
+/// One secret the relay container reads from its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretEnv {
+    /// Environment variable name, e.g. `REDIS_URL`.
+    pub env: String,
+    /// Secret name in the relay's namespace.
+    pub secret: String,
+    /// Key within the Secret.
+    pub key: String,
+    /// The spec field that references it, for messages (`spec.redis.urlSecretRef`).
+    pub field: &'static str,
+}
+
+impl fmt::Display for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret {:?} key {:?} ({})", self.secret, self.key, self.field)
+    }
+}
+
+/// The relay id of a resource: `<namespace>/<name>`, the Redis hash tag of its keys.
+pub fn relay_id(relay: &WebhookRelay) -> Result<RelayId, SpecError> {
+    let ns = relay.metadata.namespace.as_deref().ok_or_else(|| {
+        SpecError::new("metadata.namespace", "is not set; WebhookRelay is a namespaced resource")
+    })?;
+    let name = relay.metadata.name.as_deref().unwrap_or_default();
+    RelayId::new(format!("{ns}/{name}")).map_err(|e| SpecError::new("metadata.name", e))
+}
+
+/// Every Secret key the relay needs, with the environment variable it is passed as.
+/// The values never leave the Secret: the operator writes `secretKeyRef`s.
+pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
+    let mut out = vec![SecretEnv {
+        env: defaults::redis_url_env(),
+        secret: spec.redis.url_secret_ref.name.clone(),
+        key: spec.redis.url_secret_ref.key.clone(),
+        field: "spec.redis.urlSecretRef",
+    }];
+    if spec.source.verify.scheme != VerifyScheme::None
+        && let Some(r) = &spec.source.verify.secret_ref
+    {
+        out.push(SecretEnv {
+            env: defaults::signing_secret_env(),
+            secret: r.name.clone(),
+            key: r.key.clone(),
+            field: "spec.source.verify.secretRef",
+        });
+    }
+    if let Some(admin) = &spec.admin {
+        out.push(SecretEnv {
+            env: defaults::admin_token_env(),
+            secret: admin.token_secret_ref.name.clone(),
+            key: admin.token_secret_ref.key.clone(),
+            field: "spec.admin.tokenSecretRef",
+        });
+    }
+    if let Some(g) = &spec.genesys {
+        for (env, key) in [
+            (defaults::genesys_client_id_env(), GENESYS_CLIENT_ID_KEY),
+            (defaults::genesys_client_secret_env(), GENESYS_CLIENT_SECRET_KEY),
+        ] {
+            out.push(SecretEnv {
+                env,
+                secret: g.credentials_secret_ref.name.clone(),
+                key: key.into(),
+                field: "spec.genesys.credentialsSecretRef",
+            });
+        }
+    }
+    out
+}
+
+fn dur(field: &str, value: Option<&String>, default: fn() -> Duration) -> Result<Duration, SpecError> {
+    match value {
+        None => Ok(default()),
+        Some(s) => duration::parse(s).map_err(|e| SpecError::new(field, e)),
+    }
+}
+
+fn url(field: &str, value: &str) -> Result<Url, SpecError> {
+    Url::parse(value).map_err(|e| {
+        SpecError::new(field, format!("{value:?} is not a URL ({e}); write it like \"http://orders.cx.svc:8080/events\""))
+    })
+}
+
+fn unsigned<T: TryFrom<i64>>(field: &str, value: Option<i64>, default: fn() -> T) -> Result<T, SpecError> {
+    match value {
+        None => Ok(default()),
+        Some(v) => T::try_from(v).map_err(|_| SpecError::new(field, format!("must be a positive number (got {v})"))),
+    }
+}
+
+/// Translates a `WebhookRelay` into the sidecar's `relay.yaml`, validated with
+/// [`RelayConfig::validate`]. Secrets appear only as the environment variable names of
+/// [`secret_env`]; unset fields take the defaults of [`crate::config::defaults`].
+pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
+    let spec = &relay.spec;
+    let src = &spec.source;
+    let verify = match src.verify.scheme {
+        VerifyScheme::None => VerifyConfig::None,
+        scheme => {
+            if src.verify.secret_ref.is_none() {
+                return Err(SpecError::new(
+                    "spec.source.verify.secretRef",
+                    "is required unless scheme is none: name the Secret key holding the signing secret",
+                ));
+            }
+            let secret_env = defaults::signing_secret_env();
+            match scheme {
+                VerifyScheme::GenesysOpenMessaging => VerifyConfig::GenesysOpenMessaging { secret_env },
+                _ => VerifyConfig::HmacSha256 {
+                    secret_env,
+                    header: src.verify.header.clone().unwrap_or_else(defaults::hmac_header),
+                    encoding: match src.verify.encoding {
+                        Some(SignatureEncodingSpec::Base64) => SignatureEncoding::Base64,
+                        Some(SignatureEncodingSpec::Hex) | None => SignatureEncoding::Hex,
+                    },
+                    prefix: src.verify.prefix.clone().unwrap_or_default(),
+                },
+            }
+        }
+    };
+    let source = SourceConfig {
+        path: relay.source_path(),
+        verify,
+        id_pointer: src.id_pointer.clone().unwrap_or_else(defaults::id_pointer),
+        max_body_bytes: unsigned("spec.source.maxBodyBytes", src.max_body_bytes, defaults::max_body_bytes)?,
+        dedup_window: dur("spec.source.dedupWindow", src.dedup_window.as_ref(), defaults::dedup_window)?,
+        read_timeout: defaults::read_timeout(),
+        max_concurrent_requests: defaults::max_concurrent_requests(),
+    };
+    let destination = DestinationConfig {
+        url: url("spec.destination.url", &spec.destination.url)?,
+        timeout: dur("spec.destination.timeout", spec.destination.timeout.as_ref(), defaults::destination_timeout)?,
+    };
+    let d = spec.delivery.clone().unwrap_or_default();
+    let dl = d.dead_letter.clone().unwrap_or_default();
+    let delivery = DeliveryConfig {
+        max_attempts: unsigned("spec.delivery.maxAttempts", d.max_attempts.map(i64::from), defaults::max_attempts)?,
+        initial_delay: dur("spec.delivery.initialDelay", d.initial_delay.as_ref(), defaults::initial_delay)?,
+        max_delay: dur("spec.delivery.maxDelay", d.max_delay.as_ref(), defaults::max_delay)?,
+        multiplier: d.multiplier.unwrap_or_else(defaults::multiplier),
+        concurrency: unsigned("spec.delivery.concurrency", d.concurrency.map(i64::from), defaults::concurrency)?,
+        lease: None,
+        dead_letter: DeadLetterConfig {
+            max_age: dur("spec.delivery.deadLetter.maxAge", dl.max_age.as_ref(), defaults::dead_max_age)?,
+            max_entries: unsigned("spec.delivery.deadLetter.maxEntries", dl.max_entries, defaults::dead_max_entries)?,
+        },
+    };
+    let genesys = match &spec.genesys {
+        None => None,
+        Some(g) => Some(GenesysConfig {
+            environment: g.environment.clone(),
+            region: g.region.clone(),
+            api_base_url: g.api_base_url.as_deref().map(|u| url("spec.genesys.apiBaseUrl", u)).transpose()?,
+            login_base_url: g.login_base_url.as_deref().map(|u| url("spec.genesys.loginBaseUrl", u)).transpose()?,
+            client_id_env: defaults::genesys_client_id_env(),
+            client_secret_env: defaults::genesys_client_secret_env(),
+            integration_id: g.integration_id.clone(),
+            receipts: {
+                let r = g.receipts.clone().unwrap_or_default();
+                ReceiptsConfig {
+                    on_dead_letter: r.on_dead_letter.unwrap_or_else(defaults::yes),
+                    on_delivered: r.on_delivered.unwrap_or_default(),
+                }
+            },
+        }),
+    };
+    let config = RelayConfig {
+        relay: relay_id(relay)?,
+        listen: defaults::listen(),
+        admin_listen: defaults::admin_listen(),
+        source,
+        destination,
+        delivery,
+        redis: RedisConfig { url_env: defaults::redis_url_env(), cluster: spec.redis.cluster.unwrap_or_default() },
+        admin: AdminConfig { token_env: defaults::admin_token_env() },
+        genesys,
+    };
+    config.validate().map_err(|e| match e {
+        ConfigError::Invalid { field, message } => SpecError::new(spec_field(field), message),
+        ConfigError::Parse { path, message } => SpecError::new(format!("spec.{path}"), message),
+    })?;
+    Ok(config)
+}
+
+/// The spec path of a `relay.yaml` field (the names match but for the `...Env` fields,
+/// which the spec writes as Secret references).
+fn spec_field(config_field: &str) -> String {
+    let field = match config_field {
+        "source.verify.secretEnv" => "source.verify.secretRef",
+        "redis.urlEnv" => "redis.urlSecretRef",
+        "admin.tokenEnv" => "admin.tokenSecretRef",
+        "genesys.clientIdEnv" | "genesys.clientSecretEnv" => "genesys.credentialsSecretRef",
+        other => other,
+    };
+    format!("spec.{field}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{WebhookRelay, WorkloadMode};
+
+    const DESIGN_EXAMPLE: &str = r#"
+apiVersion: webhookrelay.dev/v1alpha1
+kind: WebhookRelay
+metadata: { name: orders, namespace: cx }
+spec:
+  source: { path: /webhooks/genesys, verify: { scheme: genesys-open-messaging,
+            secretRef: { name: genesys-webhook, key: secret } } }
+  destination: { url: "http://orders.cx.svc:8080/events", timeout: 5s }
+  delivery: { maxAttempts: 8, initialDelay: 1s, maxDelay: 1h }
+  redis: { urlSecretRef: { name: relay-redis, key: url } }
+  admin: { tokenSecretRef: { name: relay-admin, key: token } }
+  genesys:
+    region: us-east-1
+    credentialsSecretRef: { name: genesys-oauth }
+    integrationId: 6d1e0000-0000-0000-0000-000000000000
+    receipts: { onDeadLetter: true, onDelivered: false }
+  workload:
+    mode: Standalone
+    replicas: 2
+  ingress: { host: hooks.example.com, className: nginx, tlsSecretName: hooks-tls }
+"#;
+
+    fn relay(yaml: &str) -> WebhookRelay {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn with(edit: impl FnOnce(&mut WebhookRelay)) -> WebhookRelay {
+        let mut r = relay(DESIGN_EXAMPLE);
+        edit(&mut r);
+        r
+    }
+
+    #[test]
+    fn design_example_translates() {
+        let r = relay(DESIGN_EXAMPLE);
+        assert_eq!(r.mode(), WorkloadMode::Standalone);
+        let c = relay_config(&r).unwrap();
+        assert_eq!(c.relay.as_str(), "cx/orders");
+        assert_eq!(c.source.path, "/webhooks/genesys");
+        assert_eq!(c.source.verify, VerifyConfig::GenesysOpenMessaging { secret_env: "RELAY_SIGNING_SECRET".into() });
+        assert_eq!(c.destination.url.as_str(), "http://orders.cx.svc:8080/events");
+        assert_eq!(c.destination.timeout, Duration::from_secs(5));
+        assert_eq!(c.delivery.max_delay, Duration::from_secs(3600));
+        assert_eq!(c.delivery.concurrency, defaults::concurrency());
+        assert_eq!(c.redis.url_env, "REDIS_URL");
+        assert_eq!(c.admin.token_env, "RELAY_ADMIN_TOKEN");
+        let g = c.genesys.as_ref().unwrap();
+        assert_eq!(g.region.as_deref(), Some("us-east-1"));
+        assert_eq!((g.client_id_env.as_str(), g.client_secret_env.as_str()), ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"));
+        // What the operator writes is what the sidecar loads.
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+    }
+
+    #[test]
+    fn rendered_yaml_never_holds_secret_names_or_keys() {
+        let yaml = relay_config(&relay(DESIGN_EXAMPLE)).unwrap().to_yaml();
+        for s in ["relay-redis", "genesys-webhook", "relay-admin", "genesys-oauth", "secretRef", "clientId:"] {
+            assert!(!yaml.contains(s), "{s} in\n{yaml}");
+        }
+    }
+
+    #[test]
+    fn secrets_map_to_fixed_env_names() {
+        let envs = secret_env(&relay(DESIGN_EXAMPLE).spec);
+        let pairs: Vec<(&str, &str, &str)> =
+            envs.iter().map(|e| (e.env.as_str(), e.secret.as_str(), e.key.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("REDIS_URL", "relay-redis", "url"),
+                ("RELAY_SIGNING_SECRET", "genesys-webhook", "secret"),
+                ("RELAY_ADMIN_TOKEN", "relay-admin", "token"),
+                ("GENESYS_CLIENT_ID", "genesys-oauth", "clientId"),
+                ("GENESYS_CLIENT_SECRET", "genesys-oauth", "clientSecret"),
+            ]
+        );
+        let minimal = with(|r| {
+            r.spec.admin = None;
+            r.spec.genesys = None;
+            r.spec.source.verify.scheme = VerifyScheme::None;
+        });
+        assert_eq!(secret_env(&minimal.spec).len(), 1);
+    }
+
+    #[test]
+    fn minimal_spec_gets_config_defaults() {
+        let r = relay(
+            "apiVersion: webhookrelay.dev/v1alpha1\nkind: WebhookRelay\nmetadata: {name: a, namespace: b}\n\
+             spec: {source: {verify: {scheme: none}}, destination: {url: 'https://x.example/'}, redis: {urlSecretRef: {name: r, key: url}}}\n",
+        );
+        let c = relay_config(&r).unwrap();
+        assert_eq!(c.relay.as_str(), "b/a");
+        assert_eq!(c.source.path, defaults::source_path());
+        assert_eq!(c.source.dedup_window, defaults::dedup_window());
+        assert_eq!(c.delivery, DeliveryConfig::default());
+        assert_eq!(c.source.verify, VerifyConfig::None);
+        assert!(c.genesys.is_none());
+    }
+
+    #[test]
+    fn hmac_settings_carry_over() {
+        let r = with(|r| {
+            let v = &mut r.spec.source.verify;
+            v.scheme = VerifyScheme::HmacSha256;
+            v.header = Some("X-Sig".into());
+            v.encoding = Some(SignatureEncodingSpec::Base64);
+            v.prefix = Some("sha256=".into());
+        });
+        match relay_config(&r).unwrap().source.verify {
+            VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix } => {
+                assert_eq!((secret_env.as_str(), header.as_str(), prefix.as_str()), ("RELAY_SIGNING_SECRET", "X-Sig", "sha256="));
+                assert_eq!(encoding, SignatureEncoding::Base64);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn field_of(r: &WebhookRelay) -> String {
+        relay_config(r).unwrap_err().field
+    }
+
+    #[test]
+    fn errors_name_the_spec_field() {
+        assert_eq!(field_of(&with(|r| r.spec.destination.url = "not a url".into())), "spec.destination.url");
+        assert_eq!(field_of(&with(|r| r.spec.destination.url = "ftp://x/".into())), "spec.destination.url");
+        assert_eq!(field_of(&with(|r| r.spec.destination.timeout = Some("5".into()))), "spec.destination.timeout");
+        assert_eq!(field_of(&with(|r| r.spec.destination.timeout = Some("1h".into()))), "spec.destination.timeout");
+        let d = |f: fn(&mut crate::crd::DeliverySpec)| {
+            with(|r| f(r.spec.delivery.as_mut().unwrap()))
+        };
+        assert_eq!(field_of(&d(|d| d.max_attempts = Some(0))), "spec.delivery.maxAttempts");
+        assert_eq!(field_of(&d(|d| d.max_attempts = Some(-3))), "spec.delivery.maxAttempts");
+        assert_eq!(field_of(&d(|d| d.max_delay = Some("10ms".into()))), "spec.delivery.maxDelay");
+        assert_eq!(field_of(&d(|d| d.multiplier = Some(0.5))), "spec.delivery.multiplier");
+        assert_eq!(field_of(&with(|r| r.spec.source.path = Some("hooks".into()))), "spec.source.path");
+        assert_eq!(field_of(&with(|r| r.spec.source.max_body_bytes = Some(-1))), "spec.source.maxBodyBytes");
+        assert_eq!(field_of(&with(|r| r.spec.source.verify.secret_ref = None)), "spec.source.verify.secretRef");
+        assert_eq!(field_of(&with(|r| r.spec.genesys.as_mut().unwrap().environment = Some("mypurecloud.ie".into()))), "spec.genesys");
+        assert_eq!(field_of(&with(|r| r.spec.genesys.as_mut().unwrap().integration_id = " ".into())), "spec.genesys.integrationId");
+        assert_eq!(field_of(&with(|r| r.metadata.namespace = None)), "metadata.namespace");
+        let e = relay_config(&with(|r| r.spec.destination.url = "ftp://x/".into())).unwrap_err().to_string();
+        assert!(e.starts_with("spec.destination.url: must be http or https"), "{e}");
+    }
+}

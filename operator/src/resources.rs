@@ -1,0 +1,498 @@
+//! Desired objects: pure functions from a `WebhookRelay` (and its rendered config) to the
+//! ConfigMap, Deployment, Service and Ingress the operator applies, and to the patch that
+//! injects the relay container into a target Deployment in Sidecar mode.
+//!
+//! Nothing here talks to the cluster; unit tests call these directly.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use webhook_relay_api::RelayConfig;
+use webhook_relay_api::crd::WebhookRelay;
+use webhook_relay_api::render::secret_env;
+
+/// Field manager for every object the operator owns outright.
+pub const MANAGER: &str = "webhook-relay-operator";
+/// Name of the relay container, in its own Deployment and when injected.
+pub const CONTAINER: &str = "webhook-relay";
+/// Volume holding `relay.yaml`.
+pub const CONFIG_VOLUME: &str = "webhook-relay-config";
+/// Where the config is mounted.
+pub const CONFIG_DIR: &str = "/etc/webhook-relay";
+/// Key of the rendered config in the ConfigMap.
+pub const CONFIG_KEY: &str = "relay.yaml";
+/// Pod template annotation whose change rolls the pods when the config changes.
+pub const CONFIG_HASH_ANNOTATION: &str = "webhookrelay.dev/config-hash";
+/// Label on a Deployment the relay container was injected into; value: the relay's name.
+pub const SIDECAR_OF_LABEL: &str = "webhookrelay.dev/sidecar-of";
+/// Finalizer held while a relay container is injected into a Deployment (Sidecar mode).
+pub const SIDECAR_FINALIZER: &str = "webhookrelay.dev/sidecar-cleanup";
+/// Intake port of the relay container.
+pub const HTTP_PORT: i32 = 8080;
+/// Admin port (health, metrics, `/v1/`) of the relay container.
+pub const ADMIN_PORT: i32 = 9090;
+/// Standalone replicas when the spec does not say.
+pub const DEFAULT_REPLICAS: i32 = 2;
+/// The user id the relay runs as (the distroless `nonroot` user).
+pub const RUN_AS_USER: i64 = 65532;
+
+/// Operator-wide settings the desired objects depend on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Relay image used unless `spec.workload.image` overrides it.
+    pub relay_image: String,
+}
+
+/// Name of every child object of relay `name`: `<name>-relay`.
+pub fn child_name(relay: &WebhookRelay) -> String {
+    format!("{}-relay", relay.name_any())
+}
+
+/// Field manager that owns only the injected container of one relay (Sidecar mode).
+pub fn sidecar_manager(relay: &WebhookRelay) -> String {
+    format!("{MANAGER}/sidecar/{}", relay.name_any())
+}
+
+/// Labels on every child object.
+pub fn labels(relay: &WebhookRelay) -> BTreeMap<String, String> {
+    let mut l = selector_labels(relay);
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    l.insert("webhookrelay.dev/relay".into(), relay.name_any());
+    l
+}
+
+/// The labels the Standalone Deployment selects its pods by (stable for the object's life).
+pub fn selector_labels(relay: &WebhookRelay) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "webhook-relay".to_string()),
+        ("app.kubernetes.io/instance".to_string(), relay.name_any()),
+    ])
+}
+
+fn owner(relay: &WebhookRelay) -> OwnerReference {
+    relay.controller_owner_ref(&()).expect("a WebhookRelay read from the API has a name and uid")
+}
+
+fn meta(relay: &WebhookRelay) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(relay)),
+        namespace: relay.namespace(),
+        labels: Some(labels(relay)),
+        owner_references: Some(vec![owner(relay)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Hash of the rendered config; a pod template annotation, so pods roll when it changes.
+pub fn config_hash(config_yaml: &str) -> String {
+    hex::encode(&Sha256::digest(config_yaml.as_bytes())[..16])
+}
+
+/// The ConfigMap holding `relay.yaml`.
+pub fn config_map(relay: &WebhookRelay, config: &RelayConfig) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(relay),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), config.to_yaml())])),
+        ..ConfigMap::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".into())),
+            ("memory".to_string(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The relay container: image, args, ports, probes, secrets as `secretKeyRef` env, the
+/// config mount and a locked-down security context.
+pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
+    let workload = relay.spec.workload.clone().unwrap_or_default();
+    let env = secret_env(&relay.spec)
+        .into_iter()
+        .map(|s| EnvVar {
+            name: s.env,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: s.secret, key: s.key, optional: Some(false) }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    Container {
+        name: CONTAINER.into(),
+        image: Some(workload.image.unwrap_or_else(|| settings.relay_image.clone())),
+        args: Some(vec!["serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
+        ports: Some(vec![
+            ContainerPort { name: Some("http".into()), container_port: HTTP_PORT, protocol: Some("TCP".into()), ..ContainerPort::default() },
+            ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, protocol: Some("TCP".into()), ..ContainerPort::default() },
+        ]),
+        env: Some(env),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        resources: Some(workload.resources.unwrap_or_else(default_resources)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn config_volume(relay: &WebhookRelay) -> Volume {
+    Volume {
+        name: CONFIG_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource { name: child_name(relay), ..ConfigMapVolumeSource::default() }),
+        ..Volume::default()
+    }
+}
+
+/// The relay's own Deployment (Standalone mode).
+pub fn deployment(relay: &WebhookRelay, settings: &Settings, config_hash: &str) -> Deployment {
+    let replicas = relay.spec.workload.as_ref().and_then(|w| w.replicas).unwrap_or(DEFAULT_REPLICAS);
+    let mut pod_labels = labels(relay);
+    pod_labels.extend(selector_labels(relay));
+    Deployment {
+        metadata: meta(relay),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector_labels(relay)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![relay_container(relay, settings)],
+                    volumes: Some(vec![config_volume(relay)]),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+/// The server-side apply body that adds the relay container, its config volume and the
+/// config hash to `target` (Sidecar mode). Applied under [`sidecar_manager`], it owns only
+/// these fields; applying [`sidecar_release`] under the same manager removes them again.
+pub fn sidecar_patch(relay: &WebhookRelay, settings: &Settings, target: &str, config_hash: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": target,
+            "namespace": relay.namespace(),
+            "labels": { SIDECAR_OF_LABEL: relay.name_any() },
+        },
+        "spec": {
+            "template": {
+                "metadata": { "annotations": { CONFIG_HASH_ANNOTATION: config_hash } },
+                "spec": {
+                    "containers": [relay_container(relay, settings)],
+                    "volumes": [config_volume(relay)],
+                },
+            },
+        },
+    })
+}
+
+/// The apply body that gives up every field [`sidecar_patch`] set on `target`.
+pub fn sidecar_release(namespace: &str, target: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": target, "namespace": namespace },
+    })
+}
+
+/// The Service in front of the relay: port 80 to intake, 9090 to admin. `selector` is the
+/// relay's own pods (Standalone) or the target Deployment's (Sidecar).
+pub fn service(relay: &WebhookRelay, selector: BTreeMap<String, String>) -> Service {
+    let port = |name: &str, port: i32, target: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: meta(relay),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![port("http", 80, HTTP_PORT), port("admin", ADMIN_PORT, ADMIN_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Ingress for the intake path, if the spec asks for one. Only `source.path` is
+/// routed, so the admin port is never reachable from outside.
+pub fn ingress(relay: &WebhookRelay) -> Option<Ingress> {
+    let spec = relay.spec.ingress.as_ref()?;
+    let mut metadata = meta(relay);
+    if !spec.annotations.is_empty() {
+        metadata.annotations = Some(spec.annotations.clone());
+    }
+    Some(Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(spec.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some(relay.source_path()),
+                        path_type: "Exact".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: child_name(relay),
+                                port: Some(ServiceBackendPort { name: Some("http".into()), ..ServiceBackendPort::default() }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            tls: spec.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS { hosts: Some(vec![spec.host.clone()]), secret_name: Some(secret.clone()) }]
+            }),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+/// Where the webhook source should POST: the Ingress URL, else the in-cluster Service URL.
+pub fn endpoint(relay: &WebhookRelay) -> String {
+    let path = relay.source_path();
+    match &relay.spec.ingress {
+        Some(i) => format!("https://{}{path}", i.host),
+        None => format!("http://{}.{}.svc{path}", child_name(relay), relay.namespace().unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhook_relay_api::render::relay_config;
+
+    pub(crate) const EXAMPLE: &str = include_str!("../../examples/webhookrelay.yaml");
+
+    fn relay() -> WebhookRelay {
+        let mut r: WebhookRelay = serde_yaml::from_str(EXAMPLE).unwrap();
+        r.metadata.namespace = Some("cx".into());
+        r.metadata.uid = Some("0b9a3c4e-1111-2222-3333-444455556666".into());
+        r
+    }
+
+    fn settings() -> Settings {
+        Settings { relay_image: "registry.example/webhook-relay:1.2.3".into() }
+    }
+
+    #[test]
+    fn config_map_holds_the_rendered_config() {
+        let r = relay();
+        let cfg = relay_config(&r).unwrap();
+        let cm = config_map(&r, &cfg);
+        assert_eq!(cm.metadata.name.as_deref(), Some("orders-relay"));
+        let text = &cm.data.as_ref().unwrap()[CONFIG_KEY];
+        assert_eq!(RelayConfig::from_yaml(text).unwrap(), cfg);
+        let owners = cm.metadata.owner_references.unwrap();
+        assert_eq!(owners[0].kind, "WebhookRelay");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+
+    #[test]
+    fn deployment_runs_the_relay_locked_down() {
+        let r = relay();
+        let d = deployment(&r, &settings(), "abc");
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(2));
+        let tmpl = spec.template;
+        assert_eq!(tmpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], "abc");
+        let selector = spec.selector.match_labels.unwrap();
+        let pod_labels = tmpl.metadata.unwrap().labels.unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        let pod = tmpl.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, "webhook-relay");
+        assert_eq!(c.image.as_deref(), Some("registry.example/webhook-relay:1.2.3"));
+        assert_eq!(c.args.as_ref().unwrap(), &["serve", "--config", "/etc/webhook-relay/relay.yaml"]);
+        let ports: Vec<_> = c.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+        assert_eq!(ports, [("http".to_string(), 8080), ("admin".to_string(), 9090)]);
+        assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+        assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &["ALL"]);
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let res = c.resources.as_ref().unwrap();
+        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "64Mi");
+        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/webhook-relay", Some(true)));
+        let vol = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(vol.config_map.as_ref().unwrap().name, "orders-relay");
+    }
+
+    #[test]
+    fn secrets_reach_the_container_only_as_secret_key_refs() {
+        let r = relay();
+        let c = relay_container(&r, &settings());
+        let env = c.env.unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["REDIS_URL", "RELAY_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"]);
+        for e in &env {
+            assert!(e.value.is_none(), "{} has a literal value", e.name);
+            assert!(e.value_from.as_ref().unwrap().secret_key_ref.is_some(), "{}", e.name);
+        }
+        let redis = env[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((redis.name.as_str(), redis.key.as_str()), ("relay-redis", "url"));
+    }
+
+    #[test]
+    fn workload_image_and_resources_override_defaults() {
+        let mut r = relay();
+        let w = r.spec.workload.get_or_insert_with(Default::default);
+        w.image = Some("mine:2".into());
+        w.replicas = Some(5);
+        w.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("1".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let d = deployment(&r, &settings(), "h");
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(5));
+        let c = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("mine:2"));
+        assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["cpu"].0, "1");
+    }
+
+    #[test]
+    fn config_hash_follows_the_config() {
+        let r = relay();
+        let a = relay_config(&r).unwrap().to_yaml();
+        let mut r2 = relay();
+        r2.spec.destination.url = "http://elsewhere.cx.svc:8080/events".into();
+        let b = relay_config(&r2).unwrap().to_yaml();
+        assert_eq!(config_hash(&a), config_hash(&a));
+        assert_ne!(config_hash(&a), config_hash(&b));
+    }
+
+    #[test]
+    fn service_exposes_intake_on_80_and_admin_separately() {
+        let r = relay();
+        let s = service(&r, selector_labels(&r));
+        let ports: Vec<_> = s
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.target_port.unwrap()))
+            .collect();
+        assert_eq!(
+            ports,
+            [("http".to_string(), 80, IntOrString::Int(8080)), ("admin".to_string(), 9090, IntOrString::Int(9090))]
+        );
+    }
+
+    #[test]
+    fn ingress_routes_only_the_source_path() {
+        let r = relay();
+        let i = ingress(&r).unwrap();
+        let spec = i.spec.unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        let rule = &spec.rules.as_ref().unwrap()[0];
+        assert_eq!(rule.host.as_deref(), Some("hooks.example.com"));
+        let path = &rule.http.as_ref().unwrap().paths[0];
+        assert_eq!(path.path.as_deref(), Some("/webhooks/genesys"));
+        let backend = path.backend.service.as_ref().unwrap();
+        assert_eq!(backend.name, "orders-relay");
+        assert_eq!(backend.port.as_ref().unwrap().name.as_deref(), Some("http"));
+        assert_eq!(spec.tls.unwrap()[0].secret_name.as_deref(), Some("hooks-tls"));
+        assert_eq!(endpoint(&r), "https://hooks.example.com/webhooks/genesys");
+
+        let mut plain = relay();
+        plain.spec.ingress.as_mut().unwrap().tls_secret_name = None;
+        assert!(ingress(&plain).unwrap().spec.unwrap().tls.is_none());
+        plain.spec.ingress = None;
+        assert!(ingress(&plain).is_none());
+        assert_eq!(endpoint(&plain), "http://orders-relay.cx.svc/webhooks/genesys");
+    }
+
+    #[test]
+    fn sidecar_patch_carries_only_the_relay_container_and_its_volume() {
+        let r = relay();
+        let p = sidecar_patch(&r, &settings(), "orders-api", "h1");
+        assert_eq!(p["metadata"]["name"], "orders-api");
+        assert_eq!(p["metadata"]["labels"][SIDECAR_OF_LABEL], "orders");
+        let spec = &p["spec"];
+        assert!(spec.get("selector").is_none() && spec.get("replicas").is_none(), "{spec}");
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(pod["containers"][0]["name"], "webhook-relay");
+        assert_eq!(pod["volumes"][0]["name"], CONFIG_VOLUME);
+        assert_eq!(spec["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION], "h1");
+        let release = sidecar_release("cx", "orders-api");
+        assert!(release.get("spec").is_none());
+        assert_eq!(sidecar_manager(&r), "webhook-relay-operator/sidecar/orders");
+    }
+}

@@ -1,0 +1,209 @@
+//! Builds the `status` of a WebhookRelay from what one reconcile saw: the outcome of
+//! applying its children, and the Redis probe. Pure, so the condition logic is unit tested.
+
+use crate::error::Error;
+use crate::redis_probe::{Persistence, Probe};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use webhook_relay_api::crd::{QueueStatus, WebhookRelay, WebhookRelayStatus};
+
+/// Condition types the operator writes.
+pub const READY: &str = "Ready";
+pub const REDIS_REACHABLE: &str = "RedisReachable";
+pub const REDIS_PERSISTENT: &str = "RedisPersistent";
+
+/// What a reconcile produced, as far as status is concerned.
+pub enum Outcome<'a> {
+    /// Children applied; Redis probed (or not, when its Secret was unreadable).
+    Applied { probe: &'a Probe },
+    /// Something the user must fix; nothing was applied this time.
+    Blocked(&'a Error),
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: String, generation: Option<i64>, now: &Timestamp) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        // The apiserver caps a condition message at 32768 bytes.
+        message: message.chars().take(1024).collect(),
+        observed_generation: generation,
+        last_transition_time: Time(*now),
+    }
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change.
+fn carry_transitions(old: &[Condition], mut new: Vec<Condition>) -> Vec<Condition> {
+    for c in &mut new {
+        if let Some(prev) = old.iter().find(|o| o.type_ == c.type_)
+            && prev.status == c.status
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    new
+}
+
+/// The full status for `relay` after a reconcile with `outcome`, at time `now`.
+pub fn desired_status(relay: &WebhookRelay, outcome: &Outcome<'_>, endpoint: String, now: Timestamp) -> WebhookRelayStatus {
+    let generation = relay.metadata.generation;
+    let old = relay.status.clone().unwrap_or_default();
+    let c = |t: &str, s: &str, r: &str, m: String| condition(t, s, r, m, generation, &now);
+    let (conditions, queue) = match outcome {
+        Outcome::Blocked(err) => {
+            let reason = err.reason().unwrap_or("ReconcileFailed");
+            let redis_unknown = |t: &str| {
+                // Keep what was last seen of Redis while the spec is being fixed.
+                old.conditions.iter().find(|o| o.type_ == t).cloned().unwrap_or_else(|| {
+                    c(t, "Unknown", "NotChecked", "Redis is checked once the spec is valid".into())
+                })
+            };
+            (
+                vec![c(READY, "False", reason, err.to_string()), redis_unknown(REDIS_REACHABLE), redis_unknown(REDIS_PERSISTENT)],
+                old.queue.clone(),
+            )
+        }
+        Outcome::Applied { probe } => match &probe.stats {
+            Err(e) => (
+                vec![
+                    c(READY, "False", "RedisUnreachable", format!("configuration applied, but Redis cannot be read: {e}")),
+                    c(REDIS_REACHABLE, "False", "ConnectFailed", e.clone()),
+                    c(REDIS_PERSISTENT, "Unknown", "NotChecked", "Redis is not reachable".into()),
+                ],
+                old.queue.clone(),
+            ),
+            Ok(stats) => {
+                let persistent = match &probe.persistence {
+                    Persistence::Durable => {
+                        c(REDIS_PERSISTENT, "True", "Durable", "appendonly yes, maxmemory-policy noeviction".into())
+                    }
+                    Persistence::AppendOnlyOff => c(
+                        REDIS_PERSISTENT,
+                        "False",
+                        "AppendOnlyOff",
+                        "appendonly is off: a Redis restart loses acknowledged events; set appendonly yes".into(),
+                    ),
+                    Persistence::Eviction(p) => c(
+                        REDIS_PERSISTENT,
+                        "False",
+                        "EvictionPolicy",
+                        format!("maxmemory-policy is {p}: memory pressure drops events; set maxmemory-policy noeviction"),
+                    ),
+                    Persistence::Unknown(why) => c(REDIS_PERSISTENT, "Unknown", "ConfigRefused", why.clone()),
+                };
+                (
+                    vec![
+                        c(READY, "True", "Ready", "configuration applied and Redis reachable".into()),
+                        c(REDIS_REACHABLE, "True", "Connected", "queue figures read from Redis".into()),
+                        persistent,
+                    ],
+                    Some(QueueStatus {
+                        due: stats.due as i64,
+                        in_flight: stats.in_flight as i64,
+                        dead: stats.dead as i64,
+                        oldest_due_age_seconds: stats.oldest_due_age.map(|d| d.as_secs() as i64),
+                    }),
+                )
+            }
+        },
+    };
+    WebhookRelayStatus {
+        observed_generation: generation,
+        endpoint: Some(endpoint),
+        queue,
+        conditions: carry_transitions(&old.conditions, conditions),
+    }
+}
+
+/// Whether `status` says Ready=True.
+pub fn is_ready(status: Option<&WebhookRelayStatus>) -> bool {
+    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"))
+}
+
+/// The condition of `type_` in `status`.
+pub fn find<'a>(status: Option<&'a WebhookRelayStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use webhook_relay_api::render::SpecError;
+    use webhook_relay_store::Stats;
+
+    fn relay() -> WebhookRelay {
+        let mut r: WebhookRelay = serde_yaml::from_str(include_str!("../../examples/webhookrelay.yaml")).unwrap();
+        r.metadata.namespace = Some("cx".into());
+        r.metadata.generation = Some(3);
+        r
+    }
+
+    fn ok_probe(p: Persistence) -> Probe {
+        Probe {
+            stats: Ok(Stats { due: 12, in_flight: 2, dead: 3, oldest_due_age: Some(Duration::from_secs(95)), now_ms: 0 }),
+            persistence: p,
+        }
+    }
+
+    fn get<'a>(s: &'a WebhookRelayStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn healthy_relay_is_ready_with_queue_figures() {
+        let p = ok_probe(Persistence::Durable);
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "https://x/y".into(), Timestamp::now());
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.queue, Some(QueueStatus { due: 12, in_flight: 2, dead: 3, oldest_due_age_seconds: Some(95) }));
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, REDIS_PERSISTENT).status, "True");
+        assert!(is_ready(Some(&s)));
+    }
+
+    #[test]
+    fn lossy_redis_is_reported_but_still_ready() {
+        let p = ok_probe(Persistence::AppendOnlyOff);
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        assert_eq!((get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()), ("False", "AppendOnlyOff"));
+        assert_eq!(get(&s, READY).status, "True");
+        let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
+        let p = ok_probe(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
+    }
+
+    #[test]
+    fn invalid_spec_is_not_ready_with_a_reason_naming_the_field() {
+        let err = Error::InvalidSpec(SpecError { field: "spec.destination.url".into(), message: "must be http or https".into() });
+        let s = desired_status(&relay(), &Outcome::Blocked(&err), "e".into(), Timestamp::now());
+        let ready = get(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert!(ready.message.contains("spec.destination.url"));
+        assert_eq!(get(&s, REDIS_REACHABLE).status, "Unknown");
+    }
+
+    #[test]
+    fn unreachable_redis_is_not_ready() {
+        let p = Probe { stats: Err("connection refused".into()), persistence: Persistence::Unknown("x".into()) };
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        assert_eq!(get(&s, READY).reason, "RedisUnreachable");
+        assert_eq!(get(&s, REDIS_REACHABLE).status, "False");
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_status_change() {
+        let mut r = relay();
+        let p = ok_probe(Persistence::Durable);
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        r.status = Some(desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), t0));
+        let t1 = Timestamp::from_second(1_700_000_100).unwrap();
+        let again = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), t1);
+        assert_eq!(get(&again, READY).last_transition_time, Time(t0));
+        let down = Probe { stats: Err("down".into()), persistence: Persistence::Unknown("x".into()) };
+        let changed = desired_status(&r, &Outcome::Applied { probe: &down }, "e".into(), t1);
+        assert_eq!(get(&changed, READY).last_transition_time, Time(t1));
+    }
+}

@@ -1,0 +1,403 @@
+//! The operator against a real kube-apiserver, etcd and kube-controller-manager
+//! (`tests/control-plane/up`), real `kubectl`, and a real Redis. No kubelet runs, so pods
+//! never start: these tests check objects, status, events and cleanup.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::*;
+use testkit::RedisServer;
+use webhook_relay_api::RelayConfig;
+use webhook_relay_store::{Conn, ConnectOptions, DeadBounds, EventId, EventMeta, Store};
+
+/// Puts `due` events in the relay's queue and dead-letters `dead` more, as the sidecar would.
+fn fill_queue(redis_url: &str, relay_id: &str, due: usize, dead: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = Conn::connect(&ConnectOptions::new(redis_url)).await.unwrap();
+        let store = Store::new(conn, relay_id);
+        let day = Duration::from_secs(86400);
+        for i in 0..dead {
+            let id = EventId::new(format!("dead-{i}")).unwrap();
+            store.enqueue(&id, br#"{"id":"x"}"#, "application/json", day).await.unwrap();
+            let claim = store.claim(1, Duration::from_secs(30)).await.unwrap();
+            let bounds = DeadBounds { max_age: day, max_entries: 1000 };
+            assert!(store.dead_letter(&claim.events[0].lease, &EventMeta::default(), bounds).await.unwrap());
+        }
+        for i in 0..due {
+            let id = EventId::new(format!("due-{i}")).unwrap();
+            store.enqueue(&id, br#"{"id":"y"}"#, "application/json", day).await.unwrap();
+        }
+    });
+}
+
+fn container<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
+    deployment["spec"]["template"]["spec"]["containers"].as_array()?.iter().find(|c| c["name"] == name)
+}
+
+fn env_refs(c: &Value) -> Vec<(String, String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e.get("value").is_none(), "literal env value in {e}");
+            let r = &e["valueFrom"]["secretKeyRef"];
+            (e["name"].as_str().unwrap().into(), r["name"].as_str().unwrap().into(), r["key"].as_str().unwrap().into())
+        })
+        .collect()
+}
+
+#[test]
+fn standalone_relay_gets_children_status_and_follows_spec_changes() {
+    let ns = Namespace::create("whr-standalone");
+    let redis = RedisServer::start();
+    example_secrets(&ns, &redis.url());
+    let op = Operator::start(&ns.0, &[]);
+    apply_yaml(&ns.0, &example("webhookrelay.yaml"));
+    let relay_id = format!("{}/orders", ns.0);
+
+    // ConfigMap: the rendered relay.yaml, loadable by the sidecar, owned by the relay.
+    let cm = wait_for("ConfigMap orders-relay", || ns.get("configmap", "orders-relay"));
+    let config = RelayConfig::from_yaml(cm["data"]["relay.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config.relay.as_str(), relay_id);
+    assert_eq!(config.destination.url.as_str(), "http://orders.cx.svc:8080/events");
+    assert_eq!(config.source.path, "/webhooks/genesys");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "WebhookRelay");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
+
+    // Deployment: image, args, ports, secrets as secretKeyRef, locked down, config hash.
+    let d = wait_for("Deployment orders-relay", || ns.get("deployment", "orders-relay"));
+    assert_eq!(d["spec"]["replicas"], 2);
+    let c = container(&d, "webhook-relay").expect("relay container");
+    assert_eq!(c["image"], TEST_IMAGE);
+    assert_eq!(c["args"], serde_json::json!(["serve", "--config", "/etc/webhook-relay/relay.yaml"]));
+    assert_eq!(
+        env_refs(c),
+        [
+            ("REDIS_URL".into(), "relay-redis".into(), "url".into()),
+            ("RELAY_SIGNING_SECRET".into(), "genesys-webhook".into(), "secret".into()),
+            ("RELAY_ADMIN_TOKEN".into(), "relay-admin".into(), "token".into()),
+            ("GENESYS_CLIENT_ID".into(), "genesys-oauth".into(), "clientId".into()),
+            ("GENESYS_CLIENT_SECRET".into(), "genesys-oauth".into(), "clientSecret".into()),
+        ]
+    );
+    let sc = &c["securityContext"];
+    assert_eq!((sc["runAsNonRoot"].clone(), sc["readOnlyRootFilesystem"].clone()), (true.into(), true.into()));
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let hash1 = d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].as_str().unwrap().to_string();
+    assert_eq!(d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"], "orders-relay");
+
+    // Service and Ingress.
+    let svc = wait_for("Service orders-relay", || ns.get("service", "orders-relay"));
+    let ports = &svc["spec"]["ports"];
+    assert_eq!((ports[0]["name"].clone(), ports[0]["port"].clone(), ports[0]["targetPort"].clone()), ("http".into(), 80.into(), 8080.into()));
+    assert_eq!(ports[1]["name"], "admin");
+    let ing = wait_for("Ingress orders-relay", || ns.get("ingress", "orders-relay"));
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "hooks.example.com");
+    assert_eq!(ing["spec"]["rules"][0]["http"]["paths"][0]["path"], "/webhooks/genesys");
+    assert_eq!(ing["spec"]["tls"][0]["secretName"], "hooks-tls");
+
+    // Status: ready, endpoint, Redis durable, generation observed.
+    ns.wait_condition("orders", "Ready", "True", None);
+    ns.wait_condition("orders", "RedisPersistent", "True", Some("Durable"));
+    let r = ns.get("webhookrelay", "orders").unwrap();
+    assert_eq!(r["status"]["endpoint"], "https://hooks.example.com/webhooks/genesys");
+    assert_eq!(r["status"]["observedGeneration"], r["metadata"]["generation"]);
+
+    // Queue figures come from Redis and show in `kubectl get whr`.
+    fill_queue(&redis.url(), &relay_id, 2, 1);
+    let row = wait_for("kubectl get whr to show DUE 2 DEAD 1", || {
+        let out = ns.kubectl(&["get", "whr", "orders", "--no-headers"]);
+        let cols: Vec<&str> = out.split_whitespace().collect();
+        (cols.len() >= 4 && cols[1] == "True" && cols[2] == "2" && cols[3] == "1").then_some(out)
+    });
+    let wide = ns.kubectl(&["get", "whr", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "DUE", "DEAD", "AGE", "ENDPOINT"], "{wide}");
+    assert!(wide.contains("https://hooks.example.com/webhooks/genesys"), "{wide}");
+    assert!(!row.contains("https://"), "ENDPOINT should only show with -o wide: {row}");
+
+    // A spec change: children and observedGeneration follow; the Ingress goes away.
+    let patch = r#"{"spec":{"destination":{"url":"http://billing.cx.svc:9000/in"},"ingress":null,"workload":{"replicas":3}}}"#;
+    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", patch]);
+    let generation = ns.get("webhookrelay", "orders").unwrap()["metadata"]["generation"].as_i64().unwrap();
+    wait_for("ConfigMap with the new destination", || {
+        let cm = ns.get("configmap", "orders-relay")?;
+        cm["data"]["relay.yaml"].as_str()?.contains("http://billing.cx.svc:9000/in").then_some(())
+    });
+    let d = wait_for("Deployment rolled to the new config", || {
+        let d = ns.get("deployment", "orders-relay")?;
+        let h = d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].as_str()?.to_string();
+        (h != hash1).then_some(d)
+    });
+    assert_eq!(d["spec"]["replicas"], 3);
+    wait_for("Ingress deleted", || ns.get("ingress", "orders-relay").is_none().then_some(()));
+    wait_for("observedGeneration to follow", || {
+        let r = ns.get("webhookrelay", "orders")?;
+        (r["status"]["observedGeneration"].as_i64() == Some(generation)).then_some(())
+    });
+    let r = ns.get("webhookrelay", "orders").unwrap();
+    assert_eq!(r["status"]["endpoint"], format!("http://orders-relay.{}.svc/webhooks/genesys", ns.0));
+
+    // Events say what happened, and neither events nor status carry a secret value.
+    let reasons = wait_for("ConfigApplied and Ready events", || {
+        let r = ns.event_reasons("orders");
+        // Repeats of one reason are folded into one Event (a series) by the recorder.
+        (r.iter().any(|x| x == "ConfigApplied") && r.iter().any(|x| x == "Ready")).then_some(r)
+    });
+    assert!(!reasons.iter().any(|r| r == "InvalidSpec"), "{reasons:?}");
+    let status_text = ns.kubectl(&["get", "whr", "orders", "-o", "yaml"]);
+    for text in [status_text, ns.events_text()] {
+        for secret in [redis.url().as_str(), "replace-with-the-integration-webhook-secret", "replace-with-a-long-random-token", "replace-with-the-oauth-client-secret"] {
+            assert!(!text.contains(secret), "secret value {secret:?} leaked");
+        }
+    }
+
+    // Metrics are served.
+    let metrics = op.http_get("/metrics").unwrap();
+    assert!(metrics.contains("webhook_relay_operator_reconciliations_total"), "{metrics}");
+
+    // Deleting the relay lets the garbage collector remove its children.
+    ns.kubectl(&["delete", "whr", "orders", "--wait=true", "--timeout=60s"]);
+    wait_for("children garbage-collected", || {
+        (ns.get("configmap", "orders-relay").is_none() && ns.get("deployment", "orders-relay").is_none()).then_some(())
+    });
+}
+
+#[test]
+fn problems_are_reported_in_status_and_fixed_without_restarts() {
+    let ns = Namespace::create("whr-problems");
+    let mut redis = RedisServer::start();
+    let op = Operator::start(&ns.0, &[]);
+    let relay = |timeout: &str| {
+        format!(
+            "apiVersion: webhookrelay.dev/v1alpha1\nkind: WebhookRelay\nmetadata: {{name: hooks}}\nspec:\n  \
+             source: {{verify: {{scheme: none}}}}\n  destination: {{url: 'http://sink.test:8080/in', timeout: {timeout}}}\n  \
+             redis: {{urlSecretRef: {{name: hooks-redis, key: url}}}}\n"
+        )
+    };
+    apply_yaml(&ns.0, &relay("5s"));
+
+    // Missing Secret, then missing key: Ready=False saying what to create; nothing rolled out.
+    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("SecretNotFound"));
+    assert!(msg.contains("hooks-redis") && msg.contains("spec.redis.urlSecretRef"), "{msg}");
+    assert!(ns.get("deployment", "hooks-relay").is_none());
+    assert!(ns.event_reasons("hooks").iter().any(|r| r == "SecretNotFound"));
+    ns.kubectl(&["create", "secret", "generic", "hooks-redis", "--from-literal=uri=wrong-key"]);
+    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("SecretKeyNotFound"));
+    assert!(msg.contains("\"url\""), "{msg}");
+
+    // Fixing the Secret makes it Ready (retried with backoff, no restart).
+    ns.kubectl(&["delete", "secret", "hooks-redis"]);
+    ns.kubectl(&["create", "secret", "generic", "hooks-redis", &format!("--from-literal=url={}", redis.url())]);
+    ns.wait_condition("hooks", "Ready", "True", None);
+    wait_for("Deployment hooks-relay", || ns.get("deployment", "hooks-relay"));
+
+    // A spec the schema accepts but the relay cannot run: InvalidSpec naming the field.
+    apply_yaml(&ns.0, &relay("1h"));
+    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("InvalidSpec"));
+    assert!(msg.contains("spec.destination.timeout"), "{msg}");
+    apply_yaml(&ns.0, &relay("5s"));
+    ns.wait_condition("hooks", "Ready", "True", None);
+
+    // A Redis that would lose data is reported; CONFIG refusal would be Unknown.
+    redis.cli(&["CONFIG", "SET", "appendonly", "no"]);
+    ns.wait_condition("hooks", "RedisPersistent", "False", Some("AppendOnlyOff"));
+    redis.cli(&["CONFIG", "SET", "appendonly", "yes"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let (_, _, msg) = ns.wait_condition("hooks", "RedisPersistent", "False", Some("EvictionPolicy"));
+    assert!(msg.contains("allkeys-lru"), "{msg}");
+    assert_eq!(ns.condition("hooks", "Ready").unwrap().0, "True");
+
+    // Redis down: not Ready, RedisReachable=False, and the URL is not in the message.
+    redis.kill();
+    let (_, _, msg) = ns.wait_condition("hooks", "RedisReachable", "False", Some("ConnectFailed"));
+    assert!(!msg.contains(&redis.url()), "{msg}");
+    ns.wait_condition("hooks", "Ready", "False", Some("RedisUnreachable"));
+    redis.start_again();
+    ns.wait_condition("hooks", "Ready", "True", None);
+
+    // A user without CONFIG (as on managed Redis): persistence Unknown, still Ready; the
+    // password in the URL appears nowhere.
+    redis.cli(&["ACL", "SETUSER", "relay", "on", ">s3cret-pass", "~*", "&*", "+@all", "-config"]);
+    let acl_url = format!("redis://relay:s3cret-pass@127.0.0.1:{}/", redis.port);
+    let patch = serde_json::json!({ "stringData": { "url": acl_url } }).to_string();
+    ns.kubectl(&["patch", "secret", "hooks-redis", "--type", "merge", "-p", &patch]);
+    let (_, _, msg) = ns.wait_condition("hooks", "RedisPersistent", "Unknown", Some("ConfigRefused"));
+    assert!(!msg.contains("s3cret-pass"), "{msg}");
+    assert_eq!(ns.condition("hooks", "Ready").unwrap().0, "True");
+    assert!(!ns.kubectl(&["get", "whr", "hooks", "-o", "yaml"]).contains("s3cret-pass"));
+    assert!(!ns.events_text().contains("s3cret-pass"));
+
+    let metrics = op.http_get("/metrics").unwrap();
+    for label in ["secret_not_found", "secret_key_not_found", "invalid_spec"] {
+        assert!(metrics.contains(&format!("error=\"{label}\"")), "no {label} in\n{metrics}");
+    }
+}
+
+#[test]
+fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
+    let ns = Namespace::create("whr-sidecar");
+    let redis = RedisServer::start();
+    example_secrets(&ns, &redis.url());
+    let app = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders-api}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: orders-api}}}}\n  template:\n    metadata: {{labels: {{app: orders-api}}}}\n    \
+             spec:\n      containers:\n      - {{name: app, image: '{image}', ports: [{{containerPort: 8081}}]}}\n"
+        )
+    };
+    apply_yaml(&ns.0, &app("orders-api:1"));
+    let _op = Operator::start(&ns.0, &[]);
+    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
+
+    let d = wait_for("relay container in orders-api", || {
+        let d = ns.get("deployment", "orders-api")?;
+        container(&d, "webhook-relay").is_some().then_some(d)
+    });
+    assert!(container(&d, "app").is_some());
+    assert_eq!(container(&d, "webhook-relay").unwrap()["image"], TEST_IMAGE);
+    assert_eq!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"], "orders-sidecar");
+    let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(vols, ["webhook-relay-config"]);
+    assert!(d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].is_string());
+    // Our field manager owns the relay container and nothing of the app's.
+    let managers = ns.kubectl(&["get", "deployment", "orders-api", "--show-managed-fields", "-o", "json"]);
+    let managers: Value = serde_json::from_str(&managers).unwrap();
+    let ours = managers["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "webhook-relay-operator/sidecar/orders-sidecar")
+        .expect("sidecar field manager")
+        .to_string();
+    assert!(ours.contains(r#"k:{\"name\":\"webhook-relay\"}"#), "{ours}");
+    assert!(!ours.contains(r#"k:{\"name\":\"app\"}"#), "{ours}");
+    assert!(!ours.contains("f:replicas") && !ours.contains("f:selector"), "{ours}");
+
+    // Service selects the target's pods; no Deployment of the relay's own; finalizer held.
+    let svc = wait_for("Service orders-sidecar-relay", || ns.get("service", "orders-sidecar-relay"));
+    assert_eq!(svc["spec"]["selector"], serde_json::json!({"app": "orders-api"}));
+    assert!(ns.get("deployment", "orders-sidecar-relay").is_none());
+    let r = ns.get("webhookrelay", "orders-sidecar").unwrap();
+    assert_eq!(r["metadata"]["finalizers"], serde_json::json!(["webhookrelay.dev/sidecar-cleanup"]));
+    ns.wait_condition("orders-sidecar", "Ready", "True", None);
+
+    // The app's owner re-applies its manifest (client-side apply): the relay container stays.
+    apply_yaml(&ns.0, &app("orders-api:2"));
+    let d = ns.get("deployment", "orders-api").unwrap();
+    assert_eq!(container(&d, "app").unwrap()["image"], "orders-api:2");
+    assert!(container(&d, "webhook-relay").is_some(), "re-apply removed the relay container");
+
+    // Switching to Standalone takes the container out and gives the relay its own
+    // Deployment; switching back injects again and removes that Deployment.
+    ns.kubectl(&["patch", "whr", "orders-sidecar", "--type", "merge", "-p", r#"{"spec":{"workload":{"mode":"Standalone","targetRef":null}}}"#]);
+    wait_for("own Deployment in Standalone mode", || ns.get("deployment", "orders-sidecar-relay"));
+    wait_for("container released on mode switch", || {
+        let d = ns.get("deployment", "orders-api")?;
+        container(&d, "webhook-relay").is_none().then_some(())
+    });
+    wait_for("finalizer dropped in Standalone mode", || {
+        ns.get("webhookrelay", "orders-sidecar")?["metadata"]["finalizers"].is_null().then_some(())
+    });
+    ns.kubectl(&["patch", "whr", "orders-sidecar", "--type", "merge", "-p", r#"{"spec":{"workload":{"mode":"Sidecar","targetRef":{"name":"orders-api"}}}}"#]);
+    wait_for("re-injected", || {
+        let d = ns.get("deployment", "orders-api")?;
+        container(&d, "webhook-relay").is_some().then_some(())
+    });
+    wait_for("own Deployment deleted in Sidecar mode", || ns.get("deployment", "orders-sidecar-relay").is_none().then_some(()));
+
+    // Deleting the WebhookRelay removes exactly what it added.
+    ns.kubectl(&["delete", "whr", "orders-sidecar", "--wait=false"]);
+    let d = wait_for("relay container removed", || {
+        let d = ns.get("deployment", "orders-api")?;
+        container(&d, "webhook-relay").is_none().then_some(d)
+    });
+    assert!(container(&d, "app").is_some());
+    assert!(d["spec"]["template"]["spec"]["volumes"].is_null(), "{}", d["spec"]["template"]["spec"]);
+    assert!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"].is_null());
+    assert!(d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].is_null());
+    wait_for("WebhookRelay gone", || ns.get("webhookrelay", "orders-sidecar").is_none().then_some(()));
+}
+
+#[test]
+fn sidecar_target_missing_is_reported() {
+    let ns = Namespace::create("whr-notarget");
+    let redis = RedisServer::start();
+    example_secrets(&ns, &redis.url());
+    let _op = Operator::start(&ns.0, &[]);
+    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
+    let (_, _, msg) = ns.wait_condition("orders-sidecar", "Ready", "False", Some("TargetNotFound"));
+    assert!(msg.contains("orders-api") && msg.contains("spec.workload.targetRef"), "{msg}");
+    // Without a target nothing was injected, so deletion needs no cleanup.
+    ns.kubectl(&["delete", "whr", "orders-sidecar", "--timeout=60s"]);
+}
+
+#[test]
+fn only_the_leader_runs_and_a_standby_takes_over() {
+    let ns = Namespace::create("whr-leader");
+    let start = |id: &str| Operator::start(&ns.0, &["--leader-elect", "--lease-namespace", &ns.0, "--identity", id]);
+    let mut a = start("op-a");
+    let holder = |ns: &Namespace| ns.get("lease", "webhook-relay-operator").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from));
+    wait_for("op-a to hold the lease", || (holder(&ns).as_deref() == Some("op-a")).then_some(()));
+    let b = start("op-b");
+    let gauge = |op: &Operator| op.http_get("/metrics").is_some_and(|m| m.lines().any(|l| l == "webhook_relay_operator_leader 1"));
+    wait_for("op-a to report leadership", || gauge(&a).then_some(()));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!gauge(&b), "standby reports leadership while op-a holds the lease");
+    assert_eq!(holder(&ns).as_deref(), Some("op-a"));
+
+    a.terminate();
+    wait_for("op-b to take over", || (holder(&ns).as_deref() == Some("op-b")).then_some(()));
+    wait_for("op-b to report leadership", || gauge(&b).then_some(()));
+}
+
+#[test]
+fn operator_runs_with_only_its_documented_rbac() {
+    let ns = Namespace::create("whr-rbac");
+    let role = format!("whr-test-{}", ns.0);
+    let _cleanup = ClusterObjects(vec![format!("clusterrole/{role}"), format!("clusterrolebinding/{role}")]);
+    let rbac = std::fs::read_to_string(root().join("operator/tests/fixtures/rbac.yaml"))
+        .unwrap()
+        .replace("NAMESPACE", &ns.0)
+        .replace("NAME", &role);
+    apply_yaml(&ns.0, &rbac);
+    let scratch = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(&ns.0, "webhook-relay-operator", scratch.path());
+    let denied = kubectl_output(&["--kubeconfig", &kubeconfig, "get", "secrets", "-n", &ns.0], None);
+    assert!(!denied.status.success(), "the operator's account may list Secrets");
+
+    let redis = RedisServer::start();
+    example_secrets(&ns, &redis.url());
+    apply_yaml(
+        &ns.0,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders-api}\nspec:\n  selector: {matchLabels: {app: orders-api}}\n  \
+         template:\n    metadata: {labels: {app: orders-api}}\n    spec: {containers: [{name: app, image: 'orders-api:1'}]}\n",
+    );
+    let _op = Operator::start_as(&ns.0, &kubeconfig, &["--leader-elect", "--lease-namespace", &ns.0]);
+    apply_yaml(&ns.0, &example("webhookrelay.yaml"));
+    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
+
+    ns.wait_condition("orders", "Ready", "True", None);
+    ns.wait_condition("orders-sidecar", "Ready", "True", None);
+    for (kind, name) in [("configmap", "orders-relay"), ("deployment", "orders-relay"), ("service", "orders-relay"), ("ingress", "orders-relay")] {
+        assert!(ns.get(kind, name).is_some(), "{kind}/{name} missing");
+    }
+    wait_for("events recorded", || ns.event_reasons("orders").iter().any(|r| r == "ConfigApplied").then_some(()));
+    // Taking the Ingress away deletes it; deleting the sidecar relay releases the target.
+    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"ingress":null}}"#]);
+    wait_for("Ingress deleted", || ns.get("ingress", "orders-relay").is_none().then_some(()));
+    ns.kubectl(&["delete", "whr", "orders-sidecar", "--wait=false"]);
+    wait_for("relay container removed", || {
+        let d = ns.get("deployment", "orders-api")?;
+        container(&d, "webhook-relay").is_none().then_some(())
+    });
+    wait_for("WebhookRelay gone", || ns.get("webhookrelay", "orders-sidecar").is_none().then_some(()));
+}
