@@ -304,6 +304,14 @@ async fn bench(a: Args) {
         e2e.ok, acked_in.as_secs_f64(), e2e.rate(), total.as_secs_f64(), e2e.ok as f64 / total.as_secs_f64(),
         if done { "" } else { " (NOT all delivered within the wait)" });
     println!("\n4. relay peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(relay_pid).unwrap_or(0) as f64 / 1024.0);
+    // Redis work per event over the whole run (warm-up included).
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let all_events = (target + 2000) as f64;
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_eval:")) {
+        let calls: f64 = line.split("calls=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        let usec: f64 = line.split("usec_per_call=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        println!("   redis {}: {:.2} script calls per event, {:.1} us per call", line.split(':').next().unwrap_or("").trim_start_matches("cmdstat_"), calls / all_events, usec);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,7 +14,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use webhook_relay_store::{ClaimedEvent, EventMeta, Lease, StoreError};
 
@@ -62,6 +62,7 @@ pub async fn run(relay: Arc<Relay>) {
     let lease = cfg.lease();
     let permits = Arc::new(Semaphore::new(cfg.delivery.concurrency as usize));
     let in_flight: Arc<Mutex<HashMap<u64, Lease>>> = Arc::default();
+    let acker = Acker::start(relay.clone());
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
     let mut last_trim = Instant::now();
@@ -105,9 +106,10 @@ pub async fn run(relay: Arc<Relay>) {
             in_flight.lock().unwrap().insert(ev.lease.token, ev.lease.clone());
             let relay = relay.clone();
             let in_flight = in_flight.clone();
+            let acker = acker.clone();
             tasks.spawn(async move {
                 let token = ev.lease.token;
-                deliver(&relay, ev).await;
+                deliver(&relay, &acker, ev).await;
                 in_flight.lock().unwrap().remove(&token);
                 drop(permit);
             });
@@ -160,7 +162,7 @@ async fn drain(relay: &Relay, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashM
 }
 
 /// Delivers one claimed event and records the outcome.
-async fn deliver(relay: &Relay, ev: ClaimedEvent) {
+async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
     let cfg = relay.config();
     let started = Instant::now();
     let attempt = send(relay, &ev).await;
@@ -175,7 +177,7 @@ async fn deliver(relay: &Relay, ev: ClaimedEvent) {
     let outcome = match &attempt.verdict {
         Verdict::Delivered => {
             meta.last_error = None;
-            match persist(relay, || relay.store.ack(&ev.lease)).await {
+            match persist(relay, || acker.ack(&ev.lease)).await {
                 Some(true) => {
                     tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
                     relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
@@ -227,6 +229,59 @@ async fn deliver(relay: &Relay, ev: ClaimedEvent) {
         tracing::warn!(event_id = %id, attempt = ev.attempt, "lease lost before the outcome was recorded; another replica owns the event");
     }
     relay.metrics.attempt(outcome, attempt.status, took);
+}
+
+/// Most acks sent to Redis in one script call.
+const ACK_BATCH: usize = 256;
+
+type AckReply = oneshot::Sender<Result<bool, StoreError>>;
+
+/// Batches acks: every delivery that finished while the previous batch was in Redis goes
+/// in the next one, so at high rates one script call acks many events; at low rates a
+/// batch is one event and costs what a single ack would.
+#[derive(Clone)]
+struct Acker {
+    tx: mpsc::UnboundedSender<(Lease, AckReply)>,
+}
+
+impl Acker {
+    fn start(relay: Arc<Relay>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Lease, AckReply)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(ACK_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < ACK_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let leases: Vec<Lease> = batch.iter().map(|(l, _)| l.clone()).collect();
+                match relay.store.ack_many(&leases).await {
+                    Ok(acked) => {
+                        for ((_, reply), ok) in batch.drain(..).zip(acked) {
+                            let _ = reply.send(Ok(ok));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(StoreError::Protocol(format!("batched ack: {e}"))));
+                        }
+                    }
+                }
+            }
+        });
+        Acker { tx }
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Protocol("the ack batcher stopped".into());
+        self.tx.send((lease.clone(), reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
 }
 
 /// Runs a store write, retrying briefly through a Redis blip; `None` if it never got through

@@ -107,16 +107,28 @@ impl Store {
 
     /// Deletes a delivered event. `false` means the lease was lost (another worker owns it now).
     pub async fn ack(&self, lease: &Lease) -> Result<bool> {
+        Ok(self.ack_many(std::slice::from_ref(lease)).await?.first().copied().unwrap_or(false))
+    }
+
+    /// Acks a batch in one script call; one `bool` per lease, in order (`false`: lease lost).
+    pub async fn ack_many(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(vec![]);
+        }
         let k = &self.keys;
-        let token = lease.token.to_string();
-        let n: i64 = self
-            .run(
-                &scripts::ACK,
-                &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending],
-                &[lease.id.as_str().as_bytes(), token.as_bytes()],
-            )
+        let tokens: Vec<String> = leases.iter().map(|l| l.token.to_string()).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(leases.len() * 2);
+        for (l, t) in leases.iter().zip(&tokens) {
+            args.push(l.id.as_str().as_bytes());
+            args.push(t.as_bytes());
+        }
+        let acked: Vec<i64> = self
+            .run(&scripts::ACK, &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending], &args)
             .await?;
-        Ok(n == 1)
+        if acked.len() != leases.len() {
+            return Err(StoreError::Protocol(format!("ack answered {} results for {} leases", acked.len(), leases.len())));
+        }
+        Ok(acked.into_iter().map(|n| n == 1).collect())
     }
 
     /// Puts a failed event back in `due`, `delay` from now (server time), recording the

@@ -108,19 +108,27 @@ return {now, next_due, next_lease, recovered, out}
 });
 
 /// KEYS: inflight, lease, body, meta, attempts, pending.
-/// ARGV: id, token. Returns 1 if acked, 0 if the token no longer holds the lease.
+/// ARGV: id1, token1, id2, token2, ... Returns one 1 (acked) or 0 (the token no longer
+/// holds the lease) per pair, so a worker can ack a batch in one call.
 pub static ACK: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
-local id = ARGV[1]
-if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id)
-redis.call('HDEL', KEYS[4], id)
-redis.call('HDEL', KEYS[5], id)
-redis.call('ZREM', KEYS[6], id)
-return 1
+local out = {}
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HGET', KEYS[2], id) == ARGV[i + 1] then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HDEL', KEYS[5], id)
+    redis.call('ZREM', KEYS[6], id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 "#,
     )
 });

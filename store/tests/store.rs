@@ -42,6 +42,7 @@ macro_rules! on_both {
 
 on_both!(
     lifecycle_enqueue_claim_ack,
+    ack_many_acks_a_batch_and_refuses_stale_tokens,
     duplicates_are_not_stored_twice,
     concurrent_claimers_never_share_an_event,
     stale_token_cannot_ack_or_reschedule,
@@ -79,6 +80,21 @@ async fn lifecycle_enqueue_claim_ack(cluster: bool) {
     assert!(s.get(&id("a")).await.unwrap().is_none(), "payload and metadata are gone after ack");
     // A second ack with the same token finds nothing to ack.
     assert!(!s.ack(&ev.lease).await.unwrap());
+}
+
+async fn ack_many_acks_a_batch_and_refuses_stale_tokens(cluster: bool) {
+    let (_b, s) = store(cluster, "t/ackmany").await;
+    for i in 0..5 {
+        s.enqueue(&id(&format!("b{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let c = s.claim(10, LEASE).await.unwrap();
+    let mut leases: Vec<Lease> = c.events.iter().map(|e| e.lease.clone()).collect();
+    leases[2].token += 1_000_000; // a token that never held the lease
+    let acked = s.ack_many(&leases).await.unwrap();
+    assert_eq!(acked, vec![true, true, false, true, true]);
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight), (0, 1), "only the refused one is still leased");
+    assert_eq!(s.ack_many(&[]).await.unwrap(), Vec::<bool>::new());
 }
 
 async fn duplicates_are_not_stored_twice(cluster: bool) {
