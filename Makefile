@@ -13,8 +13,9 @@ bench:           ## load generator against relay + Redis + downstream on loopbac
 build:
 	cargo build --workspace --bins --locked
 
-crds:            ## regenerate crds/ from the Rust types
+crds:            ## regenerate crds/ from the Rust types (and the chart's copy)
 	cargo run -q -p webhook-relay-operator -- crd > crds/webhookrelay.dev_webhookrelays.yaml
+	cp crds/webhookrelay.dev_webhookrelays.yaml charts/webhook-relay/crds/
 
 lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
