@@ -341,3 +341,29 @@ async fn replicas_on_one_redis_never_deliver_the_same_claim_twice() {
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert_eq!(ds.hits().len(), 800);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_runs_on_a_redis_cluster_with_a_cluster_url() {
+    let cluster = testkit::RedisCluster::start();
+    let ds = Downstream::start(ok_after(1), Duration::ZERO).await;
+    let relay = RelayProcess::start_fresh(
+        "t/cluster",
+        &cluster.cluster_url(),
+        &ds.url,
+        "  maxAttempts: 4\n  initialDelay: 50ms\n  maxDelay: 200ms",
+    );
+    let client = reqwest::Client::new();
+    let ids: Vec<String> = (0..20).map(|i| format!("c-{i}")).collect();
+    for id in &ids {
+        assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
+    }
+    let done = eventually(Duration::from_secs(30), || async { ds.delivered().len() == ids.len() }).await;
+    assert!(done, "delivered {} of 20; log:\n{}", ds.delivered().len(), relay.log_text());
+    assert!(ds.delivered().values().all(|n| *n == 1));
+    // Every key of the relay lives in one slot: the node holding {t/cluster} has the dedup set.
+    let slot_owner = cluster
+        .nodes
+        .iter()
+        .find(|n| n.cli(&["ZCARD", "whr:{t/cluster}:seen"]).parse::<u64>().is_ok_and(|c| c == 20));
+    assert!(slot_owner.is_some(), "no node holds whr:{{t/cluster}}:seen with 20 ids");
+}
