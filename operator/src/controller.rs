@@ -1,10 +1,12 @@
 //! The reconciler: read the WebhookRelay and what it references, compute the desired
-//! children (see [`crate::resources`]), server-side apply them, probe Redis, write status.
+//! children (see [`crate::resources`]), server-side apply them, probe Redis, check the
+//! Genesys integration's webhook URL when it is due (see [`crate::genesys_check`]), write status.
 //!
 //! Problems the user must fix (invalid spec, missing Secret or target) are not crashes:
 //! they become `Ready=False` with a reason, a Warning event, and a retry with backoff.
 
 use crate::error::{Error, Result};
+use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
 use crate::redis_probe::{self, Persistence, Probe};
 use crate::resources::{self, MANAGER, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings};
@@ -44,12 +46,21 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Period of the status refresh (queue figures) for a healthy relay.
     pub refresh: Duration,
+    /// The Genesys webhook check and its last verdict per relay.
+    pub genesys: Checker,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, recorder: Recorder, metrics: Arc<Metrics>, refresh: Duration) -> Self {
-        Context { client, settings, recorder, metrics, refresh, failures: Mutex::new(HashMap::new()) }
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        refresh: Duration,
+        genesys: Checker,
+    ) -> Self {
+        Context { client, settings, recorder, metrics, refresh, genesys, failures: Mutex::new(HashMap::new()) }
     }
 
     fn backoff(&self, key: &str) -> Duration {
@@ -287,6 +298,15 @@ async fn announce(relay: &WebhookRelay, ctx: &Context, new: &WebhookRelayStatus)
     {
         ctx.event(relay, EventType::Warning, &c.reason, "CheckRedis", c.message).await;
     }
+    // The recorder folds events of one reason into a series that keeps the first note, so
+    // each failure reason gets an event reason of its own: GenesysWebhookUrlMismatch, ...
+    if let Some(c) = changed(status::GENESYS_WEBHOOK_VERIFIED) {
+        if c.status == "True" {
+            ctx.event(relay, EventType::Normal, status::GENESYS_WEBHOOK_VERIFIED, "CheckGenesys", c.message).await;
+        } else {
+            ctx.event(relay, EventType::Warning, &format!("Genesys{}", c.reason), "CheckGenesys", c.message).await;
+        }
+    }
 }
 
 /// Reconciles one WebhookRelay.
@@ -296,6 +316,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     let ns = relay.namespace().unwrap_or_default();
 
     if relay.meta().deletion_timestamp.is_some() {
+        ctx.genesys.forget(&relay.uid().unwrap_or_default());
         if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
             release_sidecars(&ctx, &relay, &ns, None).await?;
             let api: Api<WebhookRelay> = Api::namespaced(ctx.client.clone(), &ns);
@@ -305,9 +326,14 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let endpoint = resources::endpoint(&relay);
-    match apply_all(&relay, &ctx).await {
+    // The Genesys check (a call to Genesys Cloud when due) runs alongside apply and probe.
+    let (applied, genesys) =
+        tokio::join!(apply_all(&relay, &ctx), ctx.genesys.check(&ctx.client, &relay, &endpoint, &ctx.metrics));
+    let genesys = genesys?;
+    match applied {
         Ok(applied) => {
-            let s = status::desired_status(&relay, &Outcome::Applied { probe: &applied.probe }, endpoint, Timestamp::now());
+            let outcome = Outcome::Applied { probe: &applied.probe };
+            let s = status::desired_status(&relay, &outcome, endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
             if let Persistence::Unknown(why) = &applied.probe.persistence {
@@ -324,7 +350,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
         Err(e) if e.reason().is_some() => {
             ctx.metrics.failed(e.metric_label());
             warn!(relay = %k, error = %e, "relay needs a fix");
-            let s = status::desired_status(&relay, &Outcome::Blocked(&e), endpoint, Timestamp::now());
+            let s = status::desired_status(&relay, &Outcome::Blocked(&e), endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
             Ok(Action::requeue(ctx.backoff(&k)))

@@ -2,11 +2,13 @@
 //!
 //! [`resources`] builds the desired objects (pure), [`status`] the status (pure),
 //! [`controller`] reads, applies and writes; [`redis_probe`] reads queue figures and
-//! persistence settings from the relay's Redis; [`leader`] elects one active replica;
+//! persistence settings from the relay's Redis; [`genesys_check`] verifies the Genesys
+//! Cloud integration's webhook URL; [`leader`] elects one active replica;
 //! [`metrics`] serves `/metrics` and `/healthz`.
 
 pub mod controller;
 pub mod error;
+pub mod genesys_check;
 pub mod leader;
 pub mod metrics;
 pub mod redis_probe;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info};
 use webhook_relay_operator::controller::{self, Context};
+use webhook_relay_operator::genesys_check::Checker;
 use webhook_relay_operator::leader::{self, LeaseSettings};
 use webhook_relay_operator::metrics::{self, Metrics};
 use webhook_relay_operator::resources::Settings;
@@ -42,6 +43,10 @@ struct RunArgs {
     /// How often a healthy relay's status (queue figures) is refreshed.
     #[arg(long, env = "REFRESH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     refresh: Duration,
+    /// How often a relay's Genesys Open Messaging integration is looked up to verify its
+    /// webhook URL (at once when the spec, endpoint or credentials Secret changes).
+    #[arg(long, env = "GENESYS_CHECK_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    genesys_check_interval: Duration,
     /// Elect a leader through a Lease; needed when more than one replica runs.
     #[arg(long, env = "LEADER_ELECT")]
     leader_elect: bool,
@@ -98,7 +103,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "webhook-relay-operator".into(), instance: Some(identity) };
     let recorder = Recorder::new(client.clone(), reporter);
     let settings = Settings { relay_image: args.relay_image.clone() };
-    let ctx = Arc::new(Context::new(client.clone(), settings, recorder, metrics.clone(), args.refresh));
+    // The process's one HTTP client (Genesys Cloud calls); Kubernetes has its own.
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("webhook-relay-operator/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let genesys = Checker::new(http, args.genesys_check_interval);
+    let ctx = Arc::new(Context::new(client.clone(), settings, recorder, metrics.clone(), args.refresh, genesys));
     info!(image = %args.relay_image, namespace = ?args.namespace, "starting controller");
 
     if args.leader_elect {

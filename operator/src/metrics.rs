@@ -21,6 +21,12 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Label of the Genesys check counter: the verdict's condition reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -32,6 +38,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this process holds the leader lease (or runs without election).
     pub leader: Gauge,
+    /// Genesys Cloud integration lookups, by the resulting condition reason.
+    pub genesys_checks: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,11 +49,17 @@ impl Default for Metrics {
         let failures = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let leader = Gauge::default();
+        let genesys_checks = Family::<ReasonLabels, Counter>::default();
         registry.register("reconciliations", "Reconciles started", reconciliations.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error kind", failures.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
         registry.register("leader", "Whether this process runs the controller (1) or waits as a standby (0)", leader.clone());
-        Metrics { registry, reconciliations, failures, duration, leader }
+        registry.register(
+            "genesys_webhook_checks",
+            "Genesys Cloud integration lookups (GenesysWebhookVerified), by condition reason",
+            genesys_checks.clone(),
+        );
+        Metrics { registry, reconciliations, failures, duration, leader, genesys_checks }
     }
 }
 
@@ -53,6 +67,11 @@ impl Metrics {
     /// Counts a failed reconcile under `label`.
     pub fn failed(&self, label: &str) {
         self.failures.get_or_create(&ErrorLabels { error: label.to_string() }).inc();
+    }
+
+    /// Counts a Genesys integration lookup that ended with condition `reason`.
+    pub fn genesys_checked(&self, reason: &str) {
+        self.genesys_checks.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     /// Starts timing a reconcile; the time is recorded when the guard drops.
@@ -103,9 +122,11 @@ mod tests {
         let m = Metrics::default();
         drop(m.timer());
         m.failed("secret_not_found");
+        m.genesys_checked("WebhookUrlMatches");
         let text = m.encode();
         assert!(text.contains("webhook_relay_operator_reconciliations_total 1"), "{text}");
         assert!(text.contains(r#"webhook_relay_operator_reconcile_errors_total{error="secret_not_found"} 1"#), "{text}");
         assert!(text.contains("webhook_relay_operator_reconcile_duration_seconds_count 1"), "{text}");
+        assert!(text.contains(r#"webhook_relay_operator_genesys_webhook_checks_total{reason="WebhookUrlMatches"} 1"#), "{text}");
     }
 }

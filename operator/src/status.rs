@@ -1,7 +1,9 @@
 //! Builds the `status` of a WebhookRelay from what one reconcile saw: the outcome of
-//! applying its children, and the Redis probe. Pure, so the condition logic is unit tested.
+//! applying its children, the Redis probe and the Genesys webhook check. Pure, so the
+//! condition logic is unit tested.
 
 use crate::error::Error;
+use crate::genesys_check::Verdict;
 use crate::redis_probe::{Persistence, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -11,6 +13,8 @@ use webhook_relay_api::crd::{QueueStatus, WebhookRelay, WebhookRelayStatus};
 pub const READY: &str = "Ready";
 pub const REDIS_REACHABLE: &str = "RedisReachable";
 pub const REDIS_PERSISTENT: &str = "RedisPersistent";
+/// Only with `spec.genesys`: whether the Open Messaging integration posts to `status.endpoint`.
+pub const GENESYS_WEBHOOK_VERIFIED: &str = "GenesysWebhookVerified";
 
 /// What a reconcile produced, as far as status is concerned.
 pub enum Outcome<'a> {
@@ -44,12 +48,25 @@ fn carry_transitions(old: &[Condition], mut new: Vec<Condition>) -> Vec<Conditio
     new
 }
 
-/// The full status for `relay` after a reconcile with `outcome`, at time `now`.
-pub fn desired_status(relay: &WebhookRelay, outcome: &Outcome<'_>, endpoint: String, now: Timestamp) -> WebhookRelayStatus {
+/// The `GenesysWebhookVerified` condition for `verdict`.
+pub fn genesys_condition(verdict: &Verdict, generation: Option<i64>, now: &Timestamp) -> Condition {
+    let status = if verdict.verified { "True" } else { "False" };
+    condition(GENESYS_WEBHOOK_VERIFIED, status, verdict.reason, verdict.message.clone(), generation, now)
+}
+
+/// The full status for `relay` after a reconcile with `outcome` and, when it has
+/// `spec.genesys`, the Genesys check's `genesys` verdict (`None` leaves no such condition).
+pub fn desired_status(
+    relay: &WebhookRelay,
+    outcome: &Outcome<'_>,
+    endpoint: String,
+    genesys: Option<&Verdict>,
+    now: Timestamp,
+) -> WebhookRelayStatus {
     let generation = relay.metadata.generation;
     let old = relay.status.clone().unwrap_or_default();
     let c = |t: &str, s: &str, r: &str, m: String| condition(t, s, r, m, generation, &now);
-    let (conditions, queue) = match outcome {
+    let (mut conditions, queue) = match outcome {
         Outcome::Blocked(err) => {
             let reason = err.reason().unwrap_or("ReconcileFailed");
             let redis_unknown = |t: &str| {
@@ -107,6 +124,7 @@ pub fn desired_status(relay: &WebhookRelay, outcome: &Outcome<'_>, endpoint: Str
             }
         },
     };
+    conditions.extend(genesys.map(|v| genesys_condition(v, generation, &now)));
     WebhookRelayStatus {
         observed_generation: generation,
         endpoint: Some(endpoint),
@@ -153,7 +171,7 @@ mod tests {
     #[test]
     fn healthy_relay_is_ready_with_queue_figures() {
         let p = ok_probe(Persistence::Durable);
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "https://x/y".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "https://x/y".into(), None, Timestamp::now());
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.queue, Some(QueueStatus { due: 12, in_flight: 2, dead: 3, oldest_due_age_seconds: Some(95) }));
         assert_eq!(get(&s, READY).status, "True");
@@ -164,21 +182,21 @@ mod tests {
     #[test]
     fn lossy_redis_is_reported_but_still_ready() {
         let p = ok_probe(Persistence::AppendOnlyOff);
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
         assert_eq!((get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()), ("False", "AppendOnlyOff"));
         assert_eq!(get(&s, READY).status, "True");
         let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
         let p = ok_probe(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
     }
 
     #[test]
     fn invalid_spec_is_not_ready_with_a_reason_naming_the_field() {
         let err = Error::InvalidSpec(SpecError { field: "spec.destination.url".into(), message: "must be http or https".into() });
-        let s = desired_status(&relay(), &Outcome::Blocked(&err), "e".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Blocked(&err), "e".into(), None, Timestamp::now());
         let ready = get(&s, READY);
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
         assert!(ready.message.contains("spec.destination.url"));
@@ -188,9 +206,40 @@ mod tests {
     #[test]
     fn unreachable_redis_is_not_ready() {
         let p = Probe { stats: Err("connection refused".into()), persistence: Persistence::Unknown("x".into()) };
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, READY).reason, "RedisUnreachable");
         assert_eq!(get(&s, REDIS_REACHABLE).status, "False");
+    }
+
+    #[test]
+    fn genesys_verdict_becomes_a_condition_only_with_spec_genesys() {
+        let p = ok_probe(Persistence::Durable);
+        let mismatch = Verdict {
+            verified: false,
+            reason: "WebhookUrlMismatch",
+            message: "sends to https://old/, endpoint is https://new/".into(),
+            transient: false,
+        };
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&mismatch), Timestamp::now());
+        let c = get(&s, GENESYS_WEBHOOK_VERIFIED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WebhookUrlMismatch"));
+        assert_eq!(c.message, mismatch.message);
+        assert_eq!(c.observed_generation, Some(3));
+        // A wrong webhook URL does not make the relay unready: it still takes events.
+        assert_eq!(get(&s, READY).status, "True");
+        let ok = Verdict { verified: true, reason: "WebhookUrlMatches", message: "ok".into(), transient: false };
+        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&ok), Timestamp::now());
+        assert_eq!(get(&s, GENESYS_WEBHOOK_VERIFIED).status, "True");
+        // Also reported while the relay is blocked on something else.
+        let err = Error::TargetNotFound { name: "api".into(), namespace: "cx".into() };
+        let s = desired_status(&relay(), &Outcome::Blocked(&err), "e".into(), Some(&ok), Timestamp::now());
+        assert_eq!(get(&s, GENESYS_WEBHOOK_VERIFIED).reason, "WebhookUrlMatches");
+        // Without a verdict (no spec.genesys) the condition is left out, so applying the
+        // status removes one written before.
+        let mut r = relay();
+        r.status = Some(s);
+        let s = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        assert!(find(Some(&s), GENESYS_WEBHOOK_VERIFIED).is_none());
     }
 
     #[test]
@@ -198,12 +247,12 @@ mod tests {
         let mut r = relay();
         let p = ok_probe(Persistence::Durable);
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
-        r.status = Some(desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), t0));
+        r.status = Some(desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, t0));
         let t1 = Timestamp::from_second(1_700_000_100).unwrap();
-        let again = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), t1);
+        let again = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, t1);
         assert_eq!(get(&again, READY).last_transition_time, Time(t0));
         let down = Probe { stats: Err("down".into()), persistence: Persistence::Unknown("x".into()) };
-        let changed = desired_status(&r, &Outcome::Applied { probe: &down }, "e".into(), t1);
+        let changed = desired_status(&r, &Outcome::Applied { probe: &down }, "e".into(), None, t1);
         assert_eq!(get(&changed, READY).last_transition_time, Time(t1));
     }
 }

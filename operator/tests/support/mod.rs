@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+pub mod sidecar;
+
+use base64::Engine;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -150,6 +154,18 @@ impl Namespace {
             .filter(|e| e["involvedObject"]["name"] == relay && e["involvedObject"]["kind"] == "WebhookRelay")
             .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    /// The value of `key` in Secret `name`, read through the API.
+    pub fn secret_value(&self, name: &str, key: &str) -> String {
+        let s = self.get("secret", name).unwrap_or_else(|| panic!("Secret {name} missing"));
+        let b64 = s["data"][key].as_str().unwrap_or_else(|| panic!("Secret {name} has no key {key}"));
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+    }
+
+    /// `kubectl get whr <relay> -o jsonpath=<path>`.
+    pub fn jsonpath(&self, relay: &str, path: &str) -> String {
+        self.kubectl(&["get", "whr", relay, "-o", &format!("jsonpath={path}")])
     }
 
     /// All events of the namespace as text (to check for leaked secrets).
