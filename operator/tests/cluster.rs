@@ -359,45 +359,6 @@ fn only_the_leader_runs_and_a_standby_takes_over() {
     wait_for("op-b to report leadership", || gauge(&b).then_some(()));
 }
 
-#[test]
-fn operator_runs_with_only_its_documented_rbac() {
-    let ns = Namespace::create("whr-rbac");
-    let role = format!("whr-test-{}", ns.0);
-    let _cleanup = ClusterObjects(vec![format!("clusterrole/{role}"), format!("clusterrolebinding/{role}")]);
-    let rbac = std::fs::read_to_string(root().join("operator/tests/fixtures/rbac.yaml"))
-        .unwrap()
-        .replace("NAMESPACE", &ns.0)
-        .replace("NAME", &role);
-    apply_yaml(&ns.0, &rbac);
-    let scratch = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(&ns.0, "webhook-relay-operator", scratch.path());
-    let denied = kubectl_output(&["--kubeconfig", &kubeconfig, "get", "secrets", "-n", &ns.0], None);
-    assert!(!denied.status.success(), "the operator's account may list Secrets");
-
-    let redis = RedisServer::start();
-    example_secrets(&ns, &redis.url());
-    apply_yaml(
-        &ns.0,
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders-api}\nspec:\n  selector: {matchLabels: {app: orders-api}}\n  \
-         template:\n    metadata: {labels: {app: orders-api}}\n    spec: {containers: [{name: app, image: 'orders-api:1'}]}\n",
-    );
-    let _op = Operator::start_as(&ns.0, &kubeconfig, &["--leader-elect", "--lease-namespace", &ns.0]);
-    apply_yaml(&ns.0, &example("webhookrelay.yaml"));
-    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
-
-    ns.wait_condition("orders", "Ready", "True", None);
-    ns.wait_condition("orders-sidecar", "Ready", "True", None);
-    for (kind, name) in [("configmap", "orders-relay"), ("deployment", "orders-relay"), ("service", "orders-relay"), ("ingress", "orders-relay")] {
-        assert!(ns.get(kind, name).is_some(), "{kind}/{name} missing");
-    }
-    wait_for("events recorded", || ns.event_reasons("orders").iter().any(|r| r == "ConfigApplied").then_some(()));
-    // Taking the Ingress away deletes it; deleting the sidecar relay releases the target.
-    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"ingress":null}}"#]);
-    wait_for("Ingress deleted", || ns.get("ingress", "orders-relay").is_none().then_some(()));
-    ns.kubectl(&["delete", "whr", "orders-sidecar", "--wait=false"]);
-    wait_for("relay container removed", || {
-        let d = ns.get("deployment", "orders-api")?;
-        container(&d, "webhook-relay").is_none().then_some(())
-    });
-    wait_for("WebhookRelay gone", || ns.get("webhookrelay", "orders-sidecar").is_none().then_some(()));
-}
+// The operator under exactly the chart's RBAC (its ServiceAccount token) is tested in
+// tests/chart.rs (operator_reconciles_with_the_chart_rbac): the chart is the one source of
+// truth for the operator's permissions.
