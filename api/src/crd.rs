@@ -375,7 +375,8 @@ pub struct WebhookRelayStatus {
     /// Queue figures read from Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueStatus>,
-    /// Ready, RedisReachable, RedisPersistent.
+    /// Ready, RedisReachable, RedisPersistent and, with spec.genesys, GenesysWebhookVerified
+    /// (whether the Open Messaging integration's webhook URL is status.endpoint).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

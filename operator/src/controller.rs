@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
 use crate::redis_probe::{self, Persistence, Probe};
-use crate::resources::{self, MANAGER, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings};
+use crate::resources::{self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings, TemplateHashes};
 use crate::status::{self, Outcome};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,6 +135,11 @@ async fn release_sidecars(ctx: &Context, relay: &WebhookRelay, ns: &str, keep: O
     Ok(())
 }
 
+/// The value of pod template annotation `key` of `d`.
+fn template_annotation(d: &Deployment, key: &str) -> Option<String> {
+    d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(key).cloned()
+}
+
 /// What a successful apply leaves for status.
 struct Applied {
     probe: Probe,
@@ -148,13 +153,18 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
     let yaml = config.to_yaml();
     let hash = resources::config_hash(&yaml);
 
-    // Every referenced Secret key must exist before anything is rolled out with it.
+    // Every referenced Secret key must exist before anything is rolled out with it. Their
+    // resourceVersions go into the pod template (see `resources::secrets_hash`), so the
+    // pods roll when one is rotated: not at once (Secrets are not watched) but at the next
+    // periodic reconcile, `--refresh` (30 s by default).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut redis_url = None;
+    let mut versions = BTreeMap::new();
     for s in secret_env(&relay.spec) {
         let Some(secret) = secrets.get_opt(&s.secret).await? else {
             return Err(Error::SecretNotFound { secret: s, namespace: ns });
         };
+        versions.insert(s.secret.clone(), secret.resource_version().unwrap_or_default());
         let value = secret.data.as_ref().and_then(|d| d.get(&s.key)).map(|b| b.0.clone());
         let Some(value) = value else { return Err(Error::SecretKeyNotFound { secret: s }) };
         if s.env == config.redis.url_env {
@@ -183,10 +193,18 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
     let changed = before.and_then(|cm| cm.data).and_then(|d| d.get(resources::CONFIG_KEY).cloned()).as_deref() != Some(&yaml);
     apply(&config_maps, &name, &resources::config_map(relay, &config), MANAGER).await?;
 
+    let hashes = TemplateHashes { config: hash.clone(), secrets: resources::secrets_hash(&versions) };
+    // What the workload's pods were started with; absent on the first apply (no roll to report).
+    let previous_secrets = match &target {
+        Some(t) => template_annotation(t, SECRETS_HASH_ANNOTATION),
+        None => deployments.get_opt(&name).await?.and_then(|d| template_annotation(&d, SECRETS_HASH_ANNOTATION)),
+    };
+    let secrets_changed = previous_secrets.is_some_and(|p| p != hashes.secrets);
+
     let relays: Api<WebhookRelay> = Api::namespaced(client.clone(), &ns);
     let selector = match &target {
         None => {
-            apply(&deployments, &name, &resources::deployment(relay, &ctx.settings, &hash), MANAGER).await?;
+            apply(&deployments, &name, &resources::deployment(relay, &ctx.settings, &hashes), MANAGER).await?;
             release_sidecars(ctx, relay, &ns, None).await?;
             if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
                 set_finalizer(&relays, relay, false).await?;
@@ -211,7 +229,7 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
                 .spec
                 .as_ref()
                 .is_some_and(|p| p.containers.iter().any(|c| c.name == resources::CONTAINER));
-            let patch = resources::sidecar_patch(relay, &ctx.settings, &target_name, &hash);
+            let patch = resources::sidecar_patch(relay, &ctx.settings, &target_name, &hashes);
             let pp = PatchParams::apply(&resources::sidecar_manager(relay)).force();
             deployments.patch(&target_name, &pp, &Patch::Apply(&patch)).await?;
             if !injected {
@@ -243,12 +261,25 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
         }
     }
 
+    let workload = match &target {
+        Some(t) => format!("the relay container in Deployment {}", t.name_any()),
+        None => format!("Deployment {name}"),
+    };
+    if secrets_changed {
+        let names: Vec<&str> = versions.keys().map(String::as_str).collect();
+        let rolled = target.as_ref().map_or_else(|| name.clone(), |t| t.name_any());
+        info!(relay = %key(relay), deployment = %rolled, secrets_hash = %hashes.secrets, "a referenced Secret changed; rolling the pods");
+        ctx.event(
+            relay,
+            EventType::Normal,
+            "SecretsChanged",
+            "Roll",
+            format!("a Secret the relay reads ({}) changed; rolling the pods of Deployment {rolled}", names.join(", ")),
+        )
+        .await;
+    }
     if changed {
         info!(relay = %key(relay), config_hash = %hash, "applied relay config");
-        let workload = match &target {
-            Some(t) => format!("the relay container in Deployment {}", t.name_any()),
-            None => format!("Deployment {name}"),
-        };
         ctx.event(
             relay,
             EventType::Normal,

@@ -37,6 +37,9 @@ pub const CONFIG_DIR: &str = "/etc/webhook-relay";
 pub const CONFIG_KEY: &str = "relay.yaml";
 /// Pod template annotation whose change rolls the pods when the config changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "webhookrelay.dev/config-hash";
+/// Pod template annotation whose change rolls the pods when a Secret the relay reads
+/// changes; see [`secrets_hash`].
+pub const SECRETS_HASH_ANNOTATION: &str = "webhookrelay.dev/secrets-hash";
 /// Label on a Deployment the relay container was injected into; value: the relay's name.
 pub const SIDECAR_OF_LABEL: &str = "webhookrelay.dev/sidecar-of";
 /// Finalizer held while a relay container is injected into a Deployment (Sidecar mode).
@@ -100,6 +103,48 @@ fn meta(relay: &WebhookRelay) -> ObjectMeta {
 /// Hash of the rendered config; a pod template annotation, so pods roll when it changes.
 pub fn config_hash(config_yaml: &str) -> String {
     hex::encode(&Sha256::digest(config_yaml.as_bytes())[..16])
+}
+
+/// Hash over the `metadata.resourceVersion` of every Secret the relay reads, keyed by
+/// Secret name (`secret_env` names them); a pod template annotation, so pods roll when a
+/// Secret is rotated. The relay reads Secrets only as env vars at start, so without a roll
+/// a new signing secret or Redis URL would not take effect.
+///
+/// It hashes resource versions, never values: the annotation is readable by anyone who can
+/// read the Deployment, and a hash of a short secret could be guessed offline. The cost is
+/// a roll on a metadata-only change of such a Secret (its labels, say).
+///
+/// The operator does not watch Secrets (its RBAC on them is `get` only), so a rotation is
+/// seen at the relay's next periodic reconcile (`--refresh`, 30 s by default), not at once.
+pub fn secrets_hash(versions: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (name, version) in versions {
+        // NUL never occurs in a Secret name or a resourceVersion, so the encoding is unambiguous.
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(version.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The hashes on the relay's pod template: pods roll when either changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplateHashes {
+    /// [`config_hash`] of the rendered `relay.yaml`.
+    pub config: String,
+    /// [`secrets_hash`] of the referenced Secrets.
+    pub secrets: String,
+}
+
+impl TemplateHashes {
+    /// The pod template annotations carrying the hashes.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (CONFIG_HASH_ANNOTATION.to_string(), self.config.clone()),
+            (SECRETS_HASH_ANNOTATION.to_string(), self.secrets.clone()),
+        ])
+    }
 }
 
 /// The ConfigMap holding `relay.yaml`.
@@ -192,7 +237,7 @@ fn config_volume(relay: &WebhookRelay) -> Volume {
 }
 
 /// The relay's own Deployment (Standalone mode).
-pub fn deployment(relay: &WebhookRelay, settings: &Settings, config_hash: &str) -> Deployment {
+pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHashes) -> Deployment {
     let replicas = relay.spec.workload.as_ref().and_then(|w| w.replicas).unwrap_or(DEFAULT_REPLICAS);
     let mut pod_labels = labels(relay);
     pod_labels.extend(selector_labels(relay));
@@ -204,7 +249,7 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, config_hash: &str) 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+                    annotations: Some(hashes.annotations()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -227,9 +272,9 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, config_hash: &str) 
 }
 
 /// The server-side apply body that adds the relay container, its config volume and the
-/// config hash to `target` (Sidecar mode). Applied under [`sidecar_manager`], it owns only
+/// config and Secrets hashes to `target` (Sidecar mode). Applied under [`sidecar_manager`], it owns only
 /// these fields; applying [`sidecar_release`] under the same manager removes them again.
-pub fn sidecar_patch(relay: &WebhookRelay, settings: &Settings, target: &str, config_hash: &str) -> serde_json::Value {
+pub fn sidecar_patch(relay: &WebhookRelay, settings: &Settings, target: &str, hashes: &TemplateHashes) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -240,7 +285,7 @@ pub fn sidecar_patch(relay: &WebhookRelay, settings: &Settings, target: &str, co
         },
         "spec": {
             "template": {
-                "metadata": { "annotations": { CONFIG_HASH_ANNOTATION: config_hash } },
+                "metadata": { "annotations": hashes.annotations() },
                 "spec": {
                     "containers": [relay_container(relay, settings)],
                     "volumes": [config_volume(relay)],
@@ -344,6 +389,10 @@ mod tests {
         Settings { relay_image: "registry.example/webhook-relay:1.2.3".into() }
     }
 
+    fn hashes(config: &str, secrets: &str) -> TemplateHashes {
+        TemplateHashes { config: config.into(), secrets: secrets.into() }
+    }
+
     #[test]
     fn config_map_holds_the_rendered_config() {
         let r = relay();
@@ -360,11 +409,13 @@ mod tests {
     #[test]
     fn deployment_runs_the_relay_locked_down() {
         let r = relay();
-        let d = deployment(&r, &settings(), "abc");
+        let d = deployment(&r, &settings(), &hashes("abc", "def"));
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(2));
         let tmpl = spec.template;
-        assert_eq!(tmpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], "abc");
+        let annotations = tmpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "abc");
+        assert_eq!(annotations[SECRETS_HASH_ANNOTATION], "def");
         let selector = spec.selector.match_labels.unwrap();
         let pod_labels = tmpl.metadata.unwrap().labels.unwrap();
         assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
@@ -417,7 +468,7 @@ mod tests {
             limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("1".into()))])),
             ..ResourceRequirements::default()
         });
-        let d = deployment(&r, &settings(), "h");
+        let d = deployment(&r, &settings(), &hashes("h", "s"));
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(5));
         let c = &spec.template.spec.unwrap().containers[0];
@@ -434,6 +485,24 @@ mod tests {
         let b = relay_config(&r2).unwrap().to_yaml();
         assert_eq!(config_hash(&a), config_hash(&a));
         assert_ne!(config_hash(&a), config_hash(&b));
+    }
+
+    #[test]
+    fn secrets_hash_follows_the_secrets_resource_versions() {
+        let versions = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        let base = secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "101")]));
+        // Same Secrets at the same versions, in any order: same hash, so no roll.
+        assert_eq!(base, secrets_hash(&versions(&[("genesys-webhook", "101"), ("relay-redis", "100")])));
+        assert_eq!(base.len(), 32);
+        // One Secret rotated (new resourceVersion): a new hash, so the pods roll.
+        assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "205")])));
+        // A Secret added to or dropped from the spec changes it too.
+        assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100")])));
+        assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "101"), ("relay-admin", "7")])));
+        // Name and version cannot run into each other.
+        assert_ne!(secrets_hash(&versions(&[("a", "12")])), secrets_hash(&versions(&[("a1", "2")])));
     }
 
     #[test]
@@ -481,7 +550,7 @@ mod tests {
     #[test]
     fn sidecar_patch_carries_only_the_relay_container_and_its_volume() {
         let r = relay();
-        let p = sidecar_patch(&r, &settings(), "orders-api", "h1");
+        let p = sidecar_patch(&r, &settings(), "orders-api", &hashes("h1", "s1"));
         assert_eq!(p["metadata"]["name"], "orders-api");
         assert_eq!(p["metadata"]["labels"][SIDECAR_OF_LABEL], "orders");
         let spec = &p["spec"];
@@ -491,6 +560,7 @@ mod tests {
         assert_eq!(pod["containers"][0]["name"], "webhook-relay");
         assert_eq!(pod["volumes"][0]["name"], CONFIG_VOLUME);
         assert_eq!(spec["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION], "h1");
+        assert_eq!(spec["template"]["metadata"]["annotations"][SECRETS_HASH_ANNOTATION], "s1");
         let release = sidecar_release("cx", "orders-api");
         assert!(release.get("spec").is_none());
         assert_eq!(sidecar_manager(&r), "webhook-relay-operator/sidecar/orders");

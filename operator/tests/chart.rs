@@ -361,6 +361,7 @@ fn values_schema_rejects_bad_values() {
         ("image.registry=ghcr.io", "registry"),
         ("logFormat=xml", "/logFormat"),
         ("refreshInterval=soon", "/refreshInterval"),
+        ("genesysCheckInterval=5", "/genesysCheckInterval"),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
         ("metrics.port=70000", "/metrics/port"),
         ("leaderElection.enabled=maybe", "/leaderElection/enabled"),
@@ -423,6 +424,7 @@ fn rendered_deployment_is_locked_down_and_runs_the_operator() {
             &format!("--relay-image=ghcr.io/webhook-relay/webhook-relay:{version}"),
             "--metrics-addr=0.0.0.0:8080",
             "--refresh=30s",
+            "--genesys-check-interval=5m",
             "--leader-elect",
             "--lease-name=whr-webhook-relay",
             "--log-json",
@@ -441,6 +443,8 @@ fn rendered_deployment_is_locked_down_and_runs_the_operator() {
         "logFormat=text",
         "logLevel=debug",
         "metrics.service.enabled=true",
+        "refreshInterval=10s",
+        "genesysCheckInterval=1h30m",
     ]));
     assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"));
     let role = find(&docs, "Role", Some("whr-webhook-relay"));
@@ -459,6 +463,7 @@ fn rendered_deployment_is_locked_down_and_runs_the_operator() {
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.contains(&"--relay-image=registry.test/relay:v9"), "{args:?}");
     assert!(args.contains(&"--namespace=cx") && !args.contains(&"--log-json"), "{args:?}");
+    assert!(args.contains(&"--refresh=10s") && args.contains(&"--genesys-check-interval=1h30m"), "{args:?}");
     assert_eq!(c["env"][0], serde_json::json!({ "name": "RUST_LOG", "value": "debug" }));
 
     // Without leader election there is no Lease access at all.

@@ -36,6 +36,27 @@ fn container<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
     deployment["spec"]["template"]["spec"]["containers"].as_array()?.iter().find(|c| c["name"] == name)
 }
 
+fn template_annotation(deployment: &Value, key: &str) -> Option<String> {
+    deployment["spec"]["template"]["metadata"]["annotations"][key].as_str().map(String::from)
+}
+
+const CONFIG_HASH: &str = "webhookrelay.dev/config-hash";
+const SECRETS_HASH: &str = "webhookrelay.dev/secrets-hash";
+
+/// Gives the signing Secret a new value and waits until the pod template of Deployment
+/// `deployment` carries a new Secrets hash (the operator does not watch Secrets: the periodic
+/// refresh, 2 s in these tests, picks the change up). Returns the Deployment.
+fn rotate_signing_secret(ns: &Namespace, deployment: &str, value: &str) -> Value {
+    let before = ns.get("deployment", deployment).unwrap();
+    let before = template_annotation(&before, SECRETS_HASH).expect("a secrets-hash annotation");
+    let patch = serde_json::json!({ "stringData": { "secret": value } }).to_string();
+    ns.kubectl(&["patch", "secret", "genesys-webhook", "--type", "merge", "-p", &patch]);
+    wait_for("pod template to roll on the rotated Secret", || {
+        let d = ns.get("deployment", deployment)?;
+        template_annotation(&d, SECRETS_HASH).is_some_and(|h| h != before).then_some(d)
+    })
+}
+
 fn env_refs(c: &Value) -> Vec<(String, String, String)> {
     c["env"]
         .as_array()
@@ -90,7 +111,7 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let hash1 = d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].as_str().unwrap().to_string();
+    let hash1 = template_annotation(&d, CONFIG_HASH).unwrap();
     assert_eq!(d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"], "orders-relay");
 
     // Service and Ingress.
@@ -110,6 +131,14 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     let r = ns.get("webhookrelay", "orders").unwrap();
     assert_eq!(r["status"]["endpoint"], "https://hooks.example.com/webhooks/genesys");
     assert_eq!(r["status"]["observedGeneration"], r["metadata"]["generation"]);
+
+    // Rotating a Secret the relay reads rolls the pods; the config (and ConfigMap) stay.
+    let cm_version = ns.get("configmap", "orders-relay").unwrap()["metadata"]["resourceVersion"].clone();
+    let d = rotate_signing_secret(&ns, "orders-relay", "rotated-webhook-secret-value");
+    assert_eq!(template_annotation(&d, CONFIG_HASH).as_deref(), Some(hash1.as_str()));
+    let cm = ns.get("configmap", "orders-relay").unwrap();
+    assert_eq!(cm["metadata"]["resourceVersion"], cm_version, "the ConfigMap changed on a Secret rotation");
+    wait_for("SecretsChanged event", || ns.event_reasons("orders").iter().any(|r| r == "SecretsChanged").then_some(()));
 
     // Queue figures come from Redis and show in `kubectl get whr`.
     fill_queue(&redis.url(), &relay_id, 2, 1);
@@ -134,8 +163,7 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     });
     let d = wait_for("Deployment rolled to the new config", || {
         let d = ns.get("deployment", "orders-relay")?;
-        let h = d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].as_str()?.to_string();
-        (h != hash1).then_some(d)
+        (template_annotation(&d, CONFIG_HASH)? != hash1).then_some(d)
     });
     assert_eq!(d["spec"]["replicas"], 3);
     wait_for("Ingress deleted", || ns.get("ingress", "orders-relay").is_none().then_some(()));
@@ -155,7 +183,13 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     assert!(!reasons.iter().any(|r| r == "InvalidSpec"), "{reasons:?}");
     let status_text = ns.kubectl(&["get", "whr", "orders", "-o", "yaml"]);
     for text in [status_text, ns.events_text()] {
-        for secret in [redis.url().as_str(), "replace-with-the-integration-webhook-secret", "replace-with-a-long-random-token", "replace-with-the-oauth-client-secret"] {
+        for secret in [
+            redis.url().as_str(),
+            "replace-with-the-integration-webhook-secret",
+            "rotated-webhook-secret-value",
+            "replace-with-a-long-random-token",
+            "replace-with-the-oauth-client-secret",
+        ] {
             assert!(!text.contains(secret), "secret value {secret:?} leaked");
         }
     }
@@ -267,7 +301,8 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     assert_eq!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"], "orders-sidecar");
     let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(vols, ["webhook-relay-config"]);
-    assert!(d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].is_string());
+    let config_hash = template_annotation(&d, CONFIG_HASH).expect("config-hash annotation");
+    assert!(template_annotation(&d, SECRETS_HASH).is_some());
     // Our field manager owns the relay container and nothing of the app's.
     let managers = ns.kubectl(&["get", "deployment", "orders-api", "--show-managed-fields", "-o", "json"]);
     let managers: Value = serde_json::from_str(&managers).unwrap();
@@ -289,6 +324,10 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     let r = ns.get("webhookrelay", "orders-sidecar").unwrap();
     assert_eq!(r["metadata"]["finalizers"], serde_json::json!(["webhookrelay.dev/sidecar-cleanup"]));
     ns.wait_condition("orders-sidecar", "Ready", "True", None);
+
+    // Rotating a Secret the relay reads rolls the target's pods too.
+    let d = rotate_signing_secret(&ns, "orders-api", "rotated-sidecar-secret-value");
+    assert_eq!(template_annotation(&d, CONFIG_HASH), Some(config_hash));
 
     // The app's owner re-applies its manifest (client-side apply): the relay container stays.
     apply_yaml(&ns.0, &app("orders-api:2"));
@@ -323,7 +362,7 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     assert!(container(&d, "app").is_some());
     assert!(d["spec"]["template"]["spec"]["volumes"].is_null(), "{}", d["spec"]["template"]["spec"]);
     assert!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"].is_null());
-    assert!(d["spec"]["template"]["metadata"]["annotations"]["webhookrelay.dev/config-hash"].is_null());
+    assert!(template_annotation(&d, CONFIG_HASH).is_none() && template_annotation(&d, SECRETS_HASH).is_none());
     wait_for("WebhookRelay gone", || ns.get("webhookrelay", "orders-sidecar").is_none().then_some(()));
 }
 
