@@ -446,9 +446,7 @@ impl RelayConfig {
             return Err(invalid("source.maxConcurrentRequests", "must be between 1 and 100000"));
         }
         match &s.verify {
-            VerifyConfig::GenesysOpenMessaging { secret_env } => {
-                check_env("source.verify.secretEnv", secret_env)?
-            }
+            VerifyConfig::GenesysOpenMessaging { secret_env } => check_env("source.verify.secretEnv", secret_env)?,
             VerifyConfig::HmacSha256 { secret_env, header, .. } => {
                 check_env("source.verify.secretEnv", secret_env)?;
                 if http_header_name_ok(header).is_err() {
@@ -469,7 +467,10 @@ impl RelayConfig {
         }
         let p = &self.delivery;
         if p.max_attempts == 0 || p.max_attempts > 1000 {
-            return Err(invalid("delivery.maxAttempts", format!("must be between 1 and 1000 (got {})", p.max_attempts)));
+            return Err(invalid(
+                "delivery.maxAttempts",
+                format!("must be between 1 and 1000 (got {})", p.max_attempts),
+            ));
         }
         if p.initial_delay.is_zero() {
             return Err(invalid("delivery.initialDelay", "must be more than 0s"));
@@ -580,10 +581,9 @@ genesys:
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = RelayConfig::from_yaml(
-            "relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'http://x:1/'}\n",
-        )
-        .unwrap();
+        let c =
+            RelayConfig::from_yaml("relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'http://x:1/'}\n")
+                .unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.admin_listen.port(), 9090);
         assert_eq!(c.source.path, "/webhooks/genesys");
@@ -618,7 +618,9 @@ genesys:
         assert!(e.contains("delivery.initialDelay") && e.contains("unit"), "{e}");
         let e = err(&base("delivery: {initialDelay: 10s, maxDelay: 1s}"));
         assert!(e.contains("delivery.maxDelay"), "{e}");
-        let e = err("relay: a\nsource: {verify: {scheme: none}, maxConcurrentRequests: 0}\ndestination: {url: 'http://x/'}\n");
+        let e = err(
+            "relay: a\nsource: {verify: {scheme: none}, maxConcurrentRequests: 0}\ndestination: {url: 'http://x/'}\n",
+        );
         assert!(e.contains("source.maxConcurrentRequests"), "{e}");
         let e = err("relay: a\nsource: {verify: {scheme: none}, readTimeout: 1ms}\ndestination: {url: 'http://x/'}\n");
         assert!(e.contains("source.readTimeout"), "{e}");

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 /// Parses `"5s"`, `"1h30m"`, `"250ms"`; a bare number is rejected so units are never guessed.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{s:?} is not a duration ({e}); write it with a unit, like \"5s\", \"1h\" or \"250ms\"")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it with a unit, like \"5s\", \"1h\" or \"250ms\""))
 }
 
 /// Formats a duration the way [`parse`] reads it, in the largest exact unit (`"1h"`, `"90s"`).

@@ -6,8 +6,8 @@
 //! can never disagree on a name.
 
 use crate::config::{
-    AdminConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, ReceiptsConfig,
-    RedisConfig, RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
+    AdminConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, ReceiptsConfig, RedisConfig,
+    RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
 };
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
@@ -56,9 +56,11 @@ impl fmt::Display for SecretEnv {
 
 /// The relay id of a resource: `<namespace>/<name>`, the Redis hash tag of its keys.
 pub fn relay_id(relay: &WebhookRelay) -> Result<RelayId, SpecError> {
-    let ns = relay.metadata.namespace.as_deref().ok_or_else(|| {
-        SpecError::new("metadata.namespace", "is not set; WebhookRelay is a namespaced resource")
-    })?;
+    let ns = relay
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or_else(|| SpecError::new("metadata.namespace", "is not set; WebhookRelay is a namespaced resource"))?;
     let name = relay.metadata.name.as_deref().unwrap_or_default();
     RelayId::new(format!("{ns}/{name}")).map_err(|e| SpecError::new("metadata.name", e))
 }
@@ -115,7 +117,10 @@ fn dur(field: &str, value: Option<&String>, default: fn() -> Duration) -> Result
 
 fn url(field: &str, value: &str) -> Result<Url, SpecError> {
     Url::parse(value).map_err(|e| {
-        SpecError::new(field, format!("{value:?} is not a URL ({e}); write it like \"http://orders.cx.svc:8080/events\""))
+        SpecError::new(
+            field,
+            format!("{value:?} is not a URL ({e}); write it like \"http://orders.cx.svc:8080/events\""),
+        )
     })
 }
 
@@ -286,7 +291,10 @@ spec:
         assert_eq!(c.admin.token_env, "RELAY_ADMIN_TOKEN");
         let g = c.genesys.as_ref().unwrap();
         assert_eq!(g.region.as_deref(), Some("us-east-1"));
-        assert_eq!((g.client_id_env.as_str(), g.client_secret_env.as_str()), ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"));
+        assert_eq!(
+            (g.client_id_env.as_str(), g.client_secret_env.as_str()),
+            ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET")
+        );
         // What the operator writes is what the sidecar loads.
         assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
     }
@@ -348,7 +356,10 @@ spec:
         });
         match relay_config(&r).unwrap().source.verify {
             VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix } => {
-                assert_eq!((secret_env.as_str(), header.as_str(), prefix.as_str()), ("RELAY_SIGNING_SECRET", "X-Sig", "sha256="));
+                assert_eq!(
+                    (secret_env.as_str(), header.as_str(), prefix.as_str()),
+                    ("RELAY_SIGNING_SECRET", "X-Sig", "sha256=")
+                );
                 assert_eq!(encoding, SignatureEncoding::Base64);
             }
             other => panic!("{other:?}"),
@@ -365,9 +376,7 @@ spec:
         assert_eq!(field_of(&with(|r| r.spec.destination.url = "ftp://x/".into())), "spec.destination.url");
         assert_eq!(field_of(&with(|r| r.spec.destination.timeout = Some("5".into()))), "spec.destination.timeout");
         assert_eq!(field_of(&with(|r| r.spec.destination.timeout = Some("1h".into()))), "spec.destination.timeout");
-        let d = |f: fn(&mut crate::crd::DeliverySpec)| {
-            with(|r| f(r.spec.delivery.as_mut().unwrap()))
-        };
+        let d = |f: fn(&mut crate::crd::DeliverySpec)| with(|r| f(r.spec.delivery.as_mut().unwrap()));
         assert_eq!(field_of(&d(|d| d.max_attempts = Some(0))), "spec.delivery.maxAttempts");
         assert_eq!(field_of(&d(|d| d.max_attempts = Some(-3))), "spec.delivery.maxAttempts");
         assert_eq!(field_of(&d(|d| d.max_delay = Some("10ms".into()))), "spec.delivery.maxDelay");
@@ -375,8 +384,14 @@ spec:
         assert_eq!(field_of(&with(|r| r.spec.source.path = Some("hooks".into()))), "spec.source.path");
         assert_eq!(field_of(&with(|r| r.spec.source.max_body_bytes = Some(-1))), "spec.source.maxBodyBytes");
         assert_eq!(field_of(&with(|r| r.spec.source.verify.secret_ref = None)), "spec.source.verify.secretRef");
-        assert_eq!(field_of(&with(|r| r.spec.genesys.as_mut().unwrap().environment = Some("mypurecloud.ie".into()))), "spec.genesys");
-        assert_eq!(field_of(&with(|r| r.spec.genesys.as_mut().unwrap().integration_id = " ".into())), "spec.genesys.integrationId");
+        assert_eq!(
+            field_of(&with(|r| r.spec.genesys.as_mut().unwrap().environment = Some("mypurecloud.ie".into()))),
+            "spec.genesys"
+        );
+        assert_eq!(
+            field_of(&with(|r| r.spec.genesys.as_mut().unwrap().integration_id = " ".into())),
+            "spec.genesys.integrationId"
+        );
         assert_eq!(field_of(&with(|r| r.metadata.namespace = None)), "metadata.namespace");
         let e = relay_config(&with(|r| r.spec.destination.url = "ftp://x/".into())).unwrap_err().to_string();
         assert!(e.starts_with("spec.destination.url: must be http or https"), "{e}");

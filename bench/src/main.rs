@@ -64,10 +64,8 @@ fn main() {
 
 async fn serve_noop(port: u16) {
     // The same stack as the relay's intake: axum, JSON answer, nothing stored.
-    let app = Router::new().route(
-        "/webhooks/genesys",
-        post(|_body: axum::body::Bytes| async { axum::Json(serde_json_value()) }),
-    );
+    let app = Router::new()
+        .route("/webhooks/genesys", post(|_body: axum::body::Bytes| async { axum::Json(serde_json_value()) }));
     let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     axum::serve(l, app).await.unwrap();
 }
@@ -231,7 +229,11 @@ async fn downstream_count(client: &reqwest::Client, port: u16) -> u64 {
 }
 
 async fn bench(a: Args) {
-    assert!(std::path::Path::new(&a.relay).is_file(), "{} not found: cargo build --release -p webhook-relay-sidecar", a.relay);
+    assert!(
+        std::path::Path::new(&a.relay).is_file(),
+        "{} not found: cargo build --release -p webhook-relay-sidecar",
+        a.relay
+    );
     let redis = testkit::RedisServer::start();
     let (noop_port, ds_port, in_port, admin_port) =
         (testkit::free_port(), testkit::free_port(), testkit::free_port(), testkit::free_port());
@@ -265,7 +267,10 @@ async fn bench(a: Args) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().unwrap();
     let relay_url = format!("http://127.0.0.1:{in_port}/webhooks/genesys");
     let noop_url = format!("http://127.0.0.1:{noop_port}/webhooks/genesys");
-    println!("machine: {} cores; relay, redis-server, downstream, no-op server and this load generator share them", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "machine: {} cores; relay, redis-server, downstream, no-op server and this load generator share them",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
 
     // Warm up both (connections, allocator, Lua script cache).
     closed_loop(&client, &noop_url, 0, 2000, a.concurrency).await;
@@ -274,7 +279,10 @@ async fn bench(a: Args) {
 
     let noop = closed_loop(&client, &noop_url, 0, a.throughput_events, a.concurrency).await;
     let relay_run = closed_loop(&client, &relay_url, 0, a.throughput_events, a.concurrency).await;
-    println!("\n1. closed loop, {} senders, {} events (relay: durable ack = stored in Redis before 200)", a.concurrency, a.throughput_events);
+    println!(
+        "\n1. closed loop, {} senders, {} events (relay: durable ack = stored in Redis before 200)",
+        a.concurrency, a.throughput_events
+    );
     println!("   {:<18} {:>12} {:>10} {:>10} {:>8}", "", "events/s", "p50 ms", "p99 ms", "failed");
     for (name, r) in [("no-op server", &noop), ("webhook-relay", &relay_run)] {
         println!("   {:<18} {:>12.0} {:>10.2} {:>10.2} {:>8}", name, r.rate(), r.pct(0.5), r.pct(0.99), r.failed);
@@ -300,17 +308,34 @@ async fn bench(a: Args) {
     let done = wait_drained(&client, ds_port, target).await;
     let total = start.elapsed();
     println!("\n3. end to end: {} events sent with {} senders", a.e2e_events, a.concurrency * 2);
-    println!("   acknowledged {} in {:.2} s ({:.0}/s); all delivered downstream after {:.2} s: {:.0} deliveries/s end to end{}",
-        e2e.ok, acked_in.as_secs_f64(), e2e.rate(), total.as_secs_f64(), e2e.ok as f64 / total.as_secs_f64(),
-        if done { "" } else { " (NOT all delivered within the wait)" });
+    println!(
+        "   acknowledged {} in {:.2} s ({:.0}/s); all delivered downstream after {:.2} s: {:.0} deliveries/s end to end{}",
+        e2e.ok,
+        acked_in.as_secs_f64(),
+        e2e.rate(),
+        total.as_secs_f64(),
+        e2e.ok as f64 / total.as_secs_f64(),
+        if done { "" } else { " (NOT all delivered within the wait)" }
+    );
     println!("\n4. relay peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(relay_pid).unwrap_or(0) as f64 / 1024.0);
     // Redis work per event over the whole run (warm-up included).
     let stats = redis.cli(&["INFO", "commandstats"]);
     let all_events = (target + 2000) as f64;
     for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_eval:")) {
-        let calls: f64 = line.split("calls=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
-        let usec: f64 = line.split("usec_per_call=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
-        println!("   redis {}: {:.2} script calls per event, {:.1} us per call", line.split(':').next().unwrap_or("").trim_start_matches("cmdstat_"), calls / all_events, usec);
+        let calls: f64 =
+            line.split("calls=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        let usec: f64 = line
+            .split("usec_per_call=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        println!(
+            "   redis {}: {:.2} script calls per event, {:.1} us per call",
+            line.split(':').next().unwrap_or("").trim_start_matches("cmdstat_"),
+            calls / all_events,
+            usec
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

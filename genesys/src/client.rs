@@ -30,11 +30,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self {
-            retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(10),
-            token_refresh_margin: None,
-        }
+        Self { retry: RetryPolicy::default(), request_timeout: Duration::from_secs(10), token_refresh_margin: None }
     }
 }
 
@@ -75,14 +71,7 @@ impl GenesysClient {
         config: ClientConfig,
     ) -> Self {
         let tokens = TokenProvider::new(http.clone(), &environment, credentials, &config);
-        Self {
-            inner: Arc::new(Inner {
-                http,
-                environment,
-                tokens,
-                config,
-            }),
-        }
+        Self { inner: Arc::new(Inner { http, environment, tokens, config }) }
     }
 
     /// Where this client sends its requests.
@@ -97,13 +86,8 @@ impl GenesysClient {
 
     /// `GET /api/v2/conversations/messaging/integrations/open/{integration_id}`
     /// (permission `messaging:integration:view`).
-    pub async fn get_open_integration(
-        &self,
-        integration_id: &str,
-    ) -> Result<OpenIntegration, Error> {
-        let call = Call::GetOpenIntegration {
-            integration_id: integration_id.to_owned(),
-        };
+    pub async fn get_open_integration(&self, integration_id: &str) -> Result<OpenIntegration, Error> {
+        let call = Call::GetOpenIntegration { integration_id: integration_id.to_owned() };
         check_id(&call, "integration id", integration_id)?;
         let url = self.inner.environment.api_url(&[
             "api",
@@ -115,23 +99,15 @@ impl GenesysClient {
             integration_id,
         ]);
         let (response, token) = self
-            .authorized(&call, |token| {
-                self.inner
-                    .http
-                    .get(url.clone())
-                    .bearer_auth(token.secret().expose())
-            })
+            .authorized(&call, |token| self.inner.http.get(url.clone()).bearer_auth(token.secret().expose()))
             .await?;
         let response = success(response, &token, &call).await?;
         let body = response.bytes().await.map_err(|e| Error::Unreachable {
             call: call.clone(),
             detail: format!("reading the response body: {}", retry::error_chain(&e)),
         })?;
-        let integration: OpenIntegration =
-            serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
-                call: call.clone(),
-                detail: describe_json_error(&e),
-            })?;
+        let integration: OpenIntegration = serde_json::from_slice(&body)
+            .map_err(|e| Error::InvalidResponse { call: call.clone(), detail: describe_json_error(&e) })?;
         tracing::debug!(
             integration_id,
             status = integration.status.as_deref().unwrap_or(""),
@@ -143,10 +119,7 @@ impl GenesysClient {
     /// `POST /api/v2/conversations/messages/{integration_id}/inbound/open/receipt`
     /// (permission `conversation:message:receive`).
     pub async fn send_receipt(&self, integration_id: &str, receipt: &Receipt) -> Result<(), Error> {
-        let call = Call::SendReceipt {
-            integration_id: integration_id.to_owned(),
-            message_id: receipt.id.clone(),
-        };
+        let call = Call::SendReceipt { integration_id: integration_id.to_owned(), message_id: receipt.id.clone() };
         check_id(&call, "integration id", integration_id)?;
         check_id(&call, "receipt id (the original message id)", &receipt.id)?;
         let url = self.inner.environment.api_url(&[
@@ -161,11 +134,7 @@ impl GenesysClient {
         ]);
         let (response, token) = self
             .authorized(&call, |token| {
-                self.inner
-                    .http
-                    .post(url.clone())
-                    .bearer_auth(token.secret().expose())
-                    .json(receipt)
+                self.inner.http.post(url.clone()).bearer_auth(token.secret().expose()).json(receipt)
             })
             .await?;
         success(response, &token, &call).await?;
@@ -188,9 +157,7 @@ impl GenesysClient {
         let config = &self.inner.config;
         let attempt = |token: AccessToken| async {
             let response = retry::send(&config.retry, call, || {
-                request(&token)
-                    .header(ACCEPT, "application/json")
-                    .timeout(config.request_timeout)
+                request(&token).header(ACCEPT, "application/json").timeout(config.request_timeout)
             })
             .await?;
             Ok::<_, Error>((response, token))
@@ -218,10 +185,7 @@ async fn success(response: Response, token: &AccessToken, call: &Call) -> Result
 /// a different resource.
 fn check_id(call: &Call, what: &str, id: &str) -> Result<(), Error> {
     if id.trim().is_empty() || id == "." || id == ".." {
-        return Err(Error::InvalidRequest {
-            call: call.clone(),
-            detail: format!("the {what} {id:?} is not valid"),
-        });
+        return Err(Error::InvalidRequest { call: call.clone(), detail: format!("the {what} {id:?} is not valid") });
     }
     Ok(())
 }

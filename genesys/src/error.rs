@@ -38,9 +38,7 @@ impl Call {
             Call::GetOpenIntegration { .. } => {
                 "the OAuth client's role needs the messaging:integration:view permission"
             }
-            Call::SendReceipt { .. } => {
-                "the OAuth client's role needs the conversation:message:receive permission"
-            }
+            Call::SendReceipt { .. } => "the OAuth client's role needs the conversation:message:receive permission",
         }
     }
 
@@ -63,13 +61,9 @@ impl fmt::Display for Call {
             Call::GetOpenIntegration { integration_id } => {
                 write!(f, "GET open messaging integration {integration_id}")
             }
-            Call::SendReceipt {
-                integration_id,
-                message_id,
-            } => write!(
-                f,
-                "POST receipt for message {message_id} to open messaging integration {integration_id}"
-            ),
+            Call::SendReceipt { integration_id, message_id } => {
+                write!(f, "POST receipt for message {message_id} to open messaging integration {integration_id}")
+            }
         }
     }
 }
@@ -195,33 +189,24 @@ impl Error {
     /// The HTTP status Genesys answered with, when it answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Error::Unauthorized { status, .. }
-            | Error::Server { status, .. }
-            | Error::Rejected { status, .. } => Some(*status),
+            Error::Unauthorized { status, .. } | Error::Server { status, .. } | Error::Rejected { status, .. } => {
+                Some(*status)
+            }
             Error::Forbidden { .. } => Some(StatusCode::FORBIDDEN),
             Error::NotFound { .. } => Some(StatusCode::NOT_FOUND),
             Error::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
-            Error::Unreachable { .. }
-            | Error::InvalidRequest { .. }
-            | Error::InvalidResponse { .. } => None,
+            Error::Unreachable { .. } | Error::InvalidRequest { .. } | Error::InvalidResponse { .. } => None,
         }
     }
 
     /// Whether trying again later may succeed without anyone changing configuration.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::RateLimited { .. } | Error::Server { .. } | Error::Unreachable { .. }
-        )
+        matches!(self, Error::RateLimited { .. } | Error::Server { .. } | Error::Unreachable { .. })
     }
 }
 
 fn suffix(detail: &str) -> String {
-    if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    }
+    if detail.is_empty() { String::new() } else { format!(": {detail}") }
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
@@ -237,24 +222,13 @@ mod tests {
 
     #[test]
     fn messages_name_the_call_and_status() {
-        let err = Error::NotFound {
-            call: Call::GetOpenIntegration {
-                integration_id: "6d1e".into(),
-            },
-            detail: String::new(),
-        };
-        assert!(
-            err.to_string()
-                .starts_with("GET open messaging integration 6d1e: 404 Not Found"),
-            "{err}"
-        );
+        let err =
+            Error::NotFound { call: Call::GetOpenIntegration { integration_id: "6d1e".into() }, detail: String::new() };
+        assert!(err.to_string().starts_with("GET open messaging integration 6d1e: 404 Not Found"), "{err}");
         assert_eq!(err.reason(), "NotFound");
 
         let err = Error::Server {
-            call: Call::SendReceipt {
-                integration_id: "i".into(),
-                message_id: "m".into(),
-            },
+            call: Call::SendReceipt { integration_id: "i".into(), message_id: "m".into() },
             status: StatusCode::SERVICE_UNAVAILABLE,
             detail: "service.unavailable: try later".into(),
         };

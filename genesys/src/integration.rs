@@ -54,13 +54,8 @@ pub struct IntegrationCreateError {
 impl OpenIntegration {
     /// Whether the integration is created and switched on, i.e. it can carry messages.
     pub fn is_active(&self) -> bool {
-        self.status
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("Active"))
-            && self
-                .create_status
-                .as_deref()
-                .is_none_or(|s| s.eq_ignore_ascii_case("Completed"))
+        self.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Active"))
+            && self.create_status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("Completed"))
     }
 }
 
@@ -69,18 +64,12 @@ impl fmt::Debug for OpenIntegration {
         f.debug_struct("OpenIntegration")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field(
-                "outbound_notification_webhook_url",
-                &self.outbound_notification_webhook_url,
-            )
+            .field("outbound_notification_webhook_url", &self.outbound_notification_webhook_url)
             .field(
                 "outbound_notification_webhook_signature_secret_token",
                 &self.outbound_notification_webhook_signature_secret_token,
             )
-            .field(
-                "webhook_headers",
-                &self.webhook_headers.keys().collect::<Vec<_>>(),
-            )
+            .field("webhook_headers", &self.webhook_headers.keys().collect::<Vec<_>>())
             .field("status", &self.status)
             .field("create_status", &self.create_status)
             .field("create_error", &self.create_error)
@@ -107,10 +96,7 @@ mod tests {
         }))
         .unwrap();
         assert!(integration.is_active());
-        assert_eq!(
-            integration.webhook_headers["Authorization"],
-            "Bearer header-secret"
-        );
+        assert_eq!(integration.webhook_headers["Authorization"], "Bearer header-secret");
         let printed = format!("{integration:?}");
         assert!(printed.contains("Authorization"), "{printed}");
         assert!(!printed.contains("header-secret"), "{printed}");
@@ -125,9 +111,6 @@ mod tests {
         }))
         .unwrap();
         assert!(!integration.is_active());
-        assert_eq!(
-            integration.create_error.unwrap().message.as_deref(),
-            Some("webhook URL unreachable")
-        );
+        assert_eq!(integration.create_error.unwrap().message.as_deref(), Some("webhook URL unreachable"));
     }
 }

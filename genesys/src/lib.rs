@@ -21,8 +21,8 @@ pub use client::{ClientConfig, GenesysClient};
 pub use error::{Call, Error};
 pub use integration::{IntegrationCreateError, OpenIntegration};
 pub use receipt::{
-    GENERAL_ERROR, Receipt, ReceiptChannel, ReceiptDirection, ReceiptError, ReceiptReason,
-    ReceiptRecipient, ReceiptStatus,
+    GENERAL_ERROR, Receipt, ReceiptChannel, ReceiptDirection, ReceiptError, ReceiptReason, ReceiptRecipient,
+    ReceiptStatus,
 };
 pub use region::{Environment, EnvironmentError, REGIONS, Region};
 pub use retry::RetryPolicy;

@@ -85,9 +85,7 @@ pub enum ReceiptError {
         pointer: &'static str,
     },
     /// The payload is not an outbound message, so there is nothing to acknowledge.
-    #[error(
-        "the Open Messaging payload has direction {direction:?}; receipts are only for Outbound messages"
-    )]
+    #[error("the Open Messaging payload has direction {direction:?}; receipts are only for Outbound messages")]
     NotOutbound {
         /// The payload's direction.
         direction: String,
@@ -102,10 +100,7 @@ impl Receipt {
 
     /// A final `Failed` receipt (reason code `GeneralError`) for `original`, timed now.
     pub fn failed(original: &Value, message: impl Into<String>) -> Result<Self, ReceiptError> {
-        let reason = ReceiptReason {
-            code: GENERAL_ERROR.to_owned(),
-            message: message.into(),
-        };
+        let reason = ReceiptReason { code: GENERAL_ERROR.to_owned(), message: message.into() };
         Self::for_message(original, ReceiptStatus::Failed, vec![reason])
     }
 
@@ -115,29 +110,19 @@ impl Receipt {
         self
     }
 
-    fn for_message(
-        original: &Value,
-        status: ReceiptStatus,
-        reasons: Vec<ReceiptReason>,
-    ) -> Result<Self, ReceiptError> {
+    fn for_message(original: &Value, status: ReceiptStatus, reasons: Vec<ReceiptReason>) -> Result<Self, ReceiptError> {
         if let Some(direction) = original.get("direction").and_then(Value::as_str)
             && direction != "Outbound"
         {
-            return Err(ReceiptError::NotOutbound {
-                direction: direction.to_owned(),
-            });
+            return Err(ReceiptError::NotOutbound { direction: direction.to_owned() });
         }
         let id = string_at(original, "/id")?;
         let to_id = string_at(original, "/channel/to/id")?;
         // Open Messaging recipients are always Opaque; older payloads may omit it.
-        let id_type =
-            string_at(original, "/channel/to/idType").unwrap_or_else(|_| "Opaque".to_owned());
+        let id_type = string_at(original, "/channel/to/idType").unwrap_or_else(|_| "Opaque".to_owned());
         Ok(Self {
             id,
-            channel: ReceiptChannel {
-                to: ReceiptRecipient { id: to_id, id_type },
-                time: Utc::now(),
-            },
+            channel: ReceiptChannel { to: ReceiptRecipient { id: to_id, id_type }, time: Utc::now() },
             status,
             reasons,
             is_final_receipt: true,
@@ -183,9 +168,7 @@ mod tests {
 
     #[test]
     fn failed_receipt_has_the_documented_shape() {
-        let receipt = Receipt::failed(&outbound(), "downstream refused it")
-            .unwrap()
-            .at(at());
+        let receipt = Receipt::failed(&outbound(), "downstream refused it").unwrap().at(at());
         assert_eq!(
             serde_json::to_value(&receipt).unwrap(),
             json!({
@@ -217,38 +200,21 @@ mod tests {
     #[test]
     fn payloads_without_id_or_recipient_are_refused() {
         let mut payload = outbound();
-        payload["channel"]["to"]
-            .as_object_mut()
-            .unwrap()
-            .remove("id");
-        assert_eq!(
-            Receipt::delivered(&payload).unwrap_err(),
-            ReceiptError::MissingField {
-                pointer: "/channel/to/id"
-            }
-        );
+        payload["channel"]["to"].as_object_mut().unwrap().remove("id");
+        assert_eq!(Receipt::delivered(&payload).unwrap_err(), ReceiptError::MissingField { pointer: "/channel/to/id" });
         assert_eq!(
             Receipt::delivered(&json!({"channel": {"to": {"id": "x"}}})).unwrap_err(),
             ReceiptError::MissingField { pointer: "/id" }
         );
         let mut payload = outbound();
         payload["direction"] = json!("Inbound");
-        assert!(matches!(
-            Receipt::delivered(&payload),
-            Err(ReceiptError::NotOutbound { .. })
-        ));
+        assert!(matches!(Receipt::delivered(&payload), Err(ReceiptError::NotOutbound { .. })));
     }
 
     #[test]
     fn missing_id_type_defaults_to_opaque() {
         let mut payload = outbound();
-        payload["channel"]["to"]
-            .as_object_mut()
-            .unwrap()
-            .remove("idType");
-        assert_eq!(
-            Receipt::delivered(&payload).unwrap().channel.to.id_type,
-            "Opaque"
-        );
+        payload["channel"]["to"].as_object_mut().unwrap().remove("idType");
+        assert_eq!(Receipt::delivered(&payload).unwrap().channel.to.id_type, "Opaque");
     }
 }

@@ -49,9 +49,7 @@ impl Region {
     /// The region served from this domain (`mypurecloud.ie`), if any.
     pub fn by_domain(domain: &str) -> Option<&'static Region> {
         let domain = domain.trim().trim_end_matches('.');
-        REGIONS
-            .iter()
-            .find(|r| r.domain.eq_ignore_ascii_case(domain))
+        REGIONS.iter().find(|r| r.domain.eq_ignore_ascii_case(domain))
     }
 
     /// `https://api.<domain>/`.
@@ -111,19 +109,11 @@ pub enum EnvironmentError {
 }
 
 fn region_names() -> String {
-    REGIONS
-        .iter()
-        .map(|r| r.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    REGIONS.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
 }
 
 fn region_domains() -> String {
-    REGIONS
-        .iter()
-        .map(|r| r.domain)
-        .collect::<Vec<_>>()
-        .join(", ")
+    REGIONS.iter().map(|r| r.domain).collect::<Vec<_>>().join(", ")
 }
 
 /// Where a Genesys Cloud organisation lives: the API and login base URLs.
@@ -137,20 +127,14 @@ pub struct Environment {
 impl Environment {
     /// The environment of a region given by name, e.g. `us-east-1`.
     pub fn from_region(name: &str) -> Result<Self, EnvironmentError> {
-        Region::by_name(name)
-            .map(Self::of)
-            .ok_or_else(|| EnvironmentError::UnknownRegion {
-                given: name.to_owned(),
-            })
+        Region::by_name(name).map(Self::of).ok_or_else(|| EnvironmentError::UnknownRegion { given: name.to_owned() })
     }
 
     /// The environment of a region given by domain, e.g. `mypurecloud.ie`.
     pub fn from_domain(domain: &str) -> Result<Self, EnvironmentError> {
         Region::by_domain(domain)
             .map(Self::of)
-            .ok_or_else(|| EnvironmentError::UnknownRegion {
-                given: domain.to_owned(),
-            })
+            .ok_or_else(|| EnvironmentError::UnknownRegion { given: domain.to_owned() })
     }
 
     /// The environment named by either a region name or a domain.
@@ -158,16 +142,11 @@ impl Environment {
         Region::by_name(region_or_domain)
             .or_else(|| Region::by_domain(region_or_domain))
             .map(Self::of)
-            .ok_or_else(|| EnvironmentError::UnknownRegion {
-                given: region_or_domain.to_owned(),
-            })
+            .ok_or_else(|| EnvironmentError::UnknownRegion { given: region_or_domain.to_owned() })
     }
 
     /// An environment given only by base URLs (private environments, tests).
-    pub fn from_base_urls(
-        api_base_url: &str,
-        login_base_url: &str,
-    ) -> Result<Self, EnvironmentError> {
+    pub fn from_base_urls(api_base_url: &str, login_base_url: &str) -> Result<Self, EnvironmentError> {
         Ok(Self {
             region: None,
             api_base_url: parse_base_url("API", api_base_url)?,
@@ -211,11 +190,7 @@ impl Environment {
 
     /// The environment of a known region.
     pub fn of(region: &'static Region) -> Self {
-        Self {
-            region: Some(region),
-            api_base_url: region.api_base_url(),
-            login_base_url: region.login_base_url(),
-        }
+        Self { region: Some(region), api_base_url: region.api_base_url(), login_base_url: region.login_base_url() }
     }
 
     /// Replaces the API base URL (`https://api.<domain>/` by default).
@@ -259,10 +234,7 @@ impl Environment {
 fn endpoint(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
     // Base URLs are validated as http(s) with a host, which can always take segments.
-    url.path_segments_mut()
-        .expect("http(s) base URLs have a path")
-        .pop_if_empty()
-        .extend(segments);
+    url.path_segments_mut().expect("http(s) base URLs have a path").pop_if_empty().extend(segments);
     url
 }
 
@@ -277,26 +249,15 @@ impl FromStr for Environment {
 impl fmt::Display for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.region {
-            Some(region) => write!(
-                f,
-                "{} (api {}, login {})",
-                region.name, self.api_base_url, self.login_base_url
-            ),
-            None => write!(
-                f,
-                "api {}, login {}",
-                self.api_base_url, self.login_base_url
-            ),
+            Some(region) => write!(f, "{} (api {}, login {})", region.name, self.api_base_url, self.login_base_url),
+            None => write!(f, "api {}, login {}", self.api_base_url, self.login_base_url),
         }
     }
 }
 
 fn parse_base_url(which: &'static str, given: &str) -> Result<Url, EnvironmentError> {
-    let invalid = |reason: &str| EnvironmentError::InvalidBaseUrl {
-        which,
-        given: given.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid =
+        |reason: &str| EnvironmentError::InvalidBaseUrl { which, given: given.to_owned(), reason: reason.to_owned() };
     let url = Url::parse(given.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("the scheme must be http or https"));
@@ -378,22 +339,8 @@ mod tests {
 
     #[test]
     fn lookup_ignores_case_and_surrounding_space() {
-        assert_eq!(
-            Environment::resolve(" US-EAST-1 ")
-                .unwrap()
-                .region()
-                .unwrap()
-                .domain,
-            "mypurecloud.com"
-        );
-        assert_eq!(
-            Environment::resolve("MyPureCloud.ie.")
-                .unwrap()
-                .region()
-                .unwrap()
-                .name,
-            "eu-west-1"
-        );
+        assert_eq!(Environment::resolve(" US-EAST-1 ").unwrap().region().unwrap().domain, "mypurecloud.com");
+        assert_eq!(Environment::resolve("MyPureCloud.ie.").unwrap().region().unwrap().name, "eu-west-1");
     }
 
     #[test]
@@ -411,34 +358,19 @@ mod tests {
 
     #[test]
     fn base_urls_can_be_overridden() {
-        let env = Environment::from_region("eu-west-1")
-            .unwrap()
-            .with_api_base_url("http://127.0.0.1:8081")
-            .unwrap();
+        let env = Environment::from_region("eu-west-1").unwrap().with_api_base_url("http://127.0.0.1:8081").unwrap();
         assert_eq!(env.api_base_url().as_str(), "http://127.0.0.1:8081/");
-        assert_eq!(
-            env.login_base_url().as_str(),
-            "https://login.mypurecloud.ie/"
-        );
+        assert_eq!(env.login_base_url().as_str(), "https://login.mypurecloud.ie/");
 
-        let env = Environment::from_base_urls(
-            "https://gc.example/api-proxy/",
-            "https://gc.example/login",
-        )
-        .unwrap();
+        let env = Environment::from_base_urls("https://gc.example/api-proxy/", "https://gc.example/login").unwrap();
         assert_eq!(env.region(), None);
         assert_eq!(env.api_base_url().path(), "/api-proxy/");
     }
 
     #[test]
     fn endpoints_keep_the_base_path_and_encode_ids() {
-        let env =
-            Environment::from_base_urls("https://gc.example/proxy/", "https://gc.example/login")
-                .unwrap();
-        assert_eq!(
-            env.login_url(&["oauth", "token"]).as_str(),
-            "https://gc.example/login/oauth/token"
-        );
+        let env = Environment::from_base_urls("https://gc.example/proxy/", "https://gc.example/login").unwrap();
+        assert_eq!(env.login_url(&["oauth", "token"]).as_str(), "https://gc.example/login/oauth/token");
         assert_eq!(
             env.api_url(&["api", "v2", "x", "../a b?c"]).as_str(),
             "https://gc.example/proxy/api/v2/x/..%2Fa%20b%3Fc"
@@ -449,28 +381,15 @@ mod tests {
     fn settings_combine_region_environment_and_overrides() {
         let env = Environment::from_settings(Some("eu-west-1"), None, None, None).unwrap();
         assert_eq!(env.api_base_url().as_str(), "https://api.mypurecloud.ie/");
-        let env = Environment::from_settings(
-            None,
-            Some("mypurecloud.jp"),
-            None,
-            Some("http://127.0.0.1:1/"),
-        )
-        .unwrap();
+        let env = Environment::from_settings(None, Some("mypurecloud.jp"), None, Some("http://127.0.0.1:1/")).unwrap();
         assert_eq!(env.api_base_url().as_str(), "https://api.mypurecloud.jp/");
         assert_eq!(env.login_base_url().as_str(), "http://127.0.0.1:1/");
-        let env =
-            Environment::from_settings(Some("us-east-1"), Some("mypurecloud.com"), None, None)
-                .unwrap();
+        let env = Environment::from_settings(Some("us-east-1"), Some("mypurecloud.com"), None, None).unwrap();
         assert_eq!(env.region().unwrap().name, "us-east-1");
-        let env =
-            Environment::from_settings(None, None, Some("http://a.test/"), Some("http://b.test/"))
-                .unwrap();
+        let env = Environment::from_settings(None, None, Some("http://a.test/"), Some("http://b.test/")).unwrap();
         assert_eq!(env.region(), None);
 
-        assert_eq!(
-            Environment::from_settings(None, None, None, None),
-            Err(EnvironmentError::Missing)
-        );
+        assert_eq!(Environment::from_settings(None, None, None, None), Err(EnvironmentError::Missing));
         assert_eq!(
             Environment::from_settings(None, None, Some("http://a.test/"), None),
             Err(EnvironmentError::Missing)
@@ -487,12 +406,7 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_rejected_with_the_reason() {
-        for bad in [
-            "not a url",
-            "ftp://x.example/",
-            "https://u:p@x.example/",
-            "https://x.example/?a=b",
-        ] {
+        for bad in ["not a url", "ftp://x.example/", "https://u:p@x.example/", "https://x.example/?a=b"] {
             let err = Environment::from_base_urls(bad, "https://login.example/").unwrap_err();
             assert!(err.to_string().starts_with("API base URL"), "{err}");
             assert!(!err.to_string().contains("u:p"), "{err}");

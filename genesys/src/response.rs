@@ -32,45 +32,19 @@ impl Failure {
         let body = response.bytes().await.unwrap_or_default();
         let (oauth_error, detail) = summarise(&body);
         let detail = redact_all(detail, redact);
-        Self {
-            status,
-            retry_after,
-            oauth_error,
-            detail,
-        }
+        Self { status, retry_after, oauth_error, detail }
     }
 
     /// The error for this answer to `call`.
     pub fn into_error(self, call: Call) -> Error {
-        let Failure {
-            status,
-            retry_after,
-            detail,
-            ..
-        } = self;
+        let Failure { status, retry_after, detail, .. } = self;
         match status {
-            StatusCode::UNAUTHORIZED => Error::Unauthorized {
-                call,
-                status,
-                detail,
-            },
+            StatusCode::UNAUTHORIZED => Error::Unauthorized { call, status, detail },
             StatusCode::FORBIDDEN => Error::Forbidden { call, detail },
             StatusCode::NOT_FOUND => Error::NotFound { call, detail },
-            StatusCode::TOO_MANY_REQUESTS => Error::RateLimited {
-                call,
-                retry_after,
-                detail,
-            },
-            s if s.is_server_error() => Error::Server {
-                call,
-                status,
-                detail,
-            },
-            _ => Error::Rejected {
-                call,
-                status,
-                detail,
-            },
+            StatusCode::TOO_MANY_REQUESTS => Error::RateLimited { call, retry_after, detail },
+            s if s.is_server_error() => Error::Server { call, status, detail },
+            _ => Error::Rejected { call, status, detail },
         }
     }
 }
@@ -79,22 +53,11 @@ impl Failure {
 /// `not.found: The requested resource was not found (contextId 1234)`.
 fn summarise(body: &[u8]) -> (Option<String>, String) {
     let text = String::from_utf8_lossy(body);
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&text)
-    else {
-        return (
-            None,
-            truncate(text.split_whitespace().collect::<Vec<_>>().join(" ")),
-        );
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return (None, truncate(text.split_whitespace().collect::<Vec<_>>().join(" ")));
     };
     let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| {
-                map.get(*n)
-                    .and_then(|v| v.as_str())
-                    .filter(|s| !s.is_empty())
-            })
-            .map(str::to_owned)
+        names.iter().find_map(|n| map.get(*n).and_then(|v| v.as_str()).filter(|s| !s.is_empty())).map(str::to_owned)
     };
     let oauth_error = field(&["error"]);
     let code = field(&["code", "error"]);
@@ -135,46 +98,26 @@ mod tests {
     #[test]
     fn summarises_platform_api_errors() {
         let body = br#"{"message":"Integration not found","code":"not.found","status":404,"contextId":"c-1"}"#;
-        assert_eq!(
-            summarise(body),
-            (
-                None,
-                "not.found: Integration not found (contextId c-1)".to_owned()
-            )
-        );
+        assert_eq!(summarise(body), (None, "not.found: Integration not found (contextId c-1)".to_owned()));
     }
 
     #[test]
     fn summarises_oauth_errors() {
-        let body = br#"{"error":"invalid_client","description":"client not found","error_description":"client not found"}"#;
-        assert_eq!(
-            summarise(body),
-            (
-                Some("invalid_client".to_owned()),
-                "invalid_client: client not found".to_owned()
-            )
-        );
+        let body =
+            br#"{"error":"invalid_client","description":"client not found","error_description":"client not found"}"#;
+        assert_eq!(summarise(body), (Some("invalid_client".to_owned()), "invalid_client: client not found".to_owned()));
     }
 
     #[test]
     fn summarises_other_bodies_briefly() {
-        assert_eq!(
-            summarise(b"<html>\n  Bad   gateway\n</html>").1,
-            "<html> Bad gateway </html>"
-        );
+        assert_eq!(summarise(b"<html>\n  Bad   gateway\n</html>").1, "<html> Bad gateway </html>");
         assert_eq!(summarise(b"").1, "");
         let long = "x".repeat(1000);
-        assert_eq!(
-            summarise(long.as_bytes()).1.chars().count(),
-            MAX_DETAIL_CHARS + 1
-        );
+        assert_eq!(summarise(long.as_bytes()).1.chars().count(), MAX_DETAIL_CHARS + 1);
     }
 
     #[test]
     fn redacts_echoed_secrets() {
-        assert_eq!(
-            redact_all("bad token abc123 here".into(), &["abc123", ""]),
-            "bad token *** here"
-        );
+        assert_eq!(redact_all("bad token abc123 here".into(), &["abc123", ""]), "bad token *** here");
     }
 }

@@ -40,10 +40,7 @@ impl RetryPolicy {
     /// failing together do not retry together.
     pub fn backoff(&self, retry: u32) -> Duration {
         let doublings = retry.saturating_sub(1).min(31);
-        let base = self
-            .initial_backoff
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_backoff);
+        let base = self.initial_backoff.saturating_mul(1u32 << doublings).min(self.max_backoff);
         let half = base / 2;
         let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
         half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
@@ -53,8 +50,7 @@ impl RetryPolicy {
 /// Whether a status is worth another attempt: 429 and every 5xx except 501, which
 /// says the endpoint does not exist and never will on retry.
 pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+    status == StatusCode::TOO_MANY_REQUESTS || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
 }
 
 /// Sends the request built by `request` until it gets a final answer.
@@ -96,10 +92,7 @@ pub(crate) async fn send(
             Err(err) => {
                 let detail = error_chain(&err);
                 if last || !is_retryable_transport(&err) {
-                    return Err(Error::Unreachable {
-                        call: call.clone(),
-                        detail,
-                    });
+                    return Err(Error::Unreachable { call: call.clone(), detail });
                 }
                 let wait = policy.backoff(attempt);
                 tracing::warn!(
@@ -137,11 +130,7 @@ async fn rate_limit_wait(response: Response) -> Option<Duration> {
     let message = body.get("message")?.as_str()?;
     let start = message.find('[')? + 1;
     let end = start + message[start..].find(']')?;
-    message[start..end]
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
+    message[start..end].trim().parse().ok().map(Duration::from_secs)
 }
 
 /// The `Retry-After` header as a wait: delay-seconds or an HTTP date.
@@ -151,10 +140,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// An error and its causes on one line, without repeats (reqwest nests hyper's errors).
@@ -213,18 +199,12 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("17"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(17)));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
         let wait = retry_after(&headers).unwrap();
-        assert!(
-            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }

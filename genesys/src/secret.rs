@@ -63,10 +63,7 @@ pub struct Credentials {
 impl Credentials {
     /// Credentials of the OAuth client with this id and secret.
     pub fn new(client_id: impl Into<String>, client_secret: impl Into<Secret>) -> Self {
-        Self {
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-        }
+        Self { client_id: client_id.into(), client_secret: client_secret.into() }
     }
 
     /// The OAuth client id (not secret: it appears in logs and errors).

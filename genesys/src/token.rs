@@ -184,11 +184,7 @@ impl TokenProvider {
     /// callers rejected together cause one re-authentication.
     pub fn invalidate(&self, token: &AccessToken) {
         let mut state = self.state();
-        if state
-            .cached
-            .as_ref()
-            .is_some_and(|c| c.token.generation == token.generation)
-        {
+        if state.cached.as_ref().is_some_and(|c| c.token.generation == token.generation) {
             tracing::info!(client_id = %self.client_id(), "Genesys Cloud rejected the access token; re-authenticating");
             state.cached = None;
         }
@@ -197,10 +193,7 @@ impl TokenProvider {
     fn state(&self) -> MutexGuard<'_, State> {
         // The state is only ever replaced whole, so a panic elsewhere cannot leave it
         // half-written; recover from poisoning.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn fresh(&self) -> Option<AccessToken> {
@@ -211,9 +204,7 @@ impl TokenProvider {
 
     async fn fetch(&self) -> Result<Cached, Error> {
         let inner = &*self.inner;
-        let call = Call::Token {
-            client_id: inner.credentials.client_id().to_owned(),
-        };
+        let call = Call::Token { client_id: inner.credentials.client_id().to_owned() };
         let secret = inner.credentials.client_secret().expose();
         // Lifetimes count from before the request, so our clock runs out before Genesys's.
         let requested_at = Instant::now();
@@ -235,10 +226,7 @@ impl TokenProvider {
             detail: format!("reading the token response: {}", retry::error_chain(&e)),
         })?;
         let (value, lifetime) =
-            parse_token_response(&body).map_err(|detail| Error::InvalidResponse {
-                call: call.clone(),
-                detail,
-            })?;
+            parse_token_response(&body).map_err(|detail| Error::InvalidResponse { call: call.clone(), detail })?;
         let margin = self.refresh_margin(lifetime);
         let generation = inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
@@ -248,20 +236,13 @@ impl TokenProvider {
             "obtained a Genesys Cloud access token"
         );
         Ok(Cached {
-            token: AccessToken {
-                value,
-                generation,
-                expires_at: requested_at + lifetime,
-            },
+            token: AccessToken { value, generation, expires_at: requested_at + lifetime },
             refresh_at: requested_at + lifetime - margin,
         })
     }
 
     fn refresh_margin(&self, lifetime: Duration) -> Duration {
-        self.inner
-            .refresh_margin
-            .unwrap_or_else(|| (lifetime / 10).min(MAX_DEFAULT_MARGIN))
-            .min(lifetime / 2)
+        self.inner.refresh_margin.unwrap_or_else(|| (lifetime / 10).min(MAX_DEFAULT_MARGIN)).min(lifetime / 2)
     }
 }
 
@@ -274,11 +255,7 @@ fn token_error(failure: Failure, call: Call) -> Error {
                 Some("invalid_client" | "unauthorized_client" | "invalid_grant")
             ));
     if credentials_refused {
-        Error::Unauthorized {
-            call,
-            status: failure.status,
-            detail: failure.detail,
-        }
+        Error::Unauthorized { call, status: failure.status, detail: failure.detail }
     } else {
         failure.into_error(call)
     }
@@ -297,9 +274,7 @@ fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), String> {
     if let Some(kind) = json.get("token_type").and_then(|v| v.as_str())
         && !kind.eq_ignore_ascii_case("bearer")
     {
-        return Err(format!(
-            "the token response has token_type {kind:?}, not bearer"
-        ));
+        return Err(format!("the token response has token_type {kind:?}, not bearer"));
     }
     let lifetime = match json.get("expires_in") {
         None | Some(serde_json::Value::Null) => DEFAULT_LIFETIME,
@@ -307,9 +282,7 @@ fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), String> {
             .as_f64()
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                "the token response's expires_in is not a number of seconds".to_owned()
-            })?,
+            .ok_or_else(|| "the token response's expires_in is not a number of seconds".to_owned())?,
     };
     // A zero lifetime would make every call fetch a token; one second is the floor.
     Ok((Secret::from(value), lifetime.max(Duration::from_secs(1))))
@@ -321,14 +294,11 @@ mod tests {
 
     #[test]
     fn parses_the_documented_token_response() {
-        let (token, lifetime) = parse_token_response(
-            br#"{"access_token":"abc","token_type":"bearer","expires_in":86399}"#,
-        )
-        .unwrap();
+        let (token, lifetime) =
+            parse_token_response(br#"{"access_token":"abc","token_type":"bearer","expires_in":86399}"#).unwrap();
         assert_eq!(token.expose(), "abc");
         assert_eq!(lifetime, Duration::from_secs(86_399));
-        let (_, lifetime) =
-            parse_token_response(br#"{"access_token":"abc","token_type":"Bearer"}"#).unwrap();
+        let (_, lifetime) = parse_token_response(br#"{"access_token":"abc","token_type":"Bearer"}"#).unwrap();
         assert_eq!(lifetime, DEFAULT_LIFETIME);
     }
 
@@ -349,42 +319,18 @@ mod tests {
     fn default_margin_is_a_tenth_of_the_lifetime_up_to_five_minutes() {
         let env = Environment::from_region("us-east-1").unwrap();
         let credentials = Credentials::new("id", "secret");
-        let provider = TokenProvider::new(
-            reqwest::Client::new(),
-            &env,
-            credentials.clone(),
-            &ClientConfig::default(),
-        );
-        assert_eq!(
-            provider.refresh_margin(Duration::from_secs(86_400)),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            provider.refresh_margin(Duration::from_secs(300)),
-            Duration::from_secs(30)
-        );
-        let config = ClientConfig {
-            token_refresh_margin: Some(Duration::from_secs(600)),
-            ..ClientConfig::default()
-        };
+        let provider = TokenProvider::new(reqwest::Client::new(), &env, credentials.clone(), &ClientConfig::default());
+        assert_eq!(provider.refresh_margin(Duration::from_secs(86_400)), Duration::from_secs(300));
+        assert_eq!(provider.refresh_margin(Duration::from_secs(300)), Duration::from_secs(30));
+        let config = ClientConfig { token_refresh_margin: Some(Duration::from_secs(600)), ..ClientConfig::default() };
         let provider = TokenProvider::new(reqwest::Client::new(), &env, credentials, &config);
-        assert_eq!(
-            provider.refresh_margin(Duration::from_secs(86_400)),
-            Duration::from_secs(600)
-        );
-        assert_eq!(
-            provider.refresh_margin(Duration::from_secs(2)),
-            Duration::from_secs(1)
-        );
+        assert_eq!(provider.refresh_margin(Duration::from_secs(86_400)), Duration::from_secs(600));
+        assert_eq!(provider.refresh_margin(Duration::from_secs(2)), Duration::from_secs(1));
     }
 
     #[test]
     fn token_debug_is_redacted() {
-        let token = AccessToken {
-            value: Secret::from("sekrit-token"),
-            generation: 1,
-            expires_at: Instant::now(),
-        };
+        let token = AccessToken { value: Secret::from("sekrit-token"), generation: 1, expires_at: Instant::now() };
         assert!(!format!("{token:?}").contains("sekrit"));
     }
 }

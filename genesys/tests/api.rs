@@ -31,11 +31,7 @@ fn outbound_message() -> Value {
 async fn gets_the_open_integration() {
     bounded(async {
         let fake = FakeGenesys::start().await;
-        let integration = fake
-            .client()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap();
+        let integration = fake.client().get_open_integration(INTEGRATION_ID).await.unwrap();
         assert_eq!(integration.id, INTEGRATION_ID);
         assert_eq!(integration.name, "orders relay");
         assert_eq!(
@@ -55,21 +51,12 @@ async fn missing_integration_is_not_found() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         let missing = "00000000-dead-4000-8000-000000000000";
-        let err = fake
-            .client()
-            .get_open_integration(missing)
-            .await
-            .unwrap_err();
+        let err = fake.client().get_open_integration(missing).await.unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
         assert_eq!(err.reason(), "NotFound");
         assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
         let message = err.to_string();
-        assert!(
-            message.starts_with(&format!(
-                "GET open messaging integration {missing}: 404 Not Found"
-            )),
-            "{message}"
-        );
+        assert!(message.starts_with(&format!("GET open messaging integration {missing}: 404 Not Found")), "{message}");
         assert!(message.contains("not.found"), "{message}");
         assert_eq!(fake.requests(Route::Integration), 1, "404 is not retried");
     })
@@ -81,16 +68,9 @@ async fn missing_permission_is_forbidden() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         fake.script(Route::Integration, [Scripted::status(403)]);
-        let err = fake
-            .client()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap_err();
+        let err = fake.client().get_open_integration(INTEGRATION_ID).await.unwrap_err();
         assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("messaging:integration:view"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("messaging:integration:view"), "{err}");
         assert_eq!(fake.requests(Route::Integration), 1);
     })
     .await;
@@ -108,11 +88,7 @@ async fn rate_limit_waits_retry_after() {
         client.get_open_integration(INTEGRATION_ID).await.unwrap();
         assert_eq!(fake.requests(Route::Integration), 2);
         // Correctness of the wait, not speed: the retry came after Retry-After.
-        assert!(
-            started.elapsed() >= Duration::from_millis(950),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
     })
     .await;
 }
@@ -121,25 +97,9 @@ async fn rate_limit_waits_retry_after() {
 async fn rate_limit_on_every_attempt_is_rate_limited() {
     bounded(async {
         let fake = FakeGenesys::start().await;
-        fake.script(
-            Route::Integration,
-            (0..3).map(|_| Scripted::too_many_requests(0)),
-        );
-        let err = fake
-            .client()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::RateLimited {
-                    retry_after: Some(Duration::ZERO),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        fake.script(Route::Integration, (0..3).map(|_| Scripted::too_many_requests(0)));
+        let err = fake.client().get_open_integration(INTEGRATION_ID).await.unwrap_err();
+        assert!(matches!(err, Error::RateLimited { retry_after: Some(Duration::ZERO), .. }), "{err:?}");
         assert!(err.is_transient());
         assert_eq!(fake.requests(Route::Integration), 3);
     })
@@ -150,14 +110,8 @@ async fn rate_limit_on_every_attempt_is_rate_limited() {
 async fn server_errors_are_retried() {
     bounded(async {
         let fake = FakeGenesys::start().await;
-        fake.script(
-            Route::Integration,
-            [Scripted::status(503), Scripted::status(500)],
-        );
-        fake.client()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap();
+        fake.script(Route::Integration, [Scripted::status(503), Scripted::status(500)]);
+        fake.client().get_open_integration(INTEGRATION_ID).await.unwrap();
         assert_eq!(fake.requests(Route::Integration), 3);
     })
     .await;
@@ -184,21 +138,8 @@ async fn not_implemented_is_not_retried() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         fake.script(Route::Integration, [Scripted::status(501)]);
-        let err = fake
-            .client()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Server {
-                    status: StatusCode::NOT_IMPLEMENTED,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = fake.client().get_open_integration(INTEGRATION_ID).await.unwrap_err();
+        assert!(matches!(err, Error::Server { status: StatusCode::NOT_IMPLEMENTED, .. }), "{err:?}");
         assert_eq!(fake.requests(Route::Integration), 1);
     })
     .await;
@@ -209,9 +150,8 @@ async fn failed_receipt_body_matches_the_documented_shape() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         let time = "2026-03-01T12:00:05.250Z".parse().unwrap();
-        let receipt = Receipt::failed(&outbound_message(), "downstream answered 500 after 8 attempts")
-            .unwrap()
-            .at(time);
+        let receipt =
+            Receipt::failed(&outbound_message(), "downstream answered 500 after 8 attempts").unwrap().at(time);
         fake.client().send_receipt(INTEGRATION_ID, &receipt).await.unwrap();
 
         let receipts = fake.receipts();
@@ -221,9 +161,15 @@ async fn failed_receipt_body_matches_the_documented_shape() {
         let fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(fields.len(), 6, "{body}");
         assert_eq!(body["id"], "5b7a1d2e9f0c4a3b8e6d1c2b3a4f5e6d");
-        assert_eq!(body["channel"], json!({"to": {"id": "customer-4711", "idType": "Opaque"}, "time": "2026-03-01T12:00:05.250Z"}));
+        assert_eq!(
+            body["channel"],
+            json!({"to": {"id": "customer-4711", "idType": "Opaque"}, "time": "2026-03-01T12:00:05.250Z"})
+        );
         assert_eq!(body["status"], "Failed");
-        assert_eq!(body["reasons"], json!([{"code": "GeneralError", "message": "downstream answered 500 after 8 attempts"}]));
+        assert_eq!(
+            body["reasons"],
+            json!([{"code": "GeneralError", "message": "downstream answered 500 after 8 attempts"}])
+        );
         assert_eq!(body["isFinalReceipt"], true);
         assert_eq!(body["direction"], "Outbound");
     })
@@ -235,23 +181,14 @@ async fn delivered_receipt_has_no_reasons() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         let receipt = Receipt::delivered(&outbound_message()).unwrap();
-        fake.client()
-            .send_receipt(INTEGRATION_ID, &receipt)
-            .await
-            .unwrap();
+        fake.client().send_receipt(INTEGRATION_ID, &receipt).await.unwrap();
 
         let (_, body) = fake.receipts().pop().unwrap();
         assert_eq!(body["status"], "Delivered");
         assert!(body.get("reasons").is_none(), "{body}");
-        assert_eq!(
-            body["channel"]["to"],
-            json!({"id": "customer-4711", "idType": "Opaque"})
-        );
+        assert_eq!(body["channel"]["to"], json!({"id": "customer-4711", "idType": "Opaque"}));
         let time = body["channel"]["time"].as_str().unwrap();
-        assert!(
-            time.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(time).is_ok(),
-            "{time}"
-        );
+        assert!(time.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
     })
     .await;
 }
@@ -261,11 +198,7 @@ async fn receipt_for_unknown_integration_is_not_found() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         let receipt = Receipt::delivered(&outbound_message()).unwrap();
-        let err = fake
-            .client()
-            .send_receipt("no-such-integration", &receipt)
-            .await
-            .unwrap_err();
+        let err = fake.client().send_receipt("no-such-integration", &receipt).await.unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     })
     .await;
@@ -298,10 +231,7 @@ async fn unreachable_host_is_unreachable() {
             Credentials::new(common::CLIENT_ID, common::CLIENT_SECRET),
             fast_config(),
         );
-        let err = client
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap_err();
+        let err = client.get_open_integration(INTEGRATION_ID).await.unwrap_err();
         assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
         assert!(err.to_string().starts_with("POST /oauth/token"), "{err}");
         assert!(!format!("{err} {err:?}").contains(common::CLIENT_SECRET));

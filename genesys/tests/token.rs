@@ -5,9 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    CLIENT_ID, CLIENT_SECRET, FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config,
-};
+use common::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config};
 use genesys_cloud::{ClientConfig, Credentials, Error};
 use reqwest::StatusCode;
 
@@ -20,11 +18,7 @@ async fn token_is_cached_across_calls() {
             client.get_open_integration(INTEGRATION_ID).await.unwrap();
         }
         // A clone shares the cache.
-        client
-            .clone()
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap();
+        client.clone().get_open_integration(INTEGRATION_ID).await.unwrap();
         assert_eq!(fake.requests(Route::Token), 1);
         assert_eq!(fake.requests(Route::Integration), 6);
         assert!(fake.bearers_seen().iter().all(|t| t == "fake-token-1"));
@@ -37,10 +31,7 @@ async fn token_is_renewed_before_expiry() {
     bounded(async {
         let fake = FakeGenesys::start().await;
         fake.set_expires_in(Some(2));
-        let config = ClientConfig {
-            token_refresh_margin: Some(Duration::from_secs(1)),
-            ..fast_config()
-        };
+        let config = ClientConfig { token_refresh_margin: Some(Duration::from_secs(1)), ..fast_config() };
         let client = fake.client_with(Credentials::new(CLIENT_ID, CLIENT_SECRET), config);
 
         client.get_open_integration(INTEGRATION_ID).await.unwrap();
@@ -50,20 +41,9 @@ async fn token_is_renewed_before_expiry() {
         // Inside the 1 s margin before the 2 s token expires: the next call renews.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         client.get_open_integration(INTEGRATION_ID).await.unwrap();
-        assert_eq!(
-            fake.tokens_issued(),
-            2,
-            "the token is renewed once in the margin"
-        );
-        assert_eq!(
-            fake.bearers_seen().last().map(String::as_str),
-            Some("fake-token-2")
-        );
-        assert_eq!(
-            fake.unauthorized_answers(),
-            0,
-            "no call carried an expired token"
-        );
+        assert_eq!(fake.tokens_issued(), 2, "the token is renewed once in the margin");
+        assert_eq!(fake.bearers_seen().last().map(String::as_str), Some("fake-token-2"));
+        assert_eq!(fake.unauthorized_answers(), 0, "no call carried an expired token");
     })
     .await;
 }
@@ -99,21 +79,10 @@ async fn api_401_reauthenticates_once_and_the_call_succeeds() {
 
         let integration = client.get_open_integration(INTEGRATION_ID).await.unwrap();
         assert_eq!(integration.id, INTEGRATION_ID);
-        assert_eq!(
-            fake.requests(Route::Token),
-            2,
-            "exactly one re-authentication"
-        );
-        assert_eq!(
-            fake.requests(Route::Integration),
-            3,
-            "the rejected call is retried once"
-        );
+        assert_eq!(fake.requests(Route::Token), 2, "exactly one re-authentication");
+        assert_eq!(fake.requests(Route::Integration), 3, "the rejected call is retried once");
         assert_eq!(fake.unauthorized_answers(), 1);
-        assert_eq!(
-            fake.bearers_seen(),
-            ["fake-token-1", "fake-token-1", "fake-token-2"]
-        );
+        assert_eq!(fake.bearers_seen(), ["fake-token-1", "fake-token-1", "fake-token-2"]);
     })
     .await;
 }
@@ -150,7 +119,10 @@ async fn persistent_401_is_unauthorized_after_one_reauthentication() {
             Route::Integration,
             [
                 Scripted::status(401),
-                Scripted::json(401, serde_json::json!({"message": "token fake-token-2 rejected", "code": "bad.credentials"})),
+                Scripted::json(
+                    401,
+                    serde_json::json!({"message": "token fake-token-2 rejected", "code": "bad.credentials"}),
+                ),
             ],
         );
         let client = fake.client();
@@ -161,7 +133,10 @@ async fn persistent_401_is_unauthorized_after_one_reauthentication() {
         assert_eq!(fake.requests(Route::Token), 2);
         assert_eq!(fake.requests(Route::Integration), 2);
         let shown = format!("{err} {err:?}");
-        assert!(shown.contains(&format!("GET open messaging integration {INTEGRATION_ID}: 401 Unauthorized")), "{shown}");
+        assert!(
+            shown.contains(&format!("GET open messaging integration {INTEGRATION_ID}: 401 Unauthorized")),
+            "{shown}"
+        );
         assert!(!shown.contains("fake-token"), "{shown}");
     })
     .await;
@@ -174,32 +149,13 @@ async fn bad_credentials_are_unauthorized_and_the_secret_is_never_shown() {
         let wrong_secret = "wrong-SECRET-value";
         let client = fake.client_with(Credentials::new(CLIENT_ID, wrong_secret), fast_config());
 
-        let err = client
-            .get_open_integration(INTEGRATION_ID)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Unauthorized {
-                    status: StatusCode::UNAUTHORIZED,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = client.get_open_integration(INTEGRATION_ID).await.unwrap_err();
+        assert!(matches!(err, Error::Unauthorized { status: StatusCode::UNAUTHORIZED, .. }), "{err:?}");
         let shown = format!("{err} {err:?} {client:?}");
-        assert!(
-            shown.contains(&format!("POST /oauth/token for OAuth client {CLIENT_ID}")),
-            "{shown}"
-        );
+        assert!(shown.contains(&format!("POST /oauth/token for OAuth client {CLIENT_ID}")), "{shown}");
         assert!(shown.contains("invalid_client"), "{shown}");
         assert!(!shown.contains(wrong_secret), "{shown}");
-        assert_eq!(
-            fake.requests(Route::Token),
-            1,
-            "refused credentials are not retried"
-        );
+        assert_eq!(fake.requests(Route::Token), 1, "refused credentials are not retried");
         assert_eq!(fake.requests(Route::Integration), 0);
     })
     .await;
@@ -221,16 +177,7 @@ async fn invalid_client_as_400_is_unauthorized_and_echoed_secrets_are_scrubbed()
             )],
         );
         let err = fake.client().tokens().token().await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Unauthorized {
-                    status: StatusCode::BAD_REQUEST,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::Unauthorized { status: StatusCode::BAD_REQUEST, .. }), "{err:?}");
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(CLIENT_SECRET), "{shown}");
         assert!(shown.contains("***"), "{shown}");
@@ -242,10 +189,7 @@ async fn invalid_client_as_400_is_unauthorized_and_echoed_secrets_are_scrubbed()
 async fn token_endpoint_outage_is_retried() {
     bounded(async {
         let fake = FakeGenesys::start().await;
-        fake.script(
-            Route::Token,
-            [Scripted::status(503), Scripted::too_many_requests(0)],
-        );
+        fake.script(Route::Token, [Scripted::status(503), Scripted::too_many_requests(0)]);
         let token = fake.client().tokens().token().await.unwrap();
         assert_eq!(token.secret().expose(), "fake-token-1");
         assert_eq!(fake.requests(Route::Token), 3);
@@ -266,18 +210,11 @@ async fn waiters_share_a_failed_token_request() {
             })
             .collect();
         for call in calls {
-            assert!(matches!(
-                call.await.unwrap(),
-                Err(Error::Unauthorized { .. })
-            ));
+            assert!(matches!(call.await.unwrap(), Err(Error::Unauthorized { .. })));
         }
         // Callers that queued behind the failed request share its answer; only a caller
         // arriving after it failed would ask again.
-        assert!(
-            fake.requests(Route::Token) < 10,
-            "{}",
-            fake.requests(Route::Token)
-        );
+        assert!(fake.requests(Route::Token) < 10, "{}", fake.requests(Route::Token));
     })
     .await;
 }

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
 use crate::redis_probe::{self, Persistence, Probe};
-use crate::resources::{self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings, TemplateHashes};
+use crate::resources::{
+    self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings, TemplateHashes,
+};
 use crate::status::{self, Outcome};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -129,8 +131,14 @@ async fn release_sidecars(ctx: &Context, relay: &WebhookRelay, ns: &str, keep: O
         let body = resources::sidecar_release(ns, &name);
         api.patch(&name, &PatchParams::apply(&resources::sidecar_manager(relay)).force(), &Patch::Apply(&body)).await?;
         info!(relay = %key(relay), deployment = %name, "removed the relay container");
-        ctx.event(relay, EventType::Normal, "SidecarRemoved", "Release", format!("removed the relay container from Deployment {name}"))
-            .await;
+        ctx.event(
+            relay,
+            EventType::Normal,
+            "SidecarRemoved",
+            "Release",
+            format!("removed the relay container from Deployment {name}"),
+        )
+        .await;
     }
     Ok(())
 }
@@ -190,7 +198,8 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
 
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let before = config_maps.get_opt(&name).await?;
-    let changed = before.and_then(|cm| cm.data).and_then(|d| d.get(resources::CONFIG_KEY).cloned()).as_deref() != Some(&yaml);
+    let changed =
+        before.and_then(|cm| cm.data).and_then(|d| d.get(resources::CONFIG_KEY).cloned()).as_deref() != Some(&yaml);
     apply(&config_maps, &name, &resources::config_map(relay, &config), MANAGER).await?;
 
     let hashes = TemplateHashes { config: hash.clone(), secrets: resources::secrets_hash(&versions) };
@@ -217,7 +226,9 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
             if selector.is_empty() {
                 return Err(Error::InvalidSpec(webhook_relay_api::render::SpecError {
                     field: "spec.workload.targetRef".into(),
-                    message: format!("Deployment {target_name} has no spec.selector.matchLabels for the relay Service to use"),
+                    message: format!(
+                        "Deployment {target_name} has no spec.selector.matchLabels for the relay Service to use"
+                    ),
                 }));
             }
             if !relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {

@@ -59,17 +59,28 @@ mod tests {
     use super::*;
 
     fn secret() -> SecretEnv {
-        SecretEnv { env: "REDIS_URL".into(), secret: "relay-redis".into(), key: "url".into(), field: "spec.redis.urlSecretRef" }
+        SecretEnv {
+            env: "REDIS_URL".into(),
+            secret: "relay-redis".into(),
+            key: "url".into(),
+            field: "spec.redis.urlSecretRef",
+        }
     }
 
     #[test]
     fn user_errors_say_what_to_fix() {
         let e = Error::SecretNotFound { secret: secret(), namespace: "cx".into() };
         let msg = e.to_string();
-        assert!(msg.contains("relay-redis") && msg.contains("spec.redis.urlSecretRef") && msg.contains("\"url\""), "{msg}");
+        assert!(
+            msg.contains("relay-redis") && msg.contains("spec.redis.urlSecretRef") && msg.contains("\"url\""),
+            "{msg}"
+        );
         assert_eq!(e.reason(), Some("SecretNotFound"));
         assert_eq!(e.metric_label(), "secret_not_found");
-        let e = Error::InvalidSpec(SpecError { field: "spec.destination.url".into(), message: "must be http or https".into() });
+        let e = Error::InvalidSpec(SpecError {
+            field: "spec.destination.url".into(),
+            message: "must be http or https".into(),
+        });
         assert_eq!(e.to_string(), "invalid spec: spec.destination.url: must be http or https");
         assert_eq!(e.reason(), Some("InvalidSpec"));
         let e = Error::TargetNotFound { name: "api".into(), namespace: "cx".into() };

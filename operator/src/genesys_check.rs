@@ -85,8 +85,9 @@ pub fn verdict(
             let name = &integration.name;
             match integration.outbound_notification_webhook_url.as_deref() {
                 Some(url) if same_url(url, endpoint) => {
-                    let mut message =
-                        format!("Open Messaging integration {integration_id} ({name}) sends outbound messages to {endpoint}");
+                    let mut message = format!(
+                        "Open Messaging integration {integration_id} ({name}) sends outbound messages to {endpoint}"
+                    );
                     if !integration.is_active() {
                         message.push_str(&format!(
                             "; note: the integration is not active (status {}, createStatus {})",
@@ -139,12 +140,13 @@ pub fn credentials(secret: Option<&Secret>, name: &str, namespace: &str) -> std:
         let Some(bytes) = bytes else {
             return Err(Verdict::failed(
                 SECRET_NOT_FOUND,
-                format!("Secret {name:?} (spec.genesys.credentialsSecretRef) has no key {key:?} or it is empty; add it"),
+                format!(
+                    "Secret {name:?} (spec.genesys.credentialsSecretRef) has no key {key:?} or it is empty; add it"
+                ),
             ));
         };
-        String::from_utf8(bytes).map_err(|_| {
-            Verdict::failed(SECRET_NOT_FOUND, format!("Secret {name:?} key {key:?} is not UTF-8 text"))
-        })
+        String::from_utf8(bytes)
+            .map_err(|_| Verdict::failed(SECRET_NOT_FOUND, format!("Secret {name:?} key {key:?} is not UTF-8 text")))
     };
     Ok(Credentials::new(value(GENESYS_CLIENT_ID_KEY)?, value(GENESYS_CLIENT_SECRET_KEY)?))
 }
@@ -201,7 +203,13 @@ impl Checker {
 
     /// The verdict for `relay` at `endpoint`: the last one while it is fresh, else a new
     /// lookup. `None` when the relay has no `spec.genesys` (then there is no condition).
-    pub async fn check(&self, client: &Client, relay: &WebhookRelay, endpoint: &str, metrics: &Metrics) -> Result<Option<Verdict>> {
+    pub async fn check(
+        &self,
+        client: &Client,
+        relay: &WebhookRelay,
+        endpoint: &str,
+        metrics: &Metrics,
+    ) -> Result<Option<Verdict>> {
         let uid = relay.uid().unwrap_or_default();
         let Some(g) = &relay.spec.genesys else {
             self.forget(&uid);
@@ -356,7 +364,11 @@ mod tests {
 
     fn secret(data: &[(&str, &str)]) -> Secret {
         Secret {
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             ..Secret::default()
         }
     }
@@ -371,14 +383,20 @@ mod tests {
         assert!(v.message.contains("\"clientSecret\"") && !v.message.contains("id-1"), "{}", v.message);
         let v = credentials(Some(&secret(&[("clientId", "id-1"), ("clientSecret", "")])), "o", "cx").unwrap_err();
         assert_eq!(v.reason, SECRET_NOT_FOUND);
-        let creds = credentials(Some(&secret(&[("clientId", "id-1"), ("clientSecret", "hunter2-secret")])), "o", "cx").unwrap();
+        let creds =
+            credentials(Some(&secret(&[("clientId", "id-1"), ("clientSecret", "hunter2-secret")])), "o", "cx").unwrap();
         assert_eq!(creds.client_id(), "id-1");
         assert!(!format!("{creds:?}").contains("hunter2"));
     }
 
     #[test]
     fn a_check_is_due_on_change_or_after_its_period() {
-        let for_ = CheckedFor { uid: "u".into(), generation: Some(1), endpoint: ENDPOINT.into(), secret_version: Some("7".into()) };
+        let for_ = CheckedFor {
+            uid: "u".into(),
+            generation: Some(1),
+            endpoint: ENDPOINT.into(),
+            secret_version: Some("7".into()),
+        };
         let t0 = Instant::now();
         let ok = Verdict { verified: true, reason: WEBHOOK_URL_MATCHES, message: String::new(), transient: false };
         let c = Checked { for_: for_.clone(), at: t0, verdict: ok.clone() };

@@ -143,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
             let builder = tracing_subscriber::fmt().with_env_filter(filter);
-            if args.log_json { builder.json().init() } else { builder.init() }
+            if args.log_json {
+                builder.json().init()
+            } else {
+                builder.init()
+            }
             run(args).await
         }
     }

@@ -53,7 +53,11 @@ impl Default for Metrics {
         registry.register("reconciliations", "Reconciles started", reconciliations.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error kind", failures.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
-        registry.register("leader", "Whether this process runs the controller (1) or waits as a standby (0)", leader.clone());
+        registry.register(
+            "leader",
+            "Whether this process runs the controller (1) or waits as a standby (0)",
+            leader.clone(),
+        );
         registry.register(
             "genesys_webhook_checks",
             "Genesys Cloud integration lookups (GenesysWebhookVerified), by condition reason",
@@ -125,8 +129,14 @@ mod tests {
         m.genesys_checked("WebhookUrlMatches");
         let text = m.encode();
         assert!(text.contains("webhook_relay_operator_reconciliations_total 1"), "{text}");
-        assert!(text.contains(r#"webhook_relay_operator_reconcile_errors_total{error="secret_not_found"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"webhook_relay_operator_reconcile_errors_total{error="secret_not_found"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("webhook_relay_operator_reconcile_duration_seconds_count 1"), "{text}");
-        assert!(text.contains(r#"webhook_relay_operator_genesys_webhook_checks_total{reason="WebhookUrlMatches"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"webhook_relay_operator_genesys_webhook_checks_total{reason="WebhookUrlMatches"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -81,7 +81,9 @@ async fn config_get(conn: &Conn, name: &str) -> Result<Option<String>, String> {
 async fn probe_inner(url: &str, cluster: bool, relay_id: &str) -> Probe {
     let conn = match Conn::connect(&ConnectOptions::new(url).cluster(cluster)).await {
         Ok(c) => c,
-        Err(e) => return Probe { stats: Err(e.to_string()), persistence: Persistence::Unknown("not reachable".into()) },
+        Err(e) => {
+            return Probe { stats: Err(e.to_string()), persistence: Persistence::Unknown("not reachable".into()) };
+        }
     };
     let store = Store::new(conn.clone(), relay_id).with_timeout(Duration::from_secs(3));
     let stats = store.stats().await.map_err(|e| e.to_string());
@@ -128,9 +130,13 @@ mod tests {
     #[test]
     fn parses_config_get_in_resp2_and_resp3() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        assert_eq!(config_value(Value::Array(vec![bulk("appendonly"), bulk("yes")]), "appendonly").as_deref(), Some("yes"));
         assert_eq!(
-            config_value(Value::Map(vec![(bulk("maxmemory-policy"), bulk("noeviction"))]), "maxmemory-policy").as_deref(),
+            config_value(Value::Array(vec![bulk("appendonly"), bulk("yes")]), "appendonly").as_deref(),
+            Some("yes")
+        );
+        assert_eq!(
+            config_value(Value::Map(vec![(bulk("maxmemory-policy"), bulk("noeviction"))]), "maxmemory-policy")
+                .as_deref(),
             Some("noeviction")
         );
         assert_eq!(config_value(Value::Array(vec![]), "appendonly"), None);

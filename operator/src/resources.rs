@@ -201,8 +201,18 @@ pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
         image: Some(workload.image.unwrap_or_else(|| settings.relay_image.clone())),
         args: Some(vec!["serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
         ports: Some(vec![
-            ContainerPort { name: Some("http".into()), container_port: HTTP_PORT, protocol: Some("TCP".into()), ..ContainerPort::default() },
-            ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, protocol: Some("TCP".into()), ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ADMIN_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
         ]),
         env: Some(env),
         liveness_probe: Some(probe("/healthz", 10, 3)),
@@ -259,7 +269,10 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHa
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
                         ..PodSecurityContext::default()
                     }),
                     ..PodSpec::default()
@@ -274,7 +287,12 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHa
 /// The server-side apply body that adds the relay container, its config volume and the
 /// config and Secrets hashes to `target` (Sidecar mode). Applied under [`sidecar_manager`], it owns only
 /// these fields; applying [`sidecar_release`] under the same manager removes them again.
-pub fn sidecar_patch(relay: &WebhookRelay, settings: &Settings, target: &str, hashes: &TemplateHashes) -> serde_json::Value {
+pub fn sidecar_patch(
+    relay: &WebhookRelay,
+    settings: &Settings,
+    target: &str,
+    hashes: &TemplateHashes,
+) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -346,7 +364,10 @@ pub fn ingress(relay: &WebhookRelay) -> Option<Ingress> {
                         backend: IngressBackend {
                             service: Some(IngressServiceBackend {
                                 name: child_name(relay),
-                                port: Some(ServiceBackendPort { name: Some("http".into()), ..ServiceBackendPort::default() }),
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    ..ServiceBackendPort::default()
+                                }),
                             }),
                             ..IngressBackend::default()
                         },
@@ -425,7 +446,8 @@ mod tests {
         assert_eq!(c.name, "webhook-relay");
         assert_eq!(c.image.as_deref(), Some("registry.example/webhook-relay:1.2.3"));
         assert_eq!(c.args.as_ref().unwrap(), &["serve", "--config", "/etc/webhook-relay/relay.yaml"]);
-        let ports: Vec<_> = c.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+        let ports: Vec<_> =
+            c.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
         assert_eq!(ports, [("http".to_string(), 8080), ("admin".to_string(), 9090)]);
         assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
         assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
@@ -449,7 +471,10 @@ mod tests {
         let c = relay_container(&r, &settings());
         let env = c.env.unwrap();
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["REDIS_URL", "RELAY_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"]);
+        assert_eq!(
+            names,
+            ["REDIS_URL", "RELAY_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"]
+        );
         for e in &env {
             assert!(e.value.is_none(), "{} has a literal value", e.name);
             assert!(e.value_from.as_ref().unwrap().secret_key_ref.is_some(), "{}", e.name);
@@ -500,7 +525,10 @@ mod tests {
         assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "205")])));
         // A Secret added to or dropped from the spec changes it too.
         assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100")])));
-        assert_ne!(base, secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "101"), ("relay-admin", "7")])));
+        assert_ne!(
+            base,
+            secrets_hash(&versions(&[("relay-redis", "100"), ("genesys-webhook", "101"), ("relay-admin", "7")]))
+        );
         // Name and version cannot run into each other.
         assert_ne!(secrets_hash(&versions(&[("a", "12")])), secrets_hash(&versions(&[("a1", "2")])));
     }

@@ -24,7 +24,14 @@ pub enum Outcome<'a> {
     Blocked(&'a Error),
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: String, generation: Option<i64>, now: &Timestamp) -> Condition {
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Timestamp,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: status.into(),
@@ -69,21 +76,31 @@ pub fn desired_status(
     let (mut conditions, queue) = match outcome {
         Outcome::Blocked(err) => {
             let reason = err.reason().unwrap_or("ReconcileFailed");
-            let redis_unknown = |t: &str| {
-                // Keep what was last seen of Redis while the spec is being fixed.
-                old.conditions.iter().find(|o| o.type_ == t).cloned().unwrap_or_else(|| {
-                    c(t, "Unknown", "NotChecked", "Redis is checked once the spec is valid".into())
-                })
-            };
+            let redis_unknown =
+                |t: &str| {
+                    // Keep what was last seen of Redis while the spec is being fixed.
+                    old.conditions.iter().find(|o| o.type_ == t).cloned().unwrap_or_else(|| {
+                        c(t, "Unknown", "NotChecked", "Redis is checked once the spec is valid".into())
+                    })
+                };
             (
-                vec![c(READY, "False", reason, err.to_string()), redis_unknown(REDIS_REACHABLE), redis_unknown(REDIS_PERSISTENT)],
+                vec![
+                    c(READY, "False", reason, err.to_string()),
+                    redis_unknown(REDIS_REACHABLE),
+                    redis_unknown(REDIS_PERSISTENT),
+                ],
                 old.queue.clone(),
             )
         }
         Outcome::Applied { probe } => match &probe.stats {
             Err(e) => (
                 vec![
-                    c(READY, "False", "RedisUnreachable", format!("configuration applied, but Redis cannot be read: {e}")),
+                    c(
+                        READY,
+                        "False",
+                        "RedisUnreachable",
+                        format!("configuration applied, but Redis cannot be read: {e}"),
+                    ),
                     c(REDIS_REACHABLE, "False", "ConnectFailed", e.clone()),
                     c(REDIS_PERSISTENT, "Unknown", "NotChecked", "Redis is not reachable".into()),
                 ],
@@ -104,7 +121,9 @@ pub fn desired_status(
                         REDIS_PERSISTENT,
                         "False",
                         "EvictionPolicy",
-                        format!("maxmemory-policy is {p}: memory pressure drops events; set maxmemory-policy noeviction"),
+                        format!(
+                            "maxmemory-policy is {p}: memory pressure drops events; set maxmemory-policy noeviction"
+                        ),
                     ),
                     Persistence::Unknown(why) => c(REDIS_PERSISTENT, "Unknown", "ConfigRefused", why.clone()),
                 };
@@ -159,7 +178,13 @@ mod tests {
 
     fn ok_probe(p: Persistence) -> Probe {
         Probe {
-            stats: Ok(Stats { due: 12, in_flight: 2, dead: 3, oldest_due_age: Some(Duration::from_secs(95)), now_ms: 0 }),
+            stats: Ok(Stats {
+                due: 12,
+                in_flight: 2,
+                dead: 3,
+                oldest_due_age: Some(Duration::from_secs(95)),
+                now_ms: 0,
+            }),
             persistence: p,
         }
     }
@@ -183,7 +208,10 @@ mod tests {
     fn lossy_redis_is_reported_but_still_ready() {
         let p = ok_probe(Persistence::AppendOnlyOff);
         let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
-        assert_eq!((get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()), ("False", "AppendOnlyOff"));
+        assert_eq!(
+            (get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()),
+            ("False", "AppendOnlyOff")
+        );
         assert_eq!(get(&s, READY).status, "True");
         let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
         let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
@@ -195,7 +223,10 @@ mod tests {
 
     #[test]
     fn invalid_spec_is_not_ready_with_a_reason_naming_the_field() {
-        let err = Error::InvalidSpec(SpecError { field: "spec.destination.url".into(), message: "must be http or https".into() });
+        let err = Error::InvalidSpec(SpecError {
+            field: "spec.destination.url".into(),
+            message: "must be http or https".into(),
+        });
         let s = desired_status(&relay(), &Outcome::Blocked(&err), "e".into(), None, Timestamp::now());
         let ready = get(&s, READY);
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
@@ -220,7 +251,8 @@ mod tests {
             message: "sends to https://old/, endpoint is https://new/".into(),
             transient: false,
         };
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&mismatch), Timestamp::now());
+        let s =
+            desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&mismatch), Timestamp::now());
         let c = get(&s, GENESYS_WEBHOOK_VERIFIED);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WebhookUrlMismatch"));
         assert_eq!(c.message, mismatch.message);

@@ -117,7 +117,10 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     // Service and Ingress.
     let svc = wait_for("Service orders-relay", || ns.get("service", "orders-relay"));
     let ports = &svc["spec"]["ports"];
-    assert_eq!((ports[0]["name"].clone(), ports[0]["port"].clone(), ports[0]["targetPort"].clone()), ("http".into(), 80.into(), 8080.into()));
+    assert_eq!(
+        (ports[0]["name"].clone(), ports[0]["port"].clone(), ports[0]["targetPort"].clone()),
+        ("http".into(), 80.into(), 8080.into())
+    );
     assert_eq!(ports[1]["name"], "admin");
     let ing = wait_for("Ingress orders-relay", || ns.get("ingress", "orders-relay"));
     assert_eq!(ing["spec"]["ingressClassName"], "nginx");
@@ -154,7 +157,8 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     assert!(!row.contains("https://"), "ENDPOINT should only show with -o wide: {row}");
 
     // A spec change: children and observedGeneration follow; the Ingress goes away.
-    let patch = r#"{"spec":{"destination":{"url":"http://billing.cx.svc:9000/in"},"ingress":null,"workload":{"replicas":3}}}"#;
+    let patch =
+        r#"{"spec":{"destination":{"url":"http://billing.cx.svc:9000/in"},"ingress":null,"workload":{"replicas":3}}}"#;
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", patch]);
     let generation = ns.get("webhookrelay", "orders").unwrap()["metadata"]["generation"].as_i64().unwrap();
     wait_for("ConfigMap with the new destination", || {
@@ -299,7 +303,12 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     assert!(container(&d, "app").is_some());
     assert_eq!(container(&d, "webhook-relay").unwrap()["image"], TEST_IMAGE);
     assert_eq!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"], "orders-sidecar");
-    let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     assert_eq!(vols, ["webhook-relay-config"]);
     let config_hash = template_annotation(&d, CONFIG_HASH).expect("config-hash annotation");
     assert!(template_annotation(&d, SECRETS_HASH).is_some());
@@ -337,7 +346,15 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
 
     // Switching to Standalone takes the container out and gives the relay its own
     // Deployment; switching back injects again and removes that Deployment.
-    ns.kubectl(&["patch", "whr", "orders-sidecar", "--type", "merge", "-p", r#"{"spec":{"workload":{"mode":"Standalone","targetRef":null}}}"#]);
+    ns.kubectl(&[
+        "patch",
+        "whr",
+        "orders-sidecar",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"workload":{"mode":"Standalone","targetRef":null}}}"#,
+    ]);
     wait_for("own Deployment in Standalone mode", || ns.get("deployment", "orders-sidecar-relay"));
     wait_for("container released on mode switch", || {
         let d = ns.get("deployment", "orders-api")?;
@@ -346,12 +363,22 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     wait_for("finalizer dropped in Standalone mode", || {
         ns.get("webhookrelay", "orders-sidecar")?["metadata"]["finalizers"].is_null().then_some(())
     });
-    ns.kubectl(&["patch", "whr", "orders-sidecar", "--type", "merge", "-p", r#"{"spec":{"workload":{"mode":"Sidecar","targetRef":{"name":"orders-api"}}}}"#]);
+    ns.kubectl(&[
+        "patch",
+        "whr",
+        "orders-sidecar",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"workload":{"mode":"Sidecar","targetRef":{"name":"orders-api"}}}}"#,
+    ]);
     wait_for("re-injected", || {
         let d = ns.get("deployment", "orders-api")?;
         container(&d, "webhook-relay").is_some().then_some(())
     });
-    wait_for("own Deployment deleted in Sidecar mode", || ns.get("deployment", "orders-sidecar-relay").is_none().then_some(()));
+    wait_for("own Deployment deleted in Sidecar mode", || {
+        ns.get("deployment", "orders-sidecar-relay").is_none().then_some(())
+    });
 
     // Deleting the WebhookRelay removes exactly what it added.
     ns.kubectl(&["delete", "whr", "orders-sidecar", "--wait=false"]);
@@ -384,10 +411,14 @@ fn only_the_leader_runs_and_a_standby_takes_over() {
     let ns = Namespace::create("whr-leader");
     let start = |id: &str| Operator::start(&ns.0, &["--leader-elect", "--lease-namespace", &ns.0, "--identity", id]);
     let mut a = start("op-a");
-    let holder = |ns: &Namespace| ns.get("lease", "webhook-relay-operator").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from));
+    let holder = |ns: &Namespace| {
+        ns.get("lease", "webhook-relay-operator").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
     wait_for("op-a to hold the lease", || (holder(&ns).as_deref() == Some("op-a")).then_some(()));
     let b = start("op-b");
-    let gauge = |op: &Operator| op.http_get("/metrics").is_some_and(|m| m.lines().any(|l| l == "webhook_relay_operator_leader 1"));
+    let gauge = |op: &Operator| {
+        op.http_get("/metrics").is_some_and(|m| m.lines().any(|l| l == "webhook_relay_operator_leader 1"))
+    };
     wait_for("op-a to report leadership", || gauge(&a).then_some(()));
     std::thread::sleep(Duration::from_secs(6));
     assert!(!gauge(&b), "standby reports leadership while op-a holds the lease");

@@ -49,7 +49,8 @@ fn reconciles(op: &Operator) -> u64 {
 fn assert_no_secrets(ns: &Namespace, op: &Operator) {
     let status = ns.kubectl(&["get", "whr", "orders", "-o", "yaml"]);
     let events = ns.events_text();
-    for (what, text) in [("status", status.as_str()), ("events", events.as_str()), ("operator log", op.log().as_str())] {
+    for (what, text) in [("status", status.as_str()), ("events", events.as_str()), ("operator log", op.log().as_str())]
+    {
         for secret in [CLIENT_SECRET, WRONG_SECRET, TOKEN_PREFIX] {
             assert!(!text.contains(secret), "{secret:?} leaked into the {what}");
         }
@@ -83,7 +84,15 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     assert_eq!(fake.lookups(), lookups, "the integration was looked up again without a change");
 
     // The endpoint changes (Ingress host): checked at once, a mismatch naming both URLs.
-    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"ingress":{"host":"hooks2.example.com"}}}"#]);
+    ns.kubectl(&[
+        "patch",
+        "whr",
+        "orders",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"ingress":{"host":"hooks2.example.com"}}}"#,
+    ]);
     let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("WebhookUrlMismatch"));
     assert!(msg.contains(ENDPOINT) && msg.contains("https://hooks2.example.com/webhooks/genesys"), "{msg}");
     // A wrong webhook URL is a warning, not an outage: the relay still takes events.
@@ -92,7 +101,15 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
         "$ kubectl get whr orders -o jsonpath='{{.status.conditions[?(@.type==\"{CONDITION}\")]}}'\n{}\n",
         ns.jsonpath("orders", &format!("{{.status.conditions[?(@.type==\"{CONDITION}\")]}}"))
     );
-    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"ingress":{"host":"hooks.example.com"}}}"#]);
+    ns.kubectl(&[
+        "patch",
+        "whr",
+        "orders",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"ingress":{"host":"hooks.example.com"}}}"#,
+    ]);
     ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
 
     // An integration id Genesys does not know: 404.
@@ -119,21 +136,40 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("SecretNotFound"));
     assert!(msg.contains("genesys-oauth") && msg.contains("clientSecret"), "{msg}");
     ns.wait_condition("orders", "Ready", "False", Some("SecretNotFound"));
-    ns.kubectl(&["create", "secret", "generic", "genesys-oauth", &format!("--from-literal=clientId={CLIENT_ID}"), &format!("--from-literal=clientSecret={CLIENT_SECRET}")]);
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "genesys-oauth",
+        &format!("--from-literal=clientId={CLIENT_ID}"),
+        &format!("--from-literal=clientSecret={CLIENT_SECRET}"),
+    ]);
     ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
     ns.wait_condition("orders", "Ready", "True", None);
 
     // Each change of the result was announced; no secret value went anywhere.
-    let want = ["GenesysWebhookVerified", "GenesysWebhookUrlMismatch", "GenesysIntegrationNotFound", "GenesysUnauthorized", "GenesysSecretNotFound"];
+    let want = [
+        "GenesysWebhookVerified",
+        "GenesysWebhookUrlMismatch",
+        "GenesysIntegrationNotFound",
+        "GenesysUnauthorized",
+        "GenesysSecretNotFound",
+    ];
     let reasons = wait_for("Genesys events", || {
         let r = ns.event_reasons("orders");
         want.iter().all(|w| r.iter().any(|x| x == w)).then_some(r)
     });
     println!("event reasons: {reasons:?}\n");
-    println!("$ kubectl get events --field-selector involvedObject.name=orders\n{}", ns.kubectl(&["get", "events", "--field-selector", "involvedObject.name=orders"]));
+    println!(
+        "$ kubectl get events --field-selector involvedObject.name=orders\n{}",
+        ns.kubectl(&["get", "events", "--field-selector", "involvedObject.name=orders"])
+    );
     assert_no_secrets(&ns, &op);
     let metrics = op.http_get("/metrics").unwrap();
-    assert!(metrics.contains(r#"webhook_relay_operator_genesys_webhook_checks_total{reason="Unauthorized"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"webhook_relay_operator_genesys_webhook_checks_total{reason="Unauthorized"}"#),
+        "{metrics}"
+    );
 
     // Without spec.genesys there is no such condition.
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"genesys":null}}"#]);

@@ -50,7 +50,8 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     let fake = FakeGenesys::start();
     fake.set_integration(INTEGRATION, "https://hooks.example.com/webhooks/genesys");
     example_secrets(&ns, &redis.url());
-    let patch = serde_json::json!({ "stringData": { "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET } }).to_string();
+    let patch =
+        serde_json::json!({ "stringData": { "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET } }).to_string();
     ns.kubectl(&["patch", "secret", "genesys-oauth", "--type", "merge", "-p", &patch]);
     let _op = Operator::start(&ns.0, &[]);
 
@@ -66,7 +67,11 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     apply_yaml(&ns.0, &yaml);
     ns.wait_condition("orders", "Ready", "True", None);
     ns.wait_condition("orders", "GenesysWebhookVerified", "True", Some("WebhookUrlMatches"));
-    println!("(examples/secrets.yaml and examples/webhookrelay.yaml, Genesys base URLs on the fake)\n$ kubectl get whr -n {0}\n{1}", ns.0, get_whr(&ns, false));
+    println!(
+        "(examples/secrets.yaml and examples/webhookrelay.yaml, Genesys base URLs on the fake)\n$ kubectl get whr -n {0}\n{1}",
+        ns.0,
+        get_whr(&ns, false)
+    );
 
     // What the operator rendered, read through the API.
     let cm = ns.get("configmap", "orders-relay").unwrap();
@@ -74,7 +79,10 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     let deployment = ns.get("deployment", "orders-relay").unwrap();
     let env = container_env(&ns, &deployment);
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, ["REDIS_URL", "RELAY_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"]);
+    assert_eq!(
+        names,
+        ["REDIS_URL", "RELAY_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"]
+    );
     let signing_secret = env.iter().find(|(k, _)| k == "RELAY_SIGNING_SECRET").unwrap().1.clone();
 
     // Only the addresses change: there is no pod network or cluster DNS here, so the
@@ -92,7 +100,12 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     let send = |id: &str| {
         let body = event_body(id);
         let sig = sign_genesys(signing_secret.as_bytes(), body.as_bytes());
-        http_post(listen, "/webhooks/genesys", &[("Content-Type", "application/json"), ("X-Hub-Signature-256", &sig)], &body)
+        http_post(
+            listen,
+            "/webhooks/genesys",
+            &[("Content-Type", "application/json"), ("X-Hub-Signature-256", &sig)],
+            &body,
+        )
     };
     let (status, body) = send("ok-1");
     assert_eq!(status, 200, "{body}\n{}", relay.log_text());
@@ -100,7 +113,8 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     wait_for("ok-1 delivered", || downstream.hits().iter().any(|h| h.id == "ok-1" && h.status == 200).then_some(()));
     assert_eq!(downstream.hits()[0].body, event_body("ok-1"));
     // A wrong signature is refused before anything is stored.
-    let (status, _) = http_post(listen, "/webhooks/genesys", &[("X-Hub-Signature-256", "sha256=AAAA")], &event_body("forged"));
+    let (status, _) =
+        http_post(listen, "/webhooks/genesys", &[("X-Hub-Signature-256", "sha256=AAAA")], &event_body("forged"));
     assert_eq!(status, 401);
 
     // One the downstream refuses (400) goes to the dead letters, and the operator, reading
@@ -125,10 +139,7 @@ fn relay_runs_the_rendered_config_and_status_reads_its_redis() {
     assert_eq!(receipts[0].1["status"], "Failed");
     println!("$ kubectl get whr -n {}\n{}", ns.0, get_whr(&ns, false));
     println!("$ kubectl get whr -n {} -o wide\n{}", ns.0, get_whr(&ns, true));
-    println!(
-        "$ kubectl get whr orders -o jsonpath='{{.status}}'\n{}\n",
-        ns.jsonpath("orders", "{.status}")
-    );
+    println!("$ kubectl get whr orders -o jsonpath='{{.status}}'\n{}\n", ns.jsonpath("orders", "{.status}"));
     assert!(row.contains("True"));
     assert!(!relay.log_text().contains(CLIENT_SECRET));
 }

@@ -31,9 +31,6 @@ async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
 }
 
 async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        relay.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], relay.metrics.encode())
         .into_response()
 }

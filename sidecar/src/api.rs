@@ -135,7 +135,9 @@ async fn authorize(State(relay): State<Arc<Relay>>, req: Request, next: Next) ->
         let var = &relay.config().admin.token_env;
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the admin API is disabled: set the environment variable {var} (admin.tokenEnv) to a token and restart"),
+            format!(
+                "the admin API is disabled: set the environment variable {var} (admin.tokenEnv) to a token and restart"
+            ),
         )
         .into_response();
     };
@@ -198,7 +200,10 @@ fn decode_cursor(state: EventState, text: &str) -> Result<ListCursor, ApiError> 
     let mut parts = raw.splitn(3, ':');
     let (Some(s), Some(score), Some(id)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
     if parse_state(s).map_err(|_| bad())? != state {
-        return Err(ApiError::bad_request(format!("cursor belongs to a listing of state {s}, not {}", state_name(state))));
+        return Err(ApiError::bad_request(format!(
+            "cursor belongs to a listing of state {s}, not {}",
+            state_name(state)
+        )));
     }
     Ok(ListCursor { score_ms: score.parse().map_err(|_| bad())?, id: EventId::new(id).map_err(|_| bad())? })
 }
@@ -249,16 +254,17 @@ async fn list(State(relay): State<Arc<Relay>>, query: Result<Query<ListQuery>, Q
         None => DEFAULT_LIMIT,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::bad_request(format!("limit must be a number from 1 to {MAX_LIMIT} (got {text:?})"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be a number from 1 to {MAX_LIMIT} (got {text:?})"
+                )));
+            }
         },
     };
     let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(state, c)).transpose()?;
     let page = relay.store.list(state, limit, after.as_ref()).await?;
-    let items: Vec<Value> = page
-        .events
-        .iter()
-        .map(|e| Value::Object(summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta)))
-        .collect();
+    let items: Vec<Value> =
+        page.events.iter().map(|e| Value::Object(summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta))).collect();
     Ok(Json(json!({
         "items": items,
         "nextCursor": page.next.map(|c| encode_cursor(state, &c)),

@@ -46,9 +46,7 @@ pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Erro
 /// Connects and builds the shared state (no listeners yet).
 pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
     let opts = ConnectOptions::new(settings.secrets.redis_url.clone()).cluster(settings.config.redis.cluster);
-    let conn = Conn::connect(&opts)
-        .await
-        .map_err(|e| RunError::Redis { which: "connect", source: e.into() })?;
+    let conn = Conn::connect(&opts).await.map_err(|e| RunError::Redis { which: "connect", source: e.into() })?;
     let store = Store::new(conn, settings.config.relay.as_str());
     let http = http_client(&settings)?;
     let metrics = Arc::new(Metrics::new());
@@ -69,12 +67,16 @@ pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let cfg = settings.config.clone();
     let relay = build(settings).await?;
-    let intake = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: cfg.listen, field: "listen", source })?;
-    let admin = tokio::net::TcpListener::bind(cfg.admin_listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: cfg.admin_listen, field: "adminListen", source })?;
+    let intake = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| RunError::Listen {
+        addr: cfg.listen,
+        field: "listen",
+        source,
+    })?;
+    let admin = tokio::net::TcpListener::bind(cfg.admin_listen).await.map_err(|source| RunError::Listen {
+        addr: cfg.admin_listen,
+        field: "adminListen",
+        source,
+    })?;
     tracing::info!(
         relay = %cfg.relay, listen = %intake.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -89,12 +91,12 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let worker = tokio::spawn(crate::delivery::run(relay.clone()));
 
     // Requests still being read or stored when shutdown begins get the read timeout to finish.
-    let intake_limits = Limits { header_read_timeout: cfg.source.read_timeout, drain: cfg.source.read_timeout + STORE_SLACK };
+    let intake_limits =
+        Limits { header_read_timeout: cfg.source.read_timeout, drain: cfg.source.read_timeout + STORE_SLACK };
     let admin_limits = Limits { header_read_timeout: ADMIN_HEADER_TIMEOUT, drain: ADMIN_HEADER_TIMEOUT };
     let r = relay.clone();
-    let intake_server = serve(intake, crate::intake::router(relay.clone()), intake_limits, async move {
-        r.shutting_down().await
-    });
+    let intake_server =
+        serve(intake, crate::intake::router(relay.clone()), intake_limits, async move { r.shutting_down().await });
     let r = relay.clone();
     let admin_server = tokio::spawn(serve(admin, crate::admin::router(relay.clone()), admin_limits, async move {
         r.shutting_down().await;

@@ -17,11 +17,7 @@ impl Backoff {
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let exp = self.multiplier.powi(attempt.saturating_sub(1).min(1000) as i32);
         let secs = self.initial.as_secs_f64() * exp;
-        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
-            self.max
-        } else {
-            Duration::from_secs_f64(secs)
-        }
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() { self.max } else { Duration::from_secs_f64(secs) }
     }
 
     /// Full jitter ("Exponential Backoff And Jitter", AWS): uniform in `[0, ceiling]`, so

@@ -209,10 +209,8 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CliError::Unreachable { url: self.base.to_string(), why: root_cause(&e) })?;
+        let resp =
+            req.send().await.map_err(|e| CliError::Unreachable { url: self.base.to_string(), why: root_cause(&e) })?;
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -245,8 +243,9 @@ pub fn to_rfc3339(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Stri
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
         return Ok(t.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
-    let age = webhook_relay_api::duration::parse(text)
-        .map_err(|_| CliError::Usage(format!("{text:?} is neither an RFC 3339 time (2026-05-01T12:00:00Z) nor an age (2h)")))?;
+    let age = webhook_relay_api::duration::parse(text).map_err(|_| {
+        CliError::Usage(format!("{text:?} is neither an RFC 3339 time (2026-05-01T12:00:00Z) nor an age (2h)"))
+    })?;
     let age = chrono::Duration::from_std(age).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok((now - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
@@ -264,11 +263,7 @@ fn text(v: &Value) -> String {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max - 1).collect::<String>())
-    }
+    if s.chars().count() <= max { s.to_string() } else { format!("{}…", s.chars().take(max - 1).collect::<String>()) }
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
@@ -327,12 +322,10 @@ fn list_table(state: &str, items: &[Value], next: Option<&str>) -> String {
 }
 
 fn show_text(e: &Value) -> String {
-    let mut rows = vec![
-        ("id", text(&e["id"])),
-        ("state", text(&e["state"])),
-        ("attempts", text(&e["attempts"])),
-    ];
-    for (label, field) in [("next attempt", "nextAttemptAt"), ("lease expires", "leaseExpiresAt"), ("dead at", "deadAt")] {
+    let mut rows = vec![("id", text(&e["id"])), ("state", text(&e["state"])), ("attempts", text(&e["attempts"]))];
+    for (label, field) in
+        [("next attempt", "nextAttemptAt"), ("lease expires", "leaseExpiresAt"), ("dead at", "deadAt")]
+    {
         if !e[field].is_null() {
             rows.push((label, text(&e[field])));
         }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use webhook_relay_store::{EventId, Enqueued};
+use webhook_relay_store::{Enqueued, EventId};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -70,11 +70,17 @@ async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body
     let (metric, response) = match outcome {
         Ok((Enqueued::Accepted { .. }, id)) => {
             relay.wake_worker();
-            (IntakeOutcome::accepted, (StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id.as_str()}))).into_response())
+            (
+                IntakeOutcome::accepted,
+                (StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id.as_str()}))).into_response(),
+            )
         }
         Ok((Enqueued::Duplicate, id)) => {
             tracing::debug!(event_id = %id, "duplicate within the dedup window");
-            (IntakeOutcome::duplicate, (StatusCode::OK, axum::Json(json!({"status": "duplicate", "id": id.as_str()}))).into_response())
+            (
+                IntakeOutcome::duplicate,
+                (StatusCode::OK, axum::Json(json!({"status": "duplicate", "id": id.as_str()}))).into_response(),
+            )
         }
         Err(Refusal::TooLarge(limit)) => (
             IntakeOutcome::too_large,
@@ -86,7 +92,10 @@ async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body
             IntakeOutcome::timeout,
             error(
                 StatusCode::REQUEST_TIMEOUT,
-                format!("the body did not arrive within source.readTimeout ({})", webhook_relay_api::duration::format(limit)),
+                format!(
+                    "the body did not arrive within source.readTimeout ({})",
+                    webhook_relay_api::duration::format(limit)
+                ),
             ),
         ),
         Err(Refusal::Unavailable(why)) => {
@@ -138,10 +147,7 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
         }
     };
     let id = EventId::new(id).map_err(Refusal::Invalid)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     match relay.store.enqueue(&id, &body, content_type, source.dedup_window).await {
         Ok(e) => {
             if matches!(e, Enqueued::Accepted { .. }) {
@@ -156,4 +162,3 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
         }
     }
 }
-

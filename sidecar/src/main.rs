@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use webhook_relay_sidecar::{app, dlq, settings::Settings};
 
 #[derive(Parser)]
-#[command(name = "webhook-relay", version, about = "Receive webhooks, store them in Redis, deliver them downstream with retries")]
+#[command(
+    name = "webhook-relay",
+    version,
+    about = "Receive webhooks, store them in Redis, deliver them downstream with retries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

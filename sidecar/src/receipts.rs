@@ -119,15 +119,13 @@ async fn send_all(mut rx: mpsc::Receiver<Job>, client: GenesysClient, integratio
 
 async fn send_one(client: &GenesysClient, integration: &str, metrics: &Metrics, job: Job) {
     let label = job.kind.label();
-    let receipt = serde_json::from_slice::<serde_json::Value>(&job.body)
+    let receipt = serde_json::from_slice::<serde_json::Value>(&job.body).map_err(|e| e.to_string()).and_then(|doc| {
+        match &job.kind {
+            ReceiptKind::Delivered => Receipt::delivered(&doc),
+            ReceiptKind::Failed(reason) => Receipt::failed(&doc, failure_text(reason)),
+        }
         .map_err(|e| e.to_string())
-        .and_then(|doc| {
-            match &job.kind {
-                ReceiptKind::Delivered => Receipt::delivered(&doc),
-                ReceiptKind::Failed(reason) => Receipt::failed(&doc, failure_text(reason)),
-            }
-            .map_err(|e| e.to_string())
-        });
+    });
     let receipt = match receipt {
         Ok(r) => r,
         Err(e) => {

@@ -4,11 +4,11 @@ use crate::metrics::Metrics;
 use crate::receipts::{ReceiptKind, Receipts};
 use crate::settings::Settings;
 use crate::signature::Verifier;
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, watch};
 use webhook_relay_api::RelayConfig;
-use bytes::Bytes;
 use webhook_relay_store::{DeadBounds, EventId, Store};
 
 /// Everything a relay process shares; built once, held in an `Arc`.

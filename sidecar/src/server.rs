@@ -63,7 +63,10 @@ pub async fn serve(
     }
     drop(listener);
     if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(drain_ms = limits.drain.as_millis() as u64, "connections still open after the drain time; closing them");
+        tracing::warn!(
+            drain_ms = limits.drain.as_millis() as u64,
+            "connections still open after the drain time; closing them"
+        );
     }
     Ok(())
 }
@@ -78,10 +81,6 @@ fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
     // The panic hook already printed the message; it may quote request data, so it is not
     // repeated in the structured log.
     tracing::error!("a request handler panicked; answered 500");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"internal error"}"#,
-    )
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"internal error"}"#)
         .into_response()
 }

@@ -77,9 +77,9 @@ impl Verifier {
         let encoded = strip_prefix_ignore_case(value, prefix).ok_or(SignatureError::Malformed)?;
         let given = match encoding {
             SignatureEncoding::Hex => hex::decode(encoded).map_err(|_| SignatureError::Malformed)?,
-            SignatureEncoding::Base64 => base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|_| SignatureError::Malformed)?,
+            SignatureEncoding::Base64 => {
+                base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| SignatureError::Malformed)?
+            }
         };
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(body);
@@ -133,7 +133,8 @@ mod tests {
     #[test]
     fn known_genesys_vector() {
         // Independently computed: printf '%s' "$BODY" | openssl dgst -sha256 -hmac "$KEY" -binary | base64
-        let body = br#"{"id":"9a1b","channel":{"platform":"Open","to":{"id":"u1"}},"text":"hi","direction":"Outbound"}"#;
+        let body =
+            br#"{"id":"9a1b","channel":{"platform":"Open","to":{"id":"u1"}},"text":"hi","direction":"Outbound"}"#;
         let expected = "sha256=KJO5h79ZDN2eC/0KYYZ+/KUtg9fSUJZS3p9xd9XX+oE=";
         assert_eq!(sign_genesys(b"a-very-secret-webhook-key", body), expected);
         assert_eq!(genesys().verify(&headers("X-Hub-Signature-256", expected), body), Ok(()));
@@ -153,7 +154,10 @@ mod tests {
         );
         let sig = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
         assert_eq!(v.verify(&headers("x-signature", sig), b"what do ya want for nothing?"), Ok(()));
-        assert_eq!(v.verify(&headers("x-signature", sig), b"what do ya want for nothing!"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            v.verify(&headers("x-signature", sig), b"what do ya want for nothing!"),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

@@ -67,7 +67,10 @@ fn id(s: &str) -> EventId {
 /// Stores `ids` and dead-letters them (one claim, in order), as a failed delivery would.
 async fn dead_letters(store: &Store, ids: &[String]) {
     for i in ids {
-        store.enqueue(&id(i), format!(r#"{{"id":"{i}"}}"#).as_bytes(), "application/json", Duration::from_secs(3600)).await.unwrap();
+        store
+            .enqueue(&id(i), format!(r#"{{"id":"{i}"}}"#).as_bytes(), "application/json", Duration::from_secs(3600))
+            .await
+            .unwrap();
     }
     // Other due events may be claimed on the way; they are released back to due.
     let claim = store.claim(10_000, Duration::from_secs(60)).await.unwrap();
@@ -75,7 +78,11 @@ async fn dead_letters(store: &Store, ids: &[String]) {
     let mut done = 0;
     for ev in claim.events {
         if ids.iter().any(|i| i == ev.lease.id.as_str()) {
-            let meta = EventMeta { last_status: Some(400), last_error: Some("400 Bad Request: nope".into()), ..ev.meta.clone() };
+            let meta = EventMeta {
+                last_status: Some(400),
+                last_error: Some("400 Bad Request: nope".into()),
+                ..ev.meta.clone()
+            };
             assert!(store.dead_letter(&ev.lease, &meta, bounds).await.unwrap());
             done += 1;
         } else {
@@ -135,7 +142,9 @@ async fn list_show_replay_delete_and_stats() {
     let s = r.store.clone();
     let dead: Vec<String> = (0..3).map(|i| format!("dead-{i}")).collect();
     dead_letters(&s, &dead).await;
-    s.enqueue(&id("due-json"), br#"{"id":"due-json","n":1}"#, "application/json", Duration::from_secs(60)).await.unwrap();
+    s.enqueue(&id("due-json"), br#"{"id":"due-json","n":1}"#, "application/json", Duration::from_secs(60))
+        .await
+        .unwrap();
     s.enqueue(&id("due-raw"), b"\xff\x00not json", "application/octet-stream", Duration::from_secs(60)).await.unwrap();
 
     let (st, page) = get(&app, "/v1/events").await;
@@ -143,7 +152,10 @@ async fn list_show_replay_delete_and_stats() {
     assert_eq!(ids_of(&page), dead, "dead letters by default, oldest first");
     assert!(page["nextCursor"].is_null());
     let first = &page["items"][0];
-    assert_eq!((first["state"].as_str(), first["attempts"].as_u64(), first["lastStatus"].as_u64()), (Some("dead"), Some(1), Some(400)));
+    assert_eq!(
+        (first["state"].as_str(), first["attempts"].as_u64(), first["lastStatus"].as_u64()),
+        (Some("dead"), Some(1), Some(400))
+    );
     assert_eq!(first["lastError"], "400 Bad Request: nope");
     chrono::DateTime::parse_from_rfc3339(first["deadAt"].as_str().unwrap()).expect("deadAt is RFC 3339");
     let (_, due) = get(&app, "/v1/events?state=due&limit=10").await;
@@ -183,7 +195,10 @@ async fn list_show_replay_delete_and_stats() {
 
     let (st, stats) = get(&app, "/v1/stats").await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!((stats["due"].as_u64(), stats["inFlight"].as_u64(), stats["dead"].as_u64()), (Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (stats["due"].as_u64(), stats["inFlight"].as_u64(), stats["dead"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
     assert!(stats["oldestDueAgeSeconds"].is_u64());
 
     // Bad queries are 400 with a JSON error.
@@ -217,7 +232,11 @@ async fn range_replay_counts_what_it_moved() {
     let late: Vec<String> = (0..3).map(|i| format!("late-{i}")).collect();
     dead_letters(&r.store, &late).await;
 
-    for bad in ["/v1/dead/replay?since=yesterday", "/v1/dead/replay?until=2026-13-01T00:00:00Z", "/v1/dead/replay?since=2026-05-02T00:00:00Z&until=2026-05-01T00:00:00Z"] {
+    for bad in [
+        "/v1/dead/replay?since=yesterday",
+        "/v1/dead/replay?until=2026-13-01T00:00:00Z",
+        "/v1/dead/replay?since=2026-05-02T00:00:00Z&until=2026-05-01T00:00:00Z",
+    ] {
         let (st, v) = post(&app, bad).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
@@ -274,7 +293,12 @@ async fn paging_is_stable_while_events_move() {
     }
     assert!(left.iter().all(|i| !unique.contains(i)), "an event replayed before its page was listed");
     assert!(arrived[..arrived.len() - 1].iter().all(|a| unique.contains(a)), "a later dead letter was missed");
-    println!("paging: {} listed in pages of 2 while {} left and {} arrived; none skipped or repeated", seen.len(), left.len(), arrived.len());
+    println!(
+        "paging: {} listed in pages of 2 while {} left and {} arrived; none skipped or repeated",
+        seen.len(),
+        left.len(),
+        arrived.len()
+    );
 }
 
 #[tokio::test]
@@ -350,11 +374,12 @@ async fn send(app: &Router, body: &str, signed: bool) -> (StatusCode, Value) {
 /// A request whose body sends `head` and then stalls until `release` is dropped.
 fn stalled(head: &'static str) -> (Request<Body>, tokio::sync::oneshot::Sender<()>) {
     let (release, wait) = tokio::sync::oneshot::channel::<()>();
-    let chunks = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from_static(head.as_bytes())) })
-        .chain(futures::stream::once(async move {
-            let _ = wait.await;
-            Err(std::io::Error::other("client went away"))
-        }));
+    let chunks =
+        futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from_static(head.as_bytes())) })
+            .chain(futures::stream::once(async move {
+                let _ = wait.await;
+                Err(std::io::Error::other("client went away"))
+            }));
     let req = Request::post("/webhooks/genesys")
         .header("x-hub-signature-256", "sha256=x")
         .body(Body::from_stream(chunks))
@@ -410,7 +435,10 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         .layer(webhook_relay_sidecar::server::catch_panic());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = webhook_relay_sidecar::server::Limits { header_read_timeout: Duration::from_secs(5), drain: Duration::from_secs(1) };
+    let limits = webhook_relay_sidecar::server::Limits {
+        header_read_timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(1),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(webhook_relay_sidecar::server::serve(listener, app, limits, async move {
         let _ = stopped.await;
@@ -458,17 +486,34 @@ mod properties {
 
     fn body() -> impl Strategy<Value = Vec<u8>> {
         let json = (
-            prop_oneof![Just(Value::Null), any::<u32>().prop_map(|n| Value::String(format!("pp-{n}"))), any::<i64>().prop_map(Value::from), any::<bool>().prop_map(Value::Bool)],
+            prop_oneof![
+                Just(Value::Null),
+                any::<u32>().prop_map(|n| Value::String(format!("pp-{n}"))),
+                any::<i64>().prop_map(Value::from),
+                any::<bool>().prop_map(Value::Bool)
+            ],
             proptest::collection::vec(any::<char>(), 0..40),
         )
-            .prop_map(|(id, text)| serde_json::json!({"id": id, "text": text.into_iter().collect::<String>()}).to_string().into_bytes());
+            .prop_map(|(id, text)| {
+                serde_json::json!({"id": id, "text": text.into_iter().collect::<String>()}).to_string().into_bytes()
+            });
         prop_oneof![proptest::collection::vec(any::<u8>(), 0..400), json]
     }
 
     fn headers() -> impl Strategy<Value = (Option<&'static str>, Option<String>)> {
         (
-            proptest::option::of(proptest::sample::select(vec!["application/json", "text/plain", "", "application/json; charset=utf-8", "\u{7f}"])),
-            proptest::option::of(prop_oneof![any::<u64>().prop_map(|n| n.to_string()), Just("-1".to_string()), Just("abc".to_string())]),
+            proptest::option::of(proptest::sample::select(vec![
+                "application/json",
+                "text/plain",
+                "",
+                "application/json; charset=utf-8",
+                "\u{7f}",
+            ])),
+            proptest::option::of(prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just("-1".to_string()),
+                Just("abc".to_string())
+            ]),
         )
     }
 
@@ -517,10 +562,7 @@ mod properties {
             if !valid {
                 prop_assert_ne!(status, StatusCode::OK, "200 for an invalid signature ({:?})", sig);
             }
-            prop_assert!(
-                [200u16, 400, 401, 413].contains(&status.as_u16()),
-                "unexpected status {status}"
-            );
+            prop_assert!([200u16, 400, 401, 413].contains(&status.as_u16()), "unexpected status {status}");
             Ok::<(), TestCaseError>(())
         });
         let counts = counts.into_inner();

@@ -34,9 +34,12 @@ async fn dead_letters_listed_shown_replayed_and_deleted_over_http_and_the_cli() 
     let redis = RedisServer::start();
     let healed = Arc::new(AtomicBool::new(false));
     let h = healed.clone();
-    let script: Script = Arc::new(move |id, _| {
-        if id.starts_with("bad") && !h.load(Ordering::SeqCst) { (400, None) } else { (200, None) }
-    });
+    let script: Script =
+        Arc::new(
+            move |id, _| {
+                if id.starts_with("bad") && !h.load(Ordering::SeqCst) { (400, None) } else { (200, None) }
+            },
+        );
     let ds = Downstream::start(script, Duration::ZERO).await;
     let relay = RelayProcess::start_fresh("t/dlq", &redis.url(), &ds.url, "  maxAttempts: 2\n  initialDelay: 10ms");
     let client = reqwest::Client::new();
@@ -60,12 +63,15 @@ async fn dead_letters_listed_shown_replayed_and_deleted_over_http_and_the_cli() 
     for id in ["bad-0", "bad-1", "bad-2"] {
         assert!(table.lines().any(|l| l.starts_with(id) && l.contains(" 400 ")), "{id} missing in\n{table}");
     }
-    let json: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["list", "-o", "json", "--limit", "2"]).await).unwrap();
+    let json: Value =
+        serde_json::from_str(&dlq_ok(&relay.admin, &["list", "-o", "json", "--limit", "2"]).await).unwrap();
     assert_eq!(json["items"].as_array().unwrap().len(), 2);
     let next = json["nextCursor"].as_str().expect("a next cursor").to_string();
-    let rest: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["list", "-o", "json", "--cursor", &next]).await).unwrap();
+    let rest: Value =
+        serde_json::from_str(&dlq_ok(&relay.admin, &["list", "-o", "json", "--cursor", &next]).await).unwrap();
     assert_eq!(rest["items"][0]["id"], "bad-2");
-    let all: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["-o", "json", "list", "--limit", "1", "--all"]).await).unwrap();
+    let all: Value =
+        serde_json::from_str(&dlq_ok(&relay.admin, &["-o", "json", "list", "--limit", "1", "--all"]).await).unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 3);
     let shown = dlq_ok(&relay.admin, &["show", "bad-0"]).await;
     assert!(shown.contains("state:        dead"), "{shown}");
@@ -96,11 +102,15 @@ async fn dead_letters_listed_shown_replayed_and_deleted_over_http_and_the_cli() 
     assert!(!ok && err.contains("HTTP 404"), "{err}");
 
     // Replay the rest by range; then nothing is dead.
-    let out: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["replay", "--all", "--since", "1h", "-o", "json"]).await).unwrap();
+    let out: Value =
+        serde_json::from_str(&dlq_ok(&relay.admin, &["replay", "--all", "--since", "1h", "-o", "json"]).await).unwrap();
     assert_eq!(out["replayed"], 1);
     assert!(eventually(Duration::from_secs(10), || async { ds.delivered().contains_key("bad-1") }).await);
     let stats: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["stats", "-o", "json"]).await).unwrap();
-    assert_eq!((stats["due"].as_u64(), stats["inFlight"].as_u64(), stats["dead"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (stats["due"].as_u64(), stats["inFlight"].as_u64(), stats["dead"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
     let table = dlq_ok(&relay.admin, &["stats"]).await;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "DUE  IN FLIGHT  DEAD  OLDEST DUE AGE", "{table}");
@@ -133,12 +143,19 @@ async fn metrics_count_what_happened() {
     let unsigned = client.post(&relay.intake).body(event_body("x")).send().await.unwrap();
     assert_eq!(unsigned.status(), 401);
     let s = store(&redis.url(), "t/metrics").await;
-    assert!(eventually(Duration::from_secs(20), || async { s.stats().await.unwrap().dead == 3 && ds.delivered().len() == 7 }).await);
-    let scrape = || async {
-        client.get(format!("{}/metrics", relay.admin)).send().await.unwrap().text().await.unwrap()
-    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            s.stats().await.unwrap().dead == 3 && ds.delivered().len() == 7
+        })
+        .await
+    );
+    let scrape =
+        || async { client.get(format!("{}/metrics", relay.admin)).send().await.unwrap().text().await.unwrap() };
     // Gauges are sampled every 2 s.
-    let sampled = eventually(Duration::from_secs(10), || async { scrape().await.lines().any(|l| l == "webhook_relay_queue_dead 3") }).await;
+    let sampled = eventually(Duration::from_secs(10), || async {
+        scrape().await.lines().any(|l| l == "webhook_relay_queue_dead 3")
+    })
+    .await;
     let text = scrape().await;
     assert!(sampled, "{text}");
     let expected = [
@@ -189,7 +206,8 @@ async fn slow_clients_are_cut_off_and_others_still_served() {
     let redis = RedisServer::start();
     let ds = Downstream::start(Arc::new(|_, _| (200, None)), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
-    let yaml = config("t/slow", l, a, &ds.url, "  maxAttempts: 3").replace("  dedupWindow: 1h", "  dedupWindow: 1h\n  readTimeout: 1s");
+    let yaml = config("t/slow", l, a, &ds.url, "  maxAttempts: 3")
+        .replace("  dedupWindow: 1h", "  dedupWindow: 1h\n  readTimeout: 1s");
     let relay = RelayProcess::start(&yaml, &redis.url(), l, a);
     let (headers, body) = tokio::task::spawn_blocking(move || {
         // Half the headers, then silence: the connection is closed by the header timeout.
@@ -198,7 +216,8 @@ async fn slow_clients_are_cut_off_and_others_still_served() {
         let headers = read_until_closed(&mut half, Duration::from_secs(5));
         // Whole headers, a tenth of the body, then silence: 408 from the body timeout.
         let mut slow = std::net::TcpStream::connect(("127.0.0.1", l)).unwrap();
-        slow.write_all(b"POST /webhooks/genesys HTTP/1.1\r\nHost: relay\r\nContent-Length: 100\r\n\r\n{\"id\":\"sl").unwrap();
+        slow.write_all(b"POST /webhooks/genesys HTTP/1.1\r\nHost: relay\r\nContent-Length: 100\r\n\r\n{\"id\":\"sl")
+            .unwrap();
         let body = read_until_closed(&mut slow, Duration::from_secs(5));
         (headers, body)
     })

@@ -40,11 +40,8 @@ async fn fails_twice_then_delivered_exactly_once_with_future_due_scores_meanwhil
     let s = store(&redis.url(), "t/retry").await;
     let saw_future = eventually(Duration::from_secs(10), || async {
         let now = s.stats().await.unwrap().now_ms;
-        let v = s
-            .conn()
-            .cmd(redis::cmd("ZRANGE").arg("whr:{t/retry}:due").arg(0).arg(-1).arg("WITHSCORES"))
-            .await
-            .unwrap();
+        let v =
+            s.conn().cmd(redis::cmd("ZRANGE").arg("whr:{t/retry}:due").arg(0).arg(-1).arg("WITHSCORES")).await.unwrap();
         let pairs: Vec<(String, f64)> = redis::from_redis_value(v).unwrap();
         pairs.iter().any(|(_, score)| *score as i64 > now + 200)
     })
@@ -100,10 +97,8 @@ async fn intake_refuses_what_it_cannot_verify_or_parse() {
     let redis = RedisServer::start();
     let ds = Downstream::start(ok_after(0), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
-    let yaml = config("t/refuse", l, a, &ds.url, "  maxAttempts: 3").replace(
-        "  dedupWindow: 1h",
-        "  dedupWindow: 1h\n  maxBodyBytes: 1024",
-    );
+    let yaml = config("t/refuse", l, a, &ds.url, "  maxAttempts: 3")
+        .replace("  dedupWindow: 1h", "  dedupWindow: 1h\n  maxBodyBytes: 1024");
     let relay = RelayProcess::start(&yaml, &redis.url(), l, a);
     let client = reqwest::Client::new();
     let post = |body: String, sig: Option<String>| {
@@ -138,7 +133,13 @@ async fn intake_refuses_what_it_cannot_verify_or_parse() {
 
 /// Sends `n` events with `parallel` senders, retrying refused ones like Genesys would
 /// (bounded), and returns the ids that were acknowledged with 200.
-async fn load(url: String, prefix: &str, n: usize, parallel: usize, progress: Arc<AtomicUsize>) -> (HashSet<String>, usize) {
+async fn load(
+    url: String,
+    prefix: &str,
+    n: usize,
+    parallel: usize,
+    progress: Arc<AtomicUsize>,
+) -> (HashSet<String>, usize) {
     let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = vec![];
@@ -318,7 +319,12 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     let st = s.stats().await.unwrap();
     assert_eq!(st.in_flight, 0, "nothing left leased by the stopped process");
     assert_eq!(st.due + ds.delivered().len() as u64, 10, "every event delivered or waiting: {st:?}");
-    assert!(ds.delivered().len() >= 4, "the in-flight deliveries finished: {:?} {st:?}; log:\n{}", ds.delivered(), relay.log_text());
+    assert!(
+        ds.delivered().len() >= 4,
+        "the in-flight deliveries finished: {:?} {st:?}; log:\n{}",
+        ds.delivered(),
+        relay.log_text()
+    );
     assert!(send(&client, &relay.intake, "late").await.is_err(), "intake is closed");
 }
 
@@ -361,9 +367,7 @@ async fn relay_runs_on_a_redis_cluster_with_a_cluster_url() {
     assert!(done, "delivered {} of 20; log:\n{}", ds.delivered().len(), relay.log_text());
     assert!(ds.delivered().values().all(|n| *n == 1));
     // Every key of the relay lives in one slot: the node holding {t/cluster} has the dedup set.
-    let slot_owner = cluster
-        .nodes
-        .iter()
-        .find(|n| n.cli(&["ZCARD", "whr:{t/cluster}:seen"]).parse::<u64>().is_ok_and(|c| c == 20));
+    let slot_owner =
+        cluster.nodes.iter().find(|n| n.cli(&["ZCARD", "whr:{t/cluster}:seen"]).parse::<u64>().is_ok_and(|c| c == 20));
     assert!(slot_owner.is_some(), "no node holds whr:{{t/cluster}}:seen with 20 ids");
 }

@@ -28,10 +28,8 @@ struct Fake {
 }
 
 async fn token(State(f): State<Fake>, headers: HeaderMap, body: String) -> Response {
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-    );
+    let expected =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client", "description": "bad client"})))
             .into_response();

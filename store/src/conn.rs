@@ -2,10 +2,10 @@
 //! Cluster connection. Scripts run with `EVALSHA` and fall back to `EVAL` on `NOSCRIPT`
 //! (a restarted or failed-over server has an empty script cache).
 
+use crate::scripts::LuaScript;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use crate::scripts::LuaScript;
 use redis::{Cmd, ErrorKind, RedisResult, Value};
 use std::time::Duration;
 

@@ -53,11 +53,7 @@ impl Keys {
 
 /// Braces would break the hash tag; `RelayId` already forbids them, this keeps `Keys` total.
 fn sanitize(relay: &str) -> Cow<'_, str> {
-    if relay.contains(['{', '}']) {
-        Cow::Owned(relay.replace(['{', '}'], "_"))
-    } else {
-        Cow::Borrowed(relay)
-    }
+    if relay.contains(['{', '}']) { Cow::Owned(relay.replace(['{', '}'], "_")) } else { Cow::Borrowed(relay) }
 }
 
 #[cfg(test)]

@@ -76,7 +76,13 @@ impl Store {
 
     /// Stores a new event, due now, unless its id was seen within `dedup_window` or is
     /// still stored. Only an `Ok(Enqueued::Accepted)` means the event is durable in Redis.
-    pub async fn enqueue(&self, id: &EventId, body: &[u8], content_type: &str, dedup_window: Duration) -> Result<Enqueued> {
+    pub async fn enqueue(
+        &self,
+        id: &EventId,
+        body: &[u8],
+        content_type: &str,
+        dedup_window: Duration,
+    ) -> Result<Enqueued> {
         let k = &self.keys;
         let window = ms(dedup_window).to_string();
         let (stored, now): (i64, i64) = self
@@ -122,11 +128,14 @@ impl Store {
             args.push(l.id.as_str().as_bytes());
             args.push(t.as_bytes());
         }
-        let acked: Vec<i64> = self
-            .run(&scripts::ACK, &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending], &args)
-            .await?;
+        let acked: Vec<i64> =
+            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending], &args).await?;
         if acked.len() != leases.len() {
-            return Err(StoreError::Protocol(format!("ack answered {} results for {} leases", acked.len(), leases.len())));
+            return Err(StoreError::Protocol(format!(
+                "ack answered {} results for {} leases",
+                acked.len(),
+                leases.len()
+            )));
         }
         Ok(acked.into_iter().map(|n| n == 1).collect())
     }
@@ -171,8 +180,7 @@ impl Store {
         let k = &self.keys;
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
-        self.run(&scripts::TRIM, &[&k.dead, &k.body, &k.meta, &k.attempts], &[age.as_bytes(), count.as_bytes()])
-            .await
+        self.run(&scripts::TRIM, &[&k.dead, &k.body, &k.meta, &k.attempts], &[age.as_bytes(), count.as_bytes()]).await
     }
 
     /// Gives a claimed event back, due now, without counting the attempt (for shutdown).
@@ -200,11 +208,7 @@ impl Store {
     pub async fn replay(&self, id: &EventId) -> Result<Replayed> {
         let k = &self.keys;
         let s: String = self
-            .run(
-                &scripts::REPLAY,
-                &[&k.due, &k.dead, &k.attempts, &k.pending, &k.inflight],
-                &[id.as_str().as_bytes()],
-            )
+            .run(&scripts::REPLAY, &[&k.due, &k.dead, &k.attempts, &k.pending, &k.inflight], &[id.as_str().as_bytes()])
             .await?;
         match s.as_str() {
             "dead" => Ok(Replayed::FromDead),
@@ -309,7 +313,11 @@ impl Store {
     pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
         let k = &self.keys;
         let v: Option<GetReply> = self
-            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.body, &k.meta, &k.attempts], &[id.as_str().as_bytes()])
+            .run(
+                &scripts::GET,
+                &[&k.due, &k.inflight, &k.dead, &k.body, &k.meta, &k.attempts],
+                &[id.as_str().as_bytes()],
+            )
             .await?;
         let Some((state, score, attempts, meta, body)) = v else { return Ok(None) };
         let meta: EventMeta = serde_json::from_slice(&meta).map_err(|e| StoreError::Protocol(e.to_string()))?;

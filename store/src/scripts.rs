@@ -219,9 +219,8 @@ return 1
 });
 
 /// KEYS: inflight, lease, due. ARGV: max. Returns how many expired leases went back to due.
-pub static RECOVER: LazyLock<LuaScript> = LazyLock::new(|| {
-    script("return recover(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]))")
-});
+pub static RECOVER: LazyLock<LuaScript> =
+    LazyLock::new(|| script("return recover(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]))"));
 
 /// KEYS: due, dead, attempts, pending, inflight.
 /// ARGV: id. Makes a dead or due event due now with attempts reset.

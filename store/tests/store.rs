@@ -263,7 +263,8 @@ async fn reschedule_sets_a_future_score(cluster: bool) {
     let (_b, s) = store(cluster, "t/resched").await;
     s.enqueue(&id("f"), b"{}", "application/json", DAY).await.unwrap();
     let ev = s.claim(1, LEASE).await.unwrap().events.remove(0);
-    let meta = EventMeta { last_status: Some(503), last_error: Some("503 Service Unavailable".into()), ..ev.meta.clone() };
+    let meta =
+        EventMeta { last_status: Some(503), last_error: Some("503 Service Unavailable".into()), ..ev.meta.clone() };
     let at = s.reschedule(&ev.lease, Duration::from_secs(60), &meta).await.unwrap().unwrap();
     let now = s.stats().await.unwrap().now_ms;
     assert!(at >= now + 59_000, "due score {at} is not ~60s after {now}");
@@ -339,7 +340,8 @@ async fn list_pages_by_position_while_events_move(cluster: bool) {
     assert!(all.next.is_none());
     let third = &all.events[2];
     assert!(s.delete(&third.id).await.unwrap());
-    let after = s.list(EventState::Due, 1, Some(&ListCursor { score_ms: third.score_ms, id: third.id.clone() })).await.unwrap();
+    let after =
+        s.list(EventState::Due, 1, Some(&ListCursor { score_ms: third.score_ms, id: third.id.clone() })).await.unwrap();
     assert_eq!(after.events[0].id, all.events[3].id);
     assert!(s.list(EventState::Dead, 10, None).await.unwrap().events.is_empty());
 }

@@ -89,9 +89,26 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.path().to_str().unwrap().to_string();
         let mut args: Vec<String> = [
-            "--port", &port, "--bind", "127.0.0.1", "--dir", &dir, "--appendonly", "yes",
-            "--appendfsync", "everysec", "--maxmemory-policy", "noeviction", "--save", "",
-            "--protected-mode", "no", "--daemonize", "no", "--logfile", "redis.log",
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -170,9 +187,7 @@ impl RedisCluster {
     /// Starts three `--cluster-enabled yes` servers and joins them with `redis-cli --cluster create`.
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
-            })
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let mut args = vec!["--cluster".to_string(), "create".to_string()];

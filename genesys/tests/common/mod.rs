@@ -29,9 +29,7 @@ pub const INTEGRATION_ID: &str = "6d1e0c7a-0000-4000-8000-00000000abcd";
 
 /// Every test body runs under this bound.
 pub async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("test did not finish within 60 s")
+    tokio::time::timeout(Duration::from_secs(60), future).await.expect("test did not finish within 60 s")
 }
 
 /// The fake's routes, for scripts and counters.
@@ -86,24 +84,13 @@ impl Scripted {
 
     /// Any status with this JSON body.
     pub fn json(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body,
-        }
+        Self { status, headers: Vec::new(), body }
     }
 
     fn into_response(self) -> Response {
-        let mut response = (
-            StatusCode::from_u16(self.status).unwrap(),
-            axum::Json(self.body),
-        )
-            .into_response();
+        let mut response = (StatusCode::from_u16(self.status).unwrap(), axum::Json(self.body)).into_response();
         for (name, value) in self.headers {
-            response.headers_mut().insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&value).unwrap(),
-            );
+            response.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_str(&value).unwrap());
         }
         response
     }
@@ -199,25 +186,15 @@ impl FakeGenesys {
         );
         let app = Router::new()
             .route("/oauth/token", post(token))
-            .route(
-                "/api/v2/conversations/messaging/integrations/open/{id}",
-                get(integration),
-            )
-            .route(
-                "/api/v2/conversations/messages/{id}/inbound/open/receipt",
-                post(receipt),
-            )
+            .route("/api/v2/conversations/messaging/integrations/open/{id}", get(integration))
+            .route("/api/v2/conversations/messages/{id}/inbound/open/receipt", post(receipt))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self {
-            base_url,
-            fake,
-            server,
-        }
+        Self { base_url, fake, server }
     }
 
     /// Lifetime of tokens issued from now on; `None` omits `expires_in` (Genesys' 24 h).
@@ -232,13 +209,7 @@ impl FakeGenesys {
 
     /// Queues canned answers for a route, served in order before normal handling.
     pub fn script(&self, route: Route, answers: impl IntoIterator<Item = Scripted>) {
-        self.fake
-            .scripts
-            .lock()
-            .unwrap()
-            .entry(route)
-            .or_default()
-            .extend(answers);
+        self.fake.scripts.lock().unwrap().entry(route).or_default().extend(answers);
     }
 
     /// Makes every token issued so far invalid, as if revoked.
@@ -248,13 +219,7 @@ impl FakeGenesys {
 
     /// Requests that reached `route` (scripted ones included).
     pub fn requests(&self, route: Route) -> usize {
-        self.fake
-            .requests
-            .lock()
-            .unwrap()
-            .get(&route)
-            .copied()
-            .unwrap_or(0)
+        self.fake.requests.lock().unwrap().get(&route).copied().unwrap_or(0)
     }
 
     /// Tokens issued.
@@ -294,12 +259,7 @@ impl FakeGenesys {
 
     /// A client with these credentials and tuning.
     pub fn client_with(&self, credentials: Credentials, config: ClientConfig) -> GenesysClient {
-        GenesysClient::with_config(
-            reqwest::Client::new(),
-            self.environment(),
-            credentials,
-            config,
-        )
+        GenesysClient::with_config(reqwest::Client::new(), self.environment(), credentials, config)
     }
 }
 
@@ -327,15 +287,9 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let grant = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "grant_type")
-        .map(|(_, v)| v.into_owned());
+    let grant = url::form_urlencoded::parse(&body).find(|(k, _)| k == "grant_type").map(|(_, v)| v.into_owned());
     if !form_encoded || grant.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
     }
     let credentials = headers
         .get(header::AUTHORIZATION)
@@ -344,20 +298,13 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -
         .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
         .and_then(|v| String::from_utf8(v).ok());
     if credentials.as_deref() != Some(&format!("{CLIENT_ID}:{CLIENT_SECRET}")) {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     }
     let n = fake.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
     let access_token = format!("fake-token-{n}");
     let expires_in = *fake.expires_in.lock().unwrap();
     let lifetime = Duration::from_secs(expires_in.unwrap_or(86_400));
-    fake.issued
-        .lock()
-        .unwrap()
-        .insert(access_token.clone(), Instant::now() + lifetime);
+    fake.issued.lock().unwrap().insert(access_token.clone(), Instant::now() + lifetime);
     let mut body = json!({"access_token": access_token, "token_type": "bearer"});
     if let Some(seconds) = expires_in {
         body["expires_in"] = json!(seconds);
@@ -366,20 +313,11 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        axum::Json(
-            json!({"error": error, "description": description, "error_description": description}),
-        ),
-    )
+    (status, axum::Json(json!({"error": error, "description": description, "error_description": description})))
         .into_response()
 }
 
-async fn integration(
-    State(fake): State<Arc<Fake>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn integration(State(fake): State<Arc<Fake>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Some(scripted) = fake.count(Route::Integration) {
         return scripted;
     }
@@ -392,12 +330,7 @@ async fn integration(
     }
 }
 
-async fn receipt(
-    State(fake): State<Arc<Fake>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn receipt(State(fake): State<Arc<Fake>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(scripted) = fake.count(Route::Receipt) {
         return scripted;
     }

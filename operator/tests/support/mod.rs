@@ -125,7 +125,13 @@ impl Namespace {
     }
 
     /// Waits until condition `type_` of `relay` has `status` (and `reason`, if given).
-    pub fn wait_condition(&self, relay: &str, type_: &str, status: &str, reason: Option<&str>) -> (String, String, String) {
+    pub fn wait_condition(
+        &self,
+        relay: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> (String, String, String) {
         let start = Instant::now();
         loop {
             let last = self.condition(relay, type_);
@@ -293,7 +299,14 @@ impl Drop for Operator {
 pub fn service_account_kubeconfig(ns: &str, sa: &str, dir: &Path) -> String {
     let token = kubectl(&["create", "token", sa, "-n", ns, "--duration=1h"]);
     let server = kubectl(&["config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
-    let ca = kubectl(&["config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}"]);
+    let ca = kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]);
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: '{server}', certificate-authority-data: '{ca}'}}\n\
          users:\n- name: sa\n  user: {{token: '{}'}}\ncontexts:\n- name: sa\n  context: {{cluster: test, user: sa, namespace: {ns}}}\n\

@@ -91,14 +91,20 @@ fn error(status: StatusCode, body: Value) -> Response {
 
 async fn token(State(g): State<Arc<Genesys>>, headers: HeaderMap, body: Bytes) -> Response {
     let n = g.token_requests.fetch_add(1, Ordering::SeqCst);
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+    let basic =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
     let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let grant: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    if !form.starts_with("application/x-www-form-urlencoded") || grant != [("grant_type".into(), "client_credentials".into())] {
+    if !form.starts_with("application/x-www-form-urlencoded")
+        || grant != [("grant_type".into(), "client_credentials".into())]
+    {
         return error(StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}));
     }
     if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client", "description": "client authentication failed"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "invalid_client", "description": "client authentication failed"}),
+        );
     }
     let token = format!("{TOKEN_PREFIX}{n}");
     g.tokens.lock().unwrap().insert(token.clone());
@@ -106,12 +112,16 @@ async fn token(State(g): State<Arc<Genesys>>, headers: HeaderMap, body: Bytes) -
 }
 
 fn bearer_ok(g: &Genesys, headers: &HeaderMap) -> bool {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let token =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     token.is_some_and(|t| g.tokens.lock().unwrap().contains(t))
 }
 
 fn unauthenticated() -> Response {
-    error(StatusCode::UNAUTHORIZED, json!({"message": "authentication required", "code": "authentication.required", "status": 401}))
+    error(
+        StatusCode::UNAUTHORIZED,
+        json!({"message": "authentication required", "code": "authentication.required", "status": 401}),
+    )
 }
 
 async fn integration(State(g): State<Arc<Genesys>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -178,7 +188,11 @@ impl Downstream {
     }
 }
 
-async fn deliver(State((script, hits)): State<(Script, Arc<Mutex<Vec<Hit>>>)>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn deliver(
+    State((script, hits)): State<(Script, Arc<Mutex<Vec<Hit>>>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let id = headers.get("x-relay-event-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let status = script(&id);
     hits.lock().unwrap().push(Hit { id, status, body: String::from_utf8_lossy(&body).into_owned() });

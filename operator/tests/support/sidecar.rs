@@ -55,7 +55,11 @@ impl RelayProcess {
         let p = RelayProcess { admin_port, child: Some(child), log, _dir: dir };
         let start = Instant::now();
         while testkit::http_get_status(admin_port, "/healthz") != Some(200) {
-            assert!(start.elapsed() < Duration::from_secs(20), "relay did not answer /healthz within 20s; log:\n{}", p.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "relay did not answer /healthz within 20s; log:\n{}",
+                p.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         p
@@ -100,7 +104,8 @@ pub fn event_body(id: &str) -> String {
 pub fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

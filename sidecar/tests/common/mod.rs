@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::{free_port, wait_until};
 
-
 pub const SECRET: &str = "test-signing-secret-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -127,7 +126,13 @@ impl RelayProcess {
     }
 
     /// Like [`start`](Self::start) with extra environment variables (e.g. Genesys credentials).
-    pub fn start_with_env(yaml: &str, redis_url: &str, listen_port: u16, admin_port: u16, extra: &[(&str, &str)]) -> Self {
+    pub fn start_with_env(
+        yaml: &str,
+        redis_url: &str,
+        listen_port: u16,
+        admin_port: u16,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
         let mut env = vec![
