@@ -17,7 +17,8 @@ crds:            ## regenerate crds/ from the Rust types (and the chart's copy)
 	cargo run -q -p webhook-relay-operator -- crd > crds/webhookrelay.dev_webhookrelays.yaml
 	cp crds/webhookrelay.dev_webhookrelays.yaml charts/webhook-relay/crds/
 
-lint:
+lint:           ## rustfmt and clippy, warnings are errors
+	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 control-plane-up:
