@@ -6,6 +6,7 @@
 //! start immediately and retries fire close to their scheduled time.
 
 use crate::backoff::{Backoff, parse_retry_after};
+use crate::batch::Batcher;
 use crate::metrics::AttemptOutcome;
 use crate::receipts::ReceiptKind;
 use crate::relay::Relay;
@@ -14,7 +15,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use webhook_relay_store::{ClaimedEvent, EventMeta, Lease, StoreError};
 
@@ -62,7 +63,7 @@ pub async fn run(relay: Arc<Relay>) {
     let lease = cfg.lease();
     let permits = Arc::new(Semaphore::new(cfg.delivery.concurrency as usize));
     let in_flight: Arc<Mutex<HashMap<u64, Lease>>> = Arc::default();
-    let acker = Acker::start(relay.clone());
+    let acker = start_acker(relay.clone());
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
     let mut last_trim = Instant::now();
@@ -177,7 +178,7 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
     let outcome = match &attempt.verdict {
         Verdict::Delivered => {
             meta.last_error = None;
-            match persist(relay, || acker.ack(&ev.lease)).await {
+            match persist(relay, || acker.submit(ev.lease.clone())).await {
                 Some(true) => {
                     tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
                     relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
@@ -234,54 +235,15 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
 /// Most acks sent to Redis in one script call.
 const ACK_BATCH: usize = 256;
 
-type AckReply = oneshot::Sender<Result<bool, StoreError>>;
+/// Acks from all deliveries go through one [`Batcher`]: at high rates one script call
+/// acks many events.
+type Acker = Batcher<Lease, bool>;
 
-/// Batches acks: every delivery that finished while the previous batch was in Redis goes
-/// in the next one, so at high rates one script call acks many events; at low rates a
-/// batch is one event and costs what a single ack would.
-#[derive(Clone)]
-struct Acker {
-    tx: mpsc::UnboundedSender<(Lease, AckReply)>,
-}
-
-impl Acker {
-    fn start(relay: Arc<Relay>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Lease, AckReply)>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(ACK_BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < ACK_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let leases: Vec<Lease> = batch.iter().map(|(l, _)| l.clone()).collect();
-                match relay.store.ack_many(&leases).await {
-                    Ok(acked) => {
-                        for ((_, reply), ok) in batch.drain(..).zip(acked) {
-                            let _ = reply.send(Ok(ok));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(StoreError::Protocol(format!("batched ack: {e}"))));
-                        }
-                    }
-                }
-            }
-        });
-        Acker { tx }
-    }
-
-    async fn ack(&self, lease: &Lease) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Protocol("the ack batcher stopped".into());
-        self.tx.send((lease.clone(), reply)).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
+fn start_acker(relay: Arc<Relay>) -> Acker {
+    Batcher::start(ACK_BATCH, move |leases: Vec<Lease>| {
+        let relay = relay.clone();
+        async move { relay.store.ack_many(&leases).await }
+    })
 }
 
 /// Runs a store write, retrying briefly through a Redis blip; `None` if it never got through

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use webhook_relay_store::{Enqueued, EventId};
+use webhook_relay_store::{Enqueued, EventId, NewEvent};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -148,10 +148,12 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
     };
     let id = EventId::new(id).map_err(Refusal::Invalid)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    match relay.store.enqueue(&id, &body, content_type, source.dedup_window).await {
+    let bytes = body.len();
+    let event = NewEvent { id: id.clone(), body, content_type: content_type.to_string() };
+    match relay.enqueue(event).await {
         Ok(e) => {
             if matches!(e, Enqueued::Accepted { .. }) {
-                tracing::debug!(event_id = %id, bytes = body.len(), "stored");
+                tracing::debug!(event_id = %id, bytes, "stored");
             }
             Ok((e, id))
         }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod backoff;
+pub mod batch;
 pub mod delivery;
 pub mod dlq;
 pub mod intake;

@@ -1,5 +1,6 @@
 //! The state one relay process shares between intake, the delivery worker and admin.
 
+use crate::batch::Batcher;
 use crate::metrics::Metrics;
 use crate::receipts::{ReceiptKind, Receipts};
 use crate::settings::Settings;
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, watch};
 use webhook_relay_api::RelayConfig;
-use webhook_relay_store::{DeadBounds, EventId, Store};
+use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store, StoreError};
+
+/// Most intake events stored in one script call.
+const ENQUEUE_BATCH: usize = 64;
 
 /// Everything a relay process shares; built once, held in an `Arc`.
 pub struct Relay {
@@ -20,6 +24,8 @@ pub struct Relay {
     /// The one HTTP client of the process (delivery; Genesys receipts share it).
     pub http: reqwest::Client,
     receipts: Option<Receipts>,
+    /// Intake's writes, coalesced into one enqueue script call per batch.
+    enqueuer: Batcher<NewEvent, Enqueued>,
     wake: Notify,
     shutdown: watch::Sender<bool>,
     redis_up: AtomicBool,
@@ -36,6 +42,13 @@ impl Relay {
     ) -> Arc<Self> {
         let verifier = Verifier::new(&settings.config.source.verify, settings.secrets.signing_secret.clone());
         let (shutdown, _) = watch::channel(false);
+        let enqueuer = {
+            let (store, window) = (store.clone(), settings.config.source.dedup_window);
+            Batcher::start(ENQUEUE_BATCH, move |events: Vec<NewEvent>| {
+                let store = store.clone();
+                async move { store.enqueue_many(&events, window).await }
+            })
+        };
         Arc::new(Relay {
             settings,
             store,
@@ -43,6 +56,7 @@ impl Relay {
             metrics,
             http,
             receipts,
+            enqueuer,
             wake: Notify::new(),
             shutdown,
             redis_up: AtomicBool::new(true),
@@ -51,6 +65,11 @@ impl Relay {
 
     pub fn config(&self) -> &RelayConfig {
         &self.settings.config
+    }
+
+    /// Stores an intake event (batched with concurrent ones); `Ok` means it is in Redis.
+    pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        self.enqueuer.submit(event).await
     }
 
     /// Dead-letter bounds from the config.

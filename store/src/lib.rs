@@ -83,16 +83,39 @@ impl Store {
         content_type: &str,
         dedup_window: Duration,
     ) -> Result<Enqueued> {
+        let event = NewEvent { id: id.clone(), body: Bytes::copy_from_slice(body), content_type: content_type.into() };
+        Ok(self.enqueue_many(std::slice::from_ref(&event), dedup_window).await?[0])
+    }
+
+    /// Stores a batch in one script call, in order; one [`Enqueued`] per event. A repeated
+    /// id later in the same batch is a duplicate of the earlier one.
+    pub async fn enqueue_many(&self, events: &[NewEvent], dedup_window: Duration) -> Result<Vec<Enqueued>> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
         let k = &self.keys;
         let window = ms(dedup_window).to_string();
-        let (stored, now): (i64, i64) = self
-            .run(
-                &scripts::ENQUEUE,
-                &[&k.seen, &k.due, &k.body, &k.meta, &k.attempts, &k.pending],
-                &[id.as_str().as_bytes(), body, content_type.as_bytes(), window.as_bytes()],
-            )
-            .await?;
-        Ok(if stored == 1 { Enqueued::Accepted { at_ms: now } } else { Enqueued::Duplicate })
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + events.len() * 3);
+        args.push(window.as_bytes());
+        for e in events {
+            args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes()]);
+        }
+        let reply: Vec<i64> =
+            self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.body, &k.meta, &k.attempts, &k.pending], &args).await?;
+        let Some((&now, stored)) = reply.split_first() else {
+            return Err(StoreError::Protocol("enqueue answered nothing".into()));
+        };
+        if stored.len() != events.len() {
+            return Err(StoreError::Protocol(format!(
+                "enqueue answered {} results for {} events",
+                stored.len(),
+                events.len()
+            )));
+        }
+        Ok(stored
+            .iter()
+            .map(|&s| if s == 1 { Enqueued::Accepted { at_ms: now } } else { Enqueued::Duplicate })
+            .collect())
     }
 
     /// Claims up to `max` due events under a lease of `lease`, each with a fresh fencing

@@ -35,6 +35,15 @@ impl fmt::Display for EventId {
     }
 }
 
+/// An event to store: what intake received.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub id: EventId,
+    /// The raw request body, byte for byte.
+    pub body: Bytes,
+    pub content_type: String,
+}
+
 /// What intake's enqueue did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {

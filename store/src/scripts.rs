@@ -46,26 +46,33 @@ fn script(body: &str) -> LuaScript {
 }
 
 /// KEYS: seen, due, body, meta, attempts, pending.
-/// ARGV: id, body, content type, dedup window ms.
-/// Returns {1, now} when stored, {0, now} for a duplicate (within the window, or still stored).
+/// ARGV: dedup window ms, then (id, body, content type) per event.
+/// Returns {now, s1, s2, ...}: per event 1 when stored, 0 for a duplicate (seen within the
+/// window, still stored, or earlier in the same batch).
 pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local now = now_ms()
-local id = ARGV[1]
+local window = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
 if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
-local until_ms = redis.call('ZSCORE', KEYS[1], id)
-if until_ms and tonumber(until_ms) > now then return {0, now} end
-if redis.call('HEXISTS', KEYS[3], id) == 1 then return {0, now} end
-local window = tonumber(ARGV[4])
-if window > 0 then redis.call('ZADD', KEYS[1], now + window, id) end
-redis.call('HSET', KEYS[3], id, ARGV[2])
-redis.call('HSET', KEYS[4], id, cjson.encode({receivedAt = now, contentType = ARGV[3]}))
-redis.call('HSET', KEYS[5], id, 0)
-redis.call('ZADD', KEYS[6], now, id)
-redis.call('ZADD', KEYS[2], now, id)
-return {1, now}
+local out = {now}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  local until_ms = redis.call('ZSCORE', KEYS[1], id)
+  if (until_ms and tonumber(until_ms) > now) or redis.call('HEXISTS', KEYS[3], id) == 1 then
+    out[#out + 1] = 0
+  else
+    if window > 0 then redis.call('ZADD', KEYS[1], now + window, id) end
+    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+    redis.call('HSET', KEYS[4], id, cjson.encode({receivedAt = now, contentType = ARGV[i + 2]}))
+    redis.call('HSET', KEYS[5], id, 0)
+    redis.call('ZADD', KEYS[6], now, id)
+    redis.call('ZADD', KEYS[2], now, id)
+    out[#out + 1] = 1
+  end
+end
+return out
 "#,
     )
 });

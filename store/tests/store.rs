@@ -43,6 +43,7 @@ macro_rules! on_both {
 on_both!(
     lifecycle_enqueue_claim_ack,
     ack_many_acks_a_batch_and_refuses_stale_tokens,
+    enqueue_many_stores_a_batch_and_spots_duplicates_within_it,
     duplicates_are_not_stored_twice,
     concurrent_claimers_never_share_an_event,
     stale_token_cannot_ack_or_reschedule,
@@ -95,6 +96,26 @@ async fn ack_many_acks_a_batch_and_refuses_stale_tokens(cluster: bool) {
     let st = s.stats().await.unwrap();
     assert_eq!((st.due, st.in_flight), (0, 1), "only the refused one is still leased");
     assert_eq!(s.ack_many(&[]).await.unwrap(), Vec::<bool>::new());
+}
+
+async fn enqueue_many_stores_a_batch_and_spots_duplicates_within_it(cluster: bool) {
+    let (_b, s) = store(cluster, "t/enqmany").await;
+    s.enqueue(&id("old"), b"{}", "application/json", DAY).await.unwrap();
+    let ev = |i: &str, body: &str| NewEvent {
+        id: id(i),
+        body: body.as_bytes().to_vec().into(),
+        content_type: "text/x".into(),
+    };
+    let batch = [ev("n1", "one"), ev("old", "again"), ev("n2", "two"), ev("n1", "repeat")];
+    let got = s.enqueue_many(&batch, DAY).await.unwrap();
+    assert!(matches!(got[0], Enqueued::Accepted { .. }));
+    assert_eq!(got[1], Enqueued::Duplicate, "stored earlier");
+    assert!(matches!(got[2], Enqueued::Accepted { .. }));
+    assert_eq!(got[3], Enqueued::Duplicate, "earlier in the same batch");
+    assert_eq!(s.stats().await.unwrap().due, 3);
+    let n1 = s.get(&id("n1")).await.unwrap().unwrap();
+    assert_eq!((&n1.body[..], n1.meta.content_type.as_str()), (&b"one"[..], "text/x"), "the first copy is kept");
+    assert_eq!(s.enqueue_many(&[], DAY).await.unwrap(), vec![]);
 }
 
 async fn duplicates_are_not_stored_twice(cluster: bool) {
