@@ -323,6 +323,29 @@ pub struct WorkloadSpec {
     /// Container resources (defaults: requests 50m CPU / 64Mi, limit 256Mi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Ports the relay container listens on (defaults: http 8080, admin 9090). Set them in
+    /// Sidecar mode when the target's containers already use 8080 or 9090: containers of a
+    /// pod share one network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<WorkloadPorts>,
+}
+
+/// Container ports of the relay.
+#[derive(KubeSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("(has(self.http) ? self.http : 8080) != (has(self.admin) ? self.admin : 9090)")
+        .message("http and admin must be different ports (defaults: http 8080, admin 9090)")
+)]
+pub struct WorkloadPorts {
+    /// Intake port (default 8080); the Service still serves it on port 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub http: Option<i32>,
+    /// Admin port: health probes, metrics, `/v1/` (default 9090); the Service serves it on the same port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub admin: Option<i32>,
 }
 
 /// How the relay runs.

@@ -12,6 +12,7 @@ use crate::config::{
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
 
@@ -131,11 +132,55 @@ fn unsigned<T: TryFrom<i64>>(field: &str, value: Option<i64>, default: fn() -> T
     }
 }
 
+/// The relay container's listening ports (`spec.workload.ports`, else the ports of
+/// [`defaults::listen`] and [`defaults::admin_listen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// Intake port (`listen`).
+    pub http: u16,
+    /// Admin port (`adminListen`): probes, metrics, `/v1/`.
+    pub admin: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports { http: defaults::listen().port(), admin: defaults::admin_listen().port() }
+    }
+}
+
+/// The ports of `spec.workload.ports` with their defaults; each in 1024..=65535 and the
+/// two different, as the CRD schema also demands.
+pub fn ports(spec: &WebhookRelaySpec) -> Result<Ports, SpecError> {
+    let set = spec.workload.as_ref().and_then(|w| w.ports).unwrap_or_default();
+    let d = Ports::default();
+    let port = |field: &str, value: Option<i32>, default: u16| -> Result<u16, SpecError> {
+        match value {
+            None => Ok(default),
+            Some(v) => u16::try_from(v)
+                .ok()
+                .filter(|p| *p >= 1024)
+                .ok_or_else(|| SpecError::new(field, format!("must be a port between 1024 and 65535 (got {v})"))),
+        }
+    };
+    let p = Ports {
+        http: port("spec.workload.ports.http", set.http, d.http)?,
+        admin: port("spec.workload.ports.admin", set.admin, d.admin)?,
+    };
+    if p.http == p.admin {
+        return Err(SpecError::new(
+            "spec.workload.ports",
+            format!("http and admin must be different ports (both are {})", p.http),
+        ));
+    }
+    Ok(p)
+}
+
 /// Translates a `WebhookRelay` into the sidecar's `relay.yaml`, validated with
 /// [`RelayConfig::validate`]. Secrets appear only as the environment variable names of
 /// [`secret_env`]; unset fields take the defaults of [`crate::config::defaults`].
 pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
     let spec = &relay.spec;
+    let ports = ports(spec)?;
     let src = &spec.source;
     let verify = match src.verify.scheme {
         VerifyScheme::None => VerifyConfig::None,
@@ -209,8 +254,8 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
     };
     let config = RelayConfig {
         relay: relay_id(relay)?,
-        listen: defaults::listen(),
-        admin_listen: defaults::admin_listen(),
+        listen: SocketAddr::new(defaults::listen().ip(), ports.http),
+        admin_listen: SocketAddr::new(defaults::admin_listen().ip(), ports.admin),
         source,
         destination,
         delivery,
@@ -364,6 +409,33 @@ spec:
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn workload_ports_reach_listen_and_admin_listen() {
+        let c = relay_config(&relay(DESIGN_EXAMPLE)).unwrap();
+        assert_eq!((c.listen, c.admin_listen), (defaults::listen(), defaults::admin_listen()));
+        assert_eq!(
+            (c.listen.to_string().as_str(), c.admin_listen.to_string().as_str()),
+            ("0.0.0.0:8080", "0.0.0.0:9090")
+        );
+        let set = |http, admin| {
+            with(|r| r.spec.workload.as_mut().unwrap().ports = Some(crate::crd::WorkloadPorts { http, admin }))
+        };
+        let c = relay_config(&set(Some(8780), Some(9790))).unwrap();
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("listen: 0.0.0.0:8780\n"), "{yaml}");
+        assert!(yaml.contains("adminListen: 0.0.0.0:9790\n"), "{yaml}");
+        assert_eq!(RelayConfig::from_yaml(&yaml).unwrap(), c);
+        // One set, the other defaulted.
+        let c = relay_config(&set(None, Some(9791))).unwrap();
+        assert_eq!((c.listen.port(), c.admin_listen.port()), (8080, 9791));
+        assert_eq!(ports(&set(Some(8781), None).spec).unwrap(), Ports { http: 8781, admin: 9090 });
+        // Out of range or clashing: named after the spec field.
+        assert_eq!(field_of(&set(Some(80), None)), "spec.workload.ports.http");
+        assert_eq!(field_of(&set(None, Some(70000))), "spec.workload.ports.admin");
+        assert_eq!(field_of(&set(Some(9090), None)), "spec.workload.ports");
+        assert_eq!(field_of(&set(Some(8780), Some(8780))), "spec.workload.ports");
     }
 
     fn field_of(r: &WebhookRelay) -> String {

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use webhook_relay_api::RelayConfig;
 use webhook_relay_api::crd::WebhookRelay;
-use webhook_relay_api::render::secret_env;
+use webhook_relay_api::render::{Ports, ports as render_ports, secret_env};
 
 /// Field manager for every object the operator owns outright.
 pub const MANAGER: &str = "webhook-relay-operator";
@@ -44,10 +44,8 @@ pub const SECRETS_HASH_ANNOTATION: &str = "webhookrelay.dev/secrets-hash";
 pub const SIDECAR_OF_LABEL: &str = "webhookrelay.dev/sidecar-of";
 /// Finalizer held while a relay container is injected into a Deployment (Sidecar mode).
 pub const SIDECAR_FINALIZER: &str = "webhookrelay.dev/sidecar-cleanup";
-/// Intake port of the relay container.
-pub const HTTP_PORT: i32 = 8080;
-/// Admin port (health, metrics, `/v1/`) of the relay container.
-pub const ADMIN_PORT: i32 = 9090;
+/// Port of the Service that leads to the relay's intake port.
+pub const SERVICE_HTTP_PORT: i32 = 80;
 /// Standalone replicas when the spec does not say.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// The user id the relay runs as (the distroless `nonroot` user).
@@ -167,6 +165,15 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// The relay's container ports (`spec.workload.ports` with defaults), as rendered into
+/// `listen` and `adminListen`. The controller renders the config first and stops on an
+/// invalid spec, so the fallback to the defaults is never what a pod runs with.
+pub fn ports(relay: &WebhookRelay) -> Ports {
+    render_ports(&relay.spec).unwrap_or_default()
+}
+
+/// A probe of the admin listener, by the container port's name, so it follows
+/// `spec.workload.ports.admin`.
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -185,6 +192,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 /// config mount and a locked-down security context.
 pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
     let workload = relay.spec.workload.clone().unwrap_or_default();
+    let ports = ports(relay);
     let env = secret_env(&relay.spec)
         .into_iter()
         .map(|s| EnvVar {
@@ -203,13 +211,13 @@ pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),
-                container_port: HTTP_PORT,
+                container_port: ports.http.into(),
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
             ContainerPort {
                 name: Some("admin".into()),
-                container_port: ADMIN_PORT,
+                container_port: ports.admin.into(),
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
@@ -322,7 +330,8 @@ pub fn sidecar_release(namespace: &str, target: &str) -> serde_json::Value {
     })
 }
 
-/// The Service in front of the relay: port 80 to intake, 9090 to admin. `selector` is the
+/// The Service in front of the relay: port 80 to the intake port, the admin port (9090 by
+/// default) to itself. `selector` is the
 /// relay's own pods (Standalone) or the target Deployment's (Sidecar).
 pub fn service(relay: &WebhookRelay, selector: BTreeMap<String, String>) -> Service {
     let port = |name: &str, port: i32, target: i32| ServicePort {
@@ -332,11 +341,15 @@ pub fn service(relay: &WebhookRelay, selector: BTreeMap<String, String>) -> Serv
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
+    let p = ports(relay);
     Service {
         metadata: meta(relay),
         spec: Some(ServiceSpec {
             selector: Some(selector),
-            ports: Some(vec![port("http", 80, HTTP_PORT), port("admin", ADMIN_PORT, ADMIN_PORT)]),
+            ports: Some(vec![
+                port("http", SERVICE_HTTP_PORT, p.http.into()),
+                port("admin", p.admin.into(), p.admin.into()),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -536,19 +549,58 @@ mod tests {
     #[test]
     fn service_exposes_intake_on_80_and_admin_separately() {
         let r = relay();
-        let s = service(&r, selector_labels(&r));
-        let ports: Vec<_> = s
-            .spec
-            .unwrap()
-            .ports
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.name.unwrap(), p.port, p.target_port.unwrap()))
-            .collect();
         assert_eq!(
-            ports,
+            service_ports(service(&r, selector_labels(&r))),
             [("http".to_string(), 80, IntOrString::Int(8080)), ("admin".to_string(), 9090, IntOrString::Int(9090))]
         );
+    }
+
+    /// (name, containerPort) of each container port, and the port each probe resolves to.
+    fn container_ports(c: &Container) -> (Vec<(String, i32)>, Vec<i32>) {
+        let ports: Vec<_> =
+            c.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+        let resolve = |probe: &Option<Probe>| match &probe.as_ref().unwrap().http_get.as_ref().unwrap().port {
+            IntOrString::Int(n) => *n,
+            IntOrString::String(name) => ports.iter().find(|(n, _)| n == name).expect("probe names a container port").1,
+        };
+        let probes = vec![resolve(&c.liveness_probe), resolve(&c.readiness_probe)];
+        (ports, probes)
+    }
+
+    fn service_ports(s: Service) -> Vec<(String, i32, IntOrString)> {
+        s.spec.unwrap().ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port, p.target_port.unwrap())).collect()
+    }
+
+    #[test]
+    fn workload_ports_move_container_ports_probes_and_service_targets() {
+        // Defaults: as before the field existed.
+        let r = relay();
+        assert_eq!(ports(&r), Ports { http: 8080, admin: 9090 });
+        let (cp, probes) = container_ports(&relay_container(&r, &settings()));
+        assert_eq!(cp, [("http".to_string(), 8080), ("admin".to_string(), 9090)]);
+        assert_eq!(probes, [9090, 9090]);
+
+        let mut r = relay();
+        r.spec.workload.get_or_insert_with(Default::default).ports =
+            Some(webhook_relay_api::crd::WorkloadPorts { http: Some(8780), admin: Some(9790) });
+        let cfg = relay_config(&r).unwrap();
+        assert_eq!((cfg.listen.port(), cfg.admin_listen.port()), (8780, 9790));
+        let (cp, probes) = container_ports(&relay_container(&r, &settings()));
+        assert_eq!(cp, [("http".to_string(), 8780), ("admin".to_string(), 9790)]);
+        assert_eq!(probes, [9790, 9790]);
+        assert_eq!(
+            service_ports(service(&r, selector_labels(&r))),
+            [("http".to_string(), 80, IntOrString::Int(8780)), ("admin".to_string(), 9790, IntOrString::Int(9790))]
+        );
+        // The injected container carries the same ports.
+        let p = sidecar_patch(&r, &settings(), "orders-api", &hashes("h", "s"));
+        let injected: Vec<i64> = p["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
+        assert_eq!(injected, [8780, 9790]);
     }
 
     #[test]

@@ -293,6 +293,17 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
         )
     };
     apply_yaml(&ns.0, &app("orders-api:1"));
+    // The schema refuses ports that clash (also with a default) or are privileged.
+    for (ports, message) in [
+        ("{ http: 9090 }", "http and admin must be different ports"),
+        ("{ http: 8780, admin: 8780 }", "http and admin must be different ports"),
+        ("{ admin: 80 }", "should be greater than or equal to 1024"),
+    ] {
+        let yaml = example("webhookrelay-sidecar.yaml").replace("{ http: 8780, admin: 9790 }", ports);
+        let out = kubectl_output(&["apply", "-n", &ns.0, "--dry-run=server", "-f", "-"], Some(&yaml));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(message), "ports {ports}: {err}");
+    }
     let _op = Operator::start(&ns.0, &[]);
     apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
 
@@ -302,6 +313,14 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     });
     assert!(container(&d, "app").is_some());
     assert_eq!(container(&d, "webhook-relay").unwrap()["image"], TEST_IMAGE);
+    // The example moves the relay off 8080/9090 (spec.workload.ports), clear of the app.
+    let relay_ports: Vec<(&str, i64)> = container(&d, "webhook-relay").unwrap()["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(relay_ports, [("http", 8780), ("admin", 9790)]);
     assert_eq!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"], "orders-sidecar");
     let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"]
         .as_array()
@@ -329,6 +348,19 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     // Service selects the target's pods; no Deployment of the relay's own; finalizer held.
     let svc = wait_for("Service orders-sidecar-relay", || ns.get("service", "orders-sidecar-relay"));
     assert_eq!(svc["spec"]["selector"], serde_json::json!({"app": "orders-api"}));
+    let svc_ports: Vec<(i64, i64)> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["port"].as_i64().unwrap(), p["targetPort"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(svc_ports, [(80, 8780), (9790, 9790)]);
+    let cm = ns.get("configmap", "orders-sidecar-relay").unwrap();
+    let config = RelayConfig::from_yaml(cm["data"]["relay.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (config.listen.to_string(), config.admin_listen.to_string()),
+        ("0.0.0.0:8780".into(), "0.0.0.0:9790".into())
+    );
     assert!(ns.get("deployment", "orders-sidecar-relay").is_none());
     let r = ns.get("webhookrelay", "orders-sidecar").unwrap();
     assert_eq!(r["metadata"]["finalizers"], serde_json::json!(["webhookrelay.dev/sidecar-cleanup"]));
