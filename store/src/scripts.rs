@@ -21,18 +21,36 @@ impl LuaScript {
     }
 }
 
-/// Server time in Unix ms; bounded trim of expired leases back to `due`.
+/// The state moves every script shares, defined once: server time, leaving a lease,
+/// freeing an event's data, reviving a dead letter, recovering expired leases.
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The event is no longer claimed by anyone.
+local function unlease(inflight, lease, id)
+  redis.call('ZREM', inflight, id)
+  redis.call('HDEL', lease, id)
+end
+-- Frees what an event holds besides its place in the sets.
+local function drop_payload(body, meta, attempts, id)
+  redis.call('HDEL', body, id)
+  redis.call('HDEL', meta, id)
+  redis.call('HDEL', attempts, id)
+end
+-- A dead letter becomes due now, with its attempts reset, undelivered again.
+local function revive(dead, due, attempts, pending, id, now)
+  redis.call('ZREM', dead, id)
+  redis.call('ZADD', due, now, id)
+  redis.call('HSET', attempts, id, 0)
+  redis.call('ZADD', pending, now, id)
+end
 -- Expired leases go back to due, at most `limit` per call so a script stays short.
 local function recover(inflight, lease, due, now, limit)
   local ids = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
-    redis.call('ZREM', inflight, id)
-    redis.call('HDEL', lease, id)
+    unlease(inflight, lease, id)
     redis.call('ZADD', due, now, id)
   end
   return #ids
@@ -102,8 +120,7 @@ for i = 1, #due, 2 do
     out[#out + 1] = {id, token, attempt, scheduled, body, meta}
   else
     -- A due id without a body was deleted by hand; drop what is left of it.
-    redis.call('HDEL', KEYS[5], id)
-    redis.call('HDEL', KEYS[6], id)
+    drop_payload(KEYS[4], KEYS[5], KEYS[6], id)
     redis.call('ZREM', KEYS[8], id)
   end
 end
@@ -124,11 +141,8 @@ local out = {}
 for i = 1, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('HGET', KEYS[2], id) == ARGV[i + 1] then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', KEYS[5], id)
+    unlease(KEYS[1], KEYS[2], id)
+    drop_payload(KEYS[3], KEYS[4], KEYS[5], id)
     redis.call('ZREM', KEYS[6], id)
     out[#out + 1] = 1
   else
@@ -148,8 +162,7 @@ pub static RESCHEDULE: LazyLock<LuaScript> = LazyLock::new(|| {
 local id = ARGV[1]
 if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return false end
 local at = now_ms() + tonumber(ARGV[3])
-redis.call('ZREM', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
+unlease(KEYS[1], KEYS[2], id)
 redis.call('ZADD', KEYS[3], at, id)
 redis.call('HSET', KEYS[4], id, ARGV[4])
 return at
@@ -161,9 +174,7 @@ return at
 const TRIM_DEAD: &str = r#"
 local function drop(dead, body, meta, attempts, id)
   redis.call('ZREM', dead, id)
-  redis.call('HDEL', body, id)
-  redis.call('HDEL', meta, id)
-  redis.call('HDEL', attempts, id)
+  drop_payload(body, meta, attempts, id)
 end
 local function trim(dead, body, meta, attempts, now, max_age, max_entries, limit)
   local n = 0
@@ -190,8 +201,7 @@ pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
 local id = ARGV[1]
 if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return {0, 0} end
 local now = now_ms()
-redis.call('ZREM', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
+unlease(KEYS[1], KEYS[2], id)
 redis.call('ZREM', KEYS[7], id)
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('HSET', KEYS[4], id, ARGV[3])
@@ -215,8 +225,7 @@ pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local id = ARGV[1]
 if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], id)
-redis.call('HDEL', KEYS[2], id)
+unlease(KEYS[1], KEYS[2], id)
 redis.call('ZADD', KEYS[3], now_ms(), id)
 local a = tonumber(redis.call('HGET', KEYS[4], id) or '1')
 if a > 0 then redis.call('HSET', KEYS[4], id, a - 1) end
@@ -238,10 +247,7 @@ pub static REPLAY: LazyLock<LuaScript> = LazyLock::new(|| {
 local id = ARGV[1]
 local now = now_ms()
 if redis.call('ZSCORE', KEYS[2], id) then
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('HSET', KEYS[3], id, 0)
-  redis.call('ZADD', KEYS[4], now, id)
+  revive(KEYS[2], KEYS[1], KEYS[3], KEYS[4], id, now)
   return 'dead'
 end
 if redis.call('ZSCORE', KEYS[1], id) then
@@ -264,10 +270,7 @@ pub static REPLAY_DEAD_RANGE: LazyLock<LuaScript> = LazyLock::new(|| {
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('HSET', KEYS[3], id, 0)
-  redis.call('ZADD', KEYS[4], now, id)
+  revive(KEYS[2], KEYS[1], KEYS[3], KEYS[4], id, now)
 end
 return #ids
 "#,
@@ -280,13 +283,11 @@ pub static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local id = ARGV[1]
-local existed = redis.call('HDEL', KEYS[5], id)
+local existed = redis.call('HEXISTS', KEYS[5], id)
 redis.call('ZREM', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
-redis.call('HDEL', KEYS[4], id)
-redis.call('HDEL', KEYS[6], id)
-redis.call('HDEL', KEYS[7], id)
+unlease(KEYS[3], KEYS[4], id)
+drop_payload(KEYS[5], KEYS[6], KEYS[7], id)
 redis.call('ZREM', KEYS[8], id)
 return existed
 "#,
