@@ -51,10 +51,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         let why = format!("batch of {n} answered {} results", outputs.len());
                         replies.into_iter().for_each(|r| drop(r.send(Err(StoreError::Protocol(why.clone())))));
                     }
-                    Err(e) => {
-                        let why = e.to_string();
-                        replies.into_iter().for_each(|r| drop(r.send(Err(StoreError::Protocol(why.clone())))));
-                    }
+                    Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(e.clone())))),
                 }
             }
         });

@@ -20,7 +20,7 @@ pub use keys::Keys;
 pub use model::*;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Redis could not be reached or answered with an error; retry later.
     #[error("redis: {0}")]
