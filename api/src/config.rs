@@ -118,6 +118,12 @@ pub struct SourceConfig {
     /// Intake requests handled at once per process; beyond it, 503 with `Retry-After`.
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: u32,
+    /// Request body bytes held in memory at once per process, across all requests (bodies
+    /// are buffered before their signature can be checked). A request whose body would go
+    /// beyond it is answered 503 with `Retry-After` before it is read, so what a client
+    /// sends can never exhaust memory. At least `maxBodyBytes`.
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
 }
 
 /// How intake verifies a request's signature.
@@ -233,12 +239,32 @@ pub struct RedisConfig {
     /// Use the Redis Cluster client (also chosen by a `redis+cluster://` URL).
     #[serde(default)]
     pub cluster: bool,
+    /// TLS settings for a `rediss://` URL; without them the system's root certificates
+    /// are trusted and no client certificate is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsConfig>,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url_env: defaults::redis_url_env(), cluster: false }
+        Self { url_env: defaults::redis_url_env(), cluster: false, tls: None }
     }
+}
+
+/// Files the Redis TLS client reads at start (the operator mounts them from Secrets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// PEM file of the CA certificate(s) to trust for the server's certificate; unset:
+    /// the system's root certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate (chain) for mutual TLS; needs `keyFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key; needs `certFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// Admin API settings.
@@ -327,6 +353,11 @@ pub mod defaults {
     }
     pub fn max_concurrent_requests() -> u32 {
         1024
+    }
+    /// 64 MiB: with the default container memory limit (256 Mi) this leaves room for the
+    /// process itself, its connections and the allocator's slack.
+    pub fn max_buffered_bytes() -> u64 {
+        64 * 1024 * 1024
     }
     pub fn destination_timeout() -> Duration {
         Duration::from_secs(5)
@@ -445,6 +476,18 @@ impl RelayConfig {
         if s.max_concurrent_requests == 0 || s.max_concurrent_requests > 100_000 {
             return Err(invalid("source.maxConcurrentRequests", "must be between 1 and 100000"));
         }
+        if s.max_buffered_bytes > 4 * 1024 * 1024 * 1024 {
+            return Err(invalid("source.maxBufferedBytes", "must be at most 4294967296 (4 GiB)"));
+        }
+        if s.max_buffered_bytes < s.max_body_bytes {
+            return Err(invalid(
+                "source.maxBufferedBytes",
+                format!(
+                    "must be at least source.maxBodyBytes ({}), or a body of the largest allowed size could never be read",
+                    s.max_body_bytes
+                ),
+            ));
+        }
         match &s.verify {
             VerifyConfig::GenesysOpenMessaging { secret_env } => check_env("source.verify.secretEnv", secret_env)?,
             VerifyConfig::HmacSha256 { secret_env, header, .. } => {
@@ -499,6 +542,15 @@ impl RelayConfig {
             return Err(invalid("delivery.deadLetter.maxAge", "must be more than 0s"));
         }
         check_env("redis.urlEnv", &self.redis.url_env)?;
+        if let Some(tls) = &self.redis.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            let (set, unset) = if tls.cert_file.is_some() { ("certFile", "keyFile") } else { ("keyFile", "certFile") };
+            return Err(invalid(
+                "redis.tls",
+                format!("{set} is set but {unset} is not: mutual TLS needs both the client certificate and its key"),
+            ));
+        }
         check_env("admin.tokenEnv", &self.admin.token_env)?;
         if let Some(g) = &self.genesys {
             if g.environment.is_none() && g.region.is_none() && g.api_base_url.is_none() {

@@ -122,6 +122,12 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
     pub dedup_window: Option<String>,
+    /// Request body bytes held in memory at once per relay process, across all requests;
+    /// beyond it requests get 503 with Retry-After before their body is read (default 64 MiB,
+    /// at least maxBodyBytes). Size the container memory limit above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967296i64))]
+    pub max_buffered_bytes: Option<i64>,
 }
 
 /// Signature verification.
@@ -237,6 +243,23 @@ pub struct RedisSpec {
     /// Use the Redis Cluster client even for a plain `redis://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<bool>,
+    /// TLS for a `rediss://` URL: the CA to trust and an optional client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSpec>,
+}
+
+/// Redis TLS settings; the Secrets are mounted into the relay pods read-only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTlsSpec {
+    /// Secret key holding the PEM CA certificate(s) that signed the server's certificate;
+    /// unset: the image's system root certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) with a client certificate
+    /// for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretRef>,
 }
 
 /// Admin API.

@@ -7,7 +7,7 @@
 
 use crate::config::{
     AdminConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, ReceiptsConfig, RedisConfig,
-    RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
+    RedisTlsConfig, RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
 };
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
@@ -20,6 +20,14 @@ use url::Url;
 pub const GENESYS_CLIENT_ID_KEY: &str = "clientId";
 /// Key of the Genesys OAuth client secret in `spec.genesys.credentialsSecretRef`.
 pub const GENESYS_CLIENT_SECRET_KEY: &str = "clientSecret";
+/// Where the relay container finds the Redis TLS files mounted from `spec.redis.tls`.
+pub const REDIS_TLS_DIR: &str = "/var/run/webhook-relay/redis-tls";
+/// File name of the CA certificate in [`REDIS_TLS_DIR`].
+pub const REDIS_TLS_CA_FILE: &str = "ca.crt";
+/// File name of the client certificate in [`REDIS_TLS_DIR`] (and its key in the Secret).
+pub const REDIS_TLS_CERT_FILE: &str = "tls.crt";
+/// File name of the client key in [`REDIS_TLS_DIR`] (and its key in the Secret).
+pub const REDIS_TLS_KEY_FILE: &str = "tls.key";
 
 /// Why a spec cannot become a relay config; `field` is the path in the resource
 /// (`spec.destination.url`), `message` says what is wrong and what to write instead.
@@ -103,6 +111,50 @@ pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
                 secret: g.credentials_secret_ref.name.clone(),
                 key: key.into(),
                 field: "spec.genesys.credentialsSecretRef",
+            });
+        }
+    }
+    out
+}
+
+/// One Secret key the relay container reads as a file (mounted read-only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretFile {
+    /// Secret name in the relay's namespace.
+    pub secret: String,
+    /// Key within the Secret.
+    pub key: String,
+    /// File name under [`REDIS_TLS_DIR`].
+    pub file: &'static str,
+    /// The spec field that references it, for messages.
+    pub field: &'static str,
+}
+
+impl fmt::Display for SecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret {:?} key {:?} ({})", self.secret, self.key, self.field)
+    }
+}
+
+/// Every Secret key the relay reads as a file: the Redis TLS CA and client certificate.
+pub fn secret_files(spec: &WebhookRelaySpec) -> Vec<SecretFile> {
+    let mut out = vec![];
+    let Some(tls) = &spec.redis.tls else { return out };
+    if let Some(ca) = &tls.ca_secret_ref {
+        out.push(SecretFile {
+            secret: ca.name.clone(),
+            key: ca.key.clone(),
+            file: REDIS_TLS_CA_FILE,
+            field: "spec.redis.tls.caSecretRef",
+        });
+    }
+    if let Some(client) = &tls.client_cert_secret_ref {
+        for file in [REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE] {
+            out.push(SecretFile {
+                secret: client.name.clone(),
+                key: file.into(),
+                file,
+                field: "spec.redis.tls.clientCertSecretRef",
             });
         }
     }
@@ -214,6 +266,11 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
         dedup_window: dur("spec.source.dedupWindow", src.dedup_window.as_ref(), defaults::dedup_window)?,
         read_timeout: defaults::read_timeout(),
         max_concurrent_requests: defaults::max_concurrent_requests(),
+        max_buffered_bytes: unsigned(
+            "spec.source.maxBufferedBytes",
+            src.max_buffered_bytes,
+            defaults::max_buffered_bytes,
+        )?,
     };
     let destination = DestinationConfig {
         url: url("spec.destination.url", &spec.destination.url)?,
@@ -259,7 +316,19 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
         source,
         destination,
         delivery,
-        redis: RedisConfig { url_env: defaults::redis_url_env(), cluster: spec.redis.cluster.unwrap_or_default() },
+        redis: RedisConfig {
+            url_env: defaults::redis_url_env(),
+            cluster: spec.redis.cluster.unwrap_or_default(),
+            tls: spec.redis.tls.as_ref().map(|t| {
+                let file = |name: &str| std::path::Path::new(REDIS_TLS_DIR).join(name);
+                let client = t.client_cert_secret_ref.is_some();
+                RedisTlsConfig {
+                    ca_file: t.ca_secret_ref.as_ref().map(|_| file(REDIS_TLS_CA_FILE)),
+                    cert_file: client.then(|| file(REDIS_TLS_CERT_FILE)),
+                    key_file: client.then(|| file(REDIS_TLS_KEY_FILE)),
+                }
+            }),
+        },
         admin: AdminConfig { token_env: defaults::admin_token_env() },
         genesys,
     };
@@ -277,6 +346,7 @@ fn spec_field(config_field: &str) -> String {
         "source.verify.secretEnv" => "source.verify.secretRef",
         "redis.urlEnv" => "redis.urlSecretRef",
         "admin.tokenEnv" => "admin.tokenSecretRef",
+        "redis.tls" => "redis.tls.clientCertSecretRef",
         "genesys.clientIdEnv" | "genesys.clientSecretEnv" => "genesys.credentialsSecretRef",
         other => other,
     };

@@ -5,7 +5,7 @@
 //! Problems the user must fix (invalid spec, missing Secret or target) are not crashes:
 //! they become `Ready=False` with a reason, a Warning event, and a retry with backoff.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SecretUse};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
 use crate::redis_probe::{self, Persistence, Probe};
@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 use webhook_relay_api::crd::{WebhookRelay, WebhookRelayStatus, WorkloadMode};
-use webhook_relay_api::render::{relay_config, relay_id, secret_env};
+use webhook_relay_api::render::{
+    REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, relay_config, relay_id, secret_env, secret_files,
+};
+use webhook_relay_store::TlsMaterial;
 
 /// First retry after a problem; doubles per consecutive failure up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(5);
@@ -168,17 +171,30 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut redis_url = None;
     let mut versions = BTreeMap::new();
-    for s in secret_env(&relay.spec) {
-        let Some(secret) = secrets.get_opt(&s.secret).await? else {
-            return Err(Error::SecretNotFound { secret: s, namespace: ns });
+    let mut read = async |use_: SecretUse| -> Result<Vec<u8>> {
+        let Some(secret) = secrets.get_opt(&use_.secret).await? else {
+            return Err(Error::SecretNotFound { secret: use_, namespace: ns.clone() });
         };
-        versions.insert(s.secret.clone(), secret.resource_version().unwrap_or_default());
-        let value = secret.data.as_ref().and_then(|d| d.get(&s.key)).map(|b| b.0.clone());
-        let Some(value) = value else { return Err(Error::SecretKeyNotFound { secret: s }) };
+        versions.insert(use_.secret.clone(), secret.resource_version().unwrap_or_default());
+        let value = secret.data.as_ref().and_then(|d| d.get(&use_.key)).map(|b| b.0.clone());
+        value.ok_or(Error::SecretKeyNotFound { secret: use_ })
+    };
+    for s in secret_env(&relay.spec) {
+        let value = read(SecretUse::from(&s)).await?;
         if s.env == config.redis.url_env {
             redis_url = Some(String::from_utf8_lossy(&value).trim().to_string());
         }
     }
+    // The Redis TLS files, mounted into the pods; the probe below trusts the same CA.
+    let mut tls_files = BTreeMap::new();
+    for f in secret_files(&relay.spec) {
+        let value = read(SecretUse::from(&f)).await?;
+        tls_files.insert(f.file, value);
+    }
+    let redis_tls = relay.spec.redis.tls.as_ref().map(|_| TlsMaterial {
+        ca_pem: tls_files.get(REDIS_TLS_CA_FILE).cloned(),
+        client: tls_files.get(REDIS_TLS_CERT_FILE).cloned().zip(tls_files.get(REDIS_TLS_KEY_FILE).cloned()),
+    });
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let mode = relay.mode();
@@ -302,7 +318,7 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
     }
 
     let url = redis_url.unwrap_or_default();
-    let probe = redis_probe::probe(&url, config.redis.cluster, relay_id(relay)?.as_str()).await;
+    let probe = redis_probe::probe(&url, config.redis.cluster, redis_tls, relay_id(relay)?.as_str()).await;
     Ok(Applied { probe })
 }
 

@@ -2,7 +2,30 @@
 //! become `Ready=False` with the variant's [`Error::reason`]; the rest are retried with
 //! backoff. Every variant has a metric label. No message carries a secret value.
 
-use webhook_relay_api::render::{SecretEnv, SpecError};
+use webhook_relay_api::render::{SecretEnv, SecretFile, SpecError};
+
+/// A Secret key the relay reads (as an environment variable or a file), for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    /// Secret name.
+    pub secret: String,
+    /// Key within it.
+    pub key: String,
+    /// The spec field naming it.
+    pub field: &'static str,
+}
+
+impl From<&SecretEnv> for SecretUse {
+    fn from(s: &SecretEnv) -> Self {
+        SecretUse { secret: s.secret.clone(), key: s.key.clone(), field: s.field }
+    }
+}
+
+impl From<&SecretFile> for SecretUse {
+    fn from(s: &SecretFile) -> Self {
+        SecretUse { secret: s.secret.clone(), key: s.key.clone(), field: s.field }
+    }
+}
 
 /// Why a reconcile did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -12,10 +35,10 @@ pub enum Error {
     InvalidSpec(#[from] SpecError),
     /// A referenced Secret does not exist.
     #[error("Secret {:?} referenced by {} does not exist in namespace {namespace:?}; create it with key {:?}", .secret.secret, .secret.field, .secret.key)]
-    SecretNotFound { secret: SecretEnv, namespace: String },
+    SecretNotFound { secret: SecretUse, namespace: String },
     /// A referenced Secret lacks the key.
     #[error("Secret {:?} (referenced by {}) has no key {:?}; add it", .secret.secret, .secret.field, .secret.key)]
-    SecretKeyNotFound { secret: SecretEnv },
+    SecretKeyNotFound { secret: SecretUse },
     /// The Sidecar mode target Deployment does not exist.
     #[error("Deployment {name:?} named by spec.workload.targetRef does not exist in namespace {namespace:?}")]
     TargetNotFound { name: String, namespace: String },
@@ -58,13 +81,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
-    fn secret() -> SecretEnv {
-        SecretEnv {
-            env: "REDIS_URL".into(),
-            secret: "relay-redis".into(),
-            key: "url".into(),
-            field: "spec.redis.urlSecretRef",
-        }
+    fn secret() -> SecretUse {
+        SecretUse { secret: "relay-redis".into(), key: "url".into(), field: "spec.redis.urlSecretRef" }
     }
 
     #[test]

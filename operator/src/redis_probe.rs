@@ -6,7 +6,7 @@
 
 use redis::{FromRedisValue, Value};
 use std::time::Duration;
-use webhook_relay_store::{Conn, ConnectOptions, Stats, Store};
+use webhook_relay_store::{Conn, ConnectOptions, Stats, Store, TlsMaterial};
 
 /// Time allowed for the whole probe of one relay.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,8 +78,8 @@ async fn config_get(conn: &Conn, name: &str) -> Result<Option<String>, String> {
     Ok(config_value(v, name))
 }
 
-async fn probe_inner(url: &str, cluster: bool, relay_id: &str) -> Probe {
-    let conn = match Conn::connect(&ConnectOptions::new(url).cluster(cluster)).await {
+async fn probe_inner(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+    let conn = match Conn::connect(&ConnectOptions::new(url).cluster(cluster).tls(tls)).await {
         Ok(c) => c,
         Err(e) => {
             return Probe { stats: Err(e.to_string()), persistence: Persistence::Unknown("not reachable".into()) };
@@ -97,9 +97,10 @@ async fn probe_inner(url: &str, cluster: bool, relay_id: &str) -> Probe {
     Probe { stats, persistence }
 }
 
-/// Probes relay `relay_id`'s Redis at `url` within [`PROBE_TIMEOUT`]; messages are redacted.
-pub async fn probe(url: &str, cluster: bool, relay_id: &str) -> Probe {
-    let p = match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(url, cluster, relay_id)).await {
+/// Probes relay `relay_id`'s Redis at `url` within [`PROBE_TIMEOUT`], over TLS with `tls`
+/// (what the relay's `redis.tls` files hold) for a `rediss` URL; messages are redacted.
+pub async fn probe(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+    let p = match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(url, cluster, tls, relay_id)).await {
         Ok(p) => p,
         Err(_) => Probe {
             stats: Err(format!("no answer within {PROBE_TIMEOUT:?}")),

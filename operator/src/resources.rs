@@ -7,8 +7,9 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use webhook_relay_api::RelayConfig;
 use webhook_relay_api::crd::WebhookRelay;
-use webhook_relay_api::render::{Ports, ports as render_ports, secret_env};
+use webhook_relay_api::render::{Ports, REDIS_TLS_DIR, ports as render_ports, secret_env, secret_files};
 
 /// Field manager for every object the operator owns outright.
 pub const MANAGER: &str = "webhook-relay-operator";
@@ -33,6 +34,8 @@ pub const CONTAINER: &str = "webhook-relay";
 pub const CONFIG_VOLUME: &str = "webhook-relay-config";
 /// Where the config is mounted.
 pub const CONFIG_DIR: &str = "/etc/webhook-relay";
+/// Volume holding the Redis TLS files of `spec.redis.tls` (mounted at [`REDIS_TLS_DIR`]).
+pub const REDIS_TLS_VOLUME: &str = "webhook-relay-redis-tls";
 /// Key of the rendered config in the ConfigMap.
 pub const CONFIG_KEY: &str = "relay.yaml";
 /// Pod template annotation whose change rolls the pods when the config changes.
@@ -226,12 +229,7 @@ pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: Some(workload.resources.unwrap_or_else(default_resources)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: CONFIG_VOLUME.into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts(relay)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS_USER),
@@ -246,12 +244,60 @@ pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
     }
 }
 
-fn config_volume(relay: &WebhookRelay) -> Volume {
-    Volume {
+fn volume_mounts(relay: &WebhookRelay) -> Vec<VolumeMount> {
+    let mut mounts = vec![VolumeMount {
+        name: CONFIG_VOLUME.into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    if !secret_files(&relay.spec).is_empty() {
+        mounts.push(VolumeMount {
+            name: REDIS_TLS_VOLUME.into(),
+            mount_path: REDIS_TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+/// The relay's volumes: its config, and the Redis TLS files from their Secrets (one
+/// projected volume, each key under its fixed file name).
+fn volumes(relay: &WebhookRelay) -> Vec<Volume> {
+    let mut out = vec![Volume {
         name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource { name: child_name(relay), ..ConfigMapVolumeSource::default() }),
         ..Volume::default()
+    }];
+    let files = secret_files(&relay.spec);
+    if !files.is_empty() {
+        let mut by_secret: BTreeMap<String, Vec<KeyToPath>> = BTreeMap::new();
+        for f in files {
+            by_secret.entry(f.secret).or_default().push(KeyToPath {
+                key: f.key,
+                path: f.file.into(),
+                ..KeyToPath::default()
+            });
+        }
+        let sources = by_secret
+            .into_iter()
+            .map(|(name, items)| VolumeProjection {
+                secret: Some(SecretProjection { name, items: Some(items), optional: Some(false) }),
+                ..VolumeProjection::default()
+            })
+            .collect();
+        out.push(Volume {
+            name: REDIS_TLS_VOLUME.into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: Some(0o444),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
+    out
 }
 
 /// The relay's own Deployment (Standalone mode).
@@ -272,7 +318,7 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHa
                 }),
                 spec: Some(PodSpec {
                     containers: vec![relay_container(relay, settings)],
-                    volumes: Some(vec![config_volume(relay)]),
+                    volumes: Some(volumes(relay)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
@@ -314,7 +360,7 @@ pub fn sidecar_patch(
                 "metadata": { "annotations": hashes.annotations() },
                 "spec": {
                     "containers": [relay_container(relay, settings)],
-                    "volumes": [config_volume(relay)],
+                    "volumes": volumes(relay),
                 },
             },
         },
@@ -476,6 +522,45 @@ mod tests {
         assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/webhook-relay", Some(true)));
         let vol = &pod.volumes.as_ref().unwrap()[0];
         assert_eq!(vol.config_map.as_ref().unwrap().name, "orders-relay");
+    }
+
+    #[test]
+    fn redis_tls_secrets_are_mounted_where_the_rendered_config_reads_them() {
+        let mut r = relay();
+        r.spec.redis.tls = Some(webhook_relay_api::crd::RedisTlsSpec {
+            ca_secret_ref: Some(webhook_relay_api::crd::SecretKeyRef { name: "redis-ca".into(), key: "ca.pem".into() }),
+            client_cert_secret_ref: Some(webhook_relay_api::crd::SecretRef { name: "relay-redis-client".into() }),
+        });
+        let cfg = relay_config(&r).unwrap();
+        let tls = cfg.redis.tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/ca.crt")));
+        assert_eq!(tls.cert_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/tls.crt")));
+        assert_eq!(tls.key_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/tls.key")));
+        let d = deployment(&r, &settings(), &hashes("h", "s"));
+        let pod = d.spec.template.spec.unwrap();
+        let mount =
+            pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == REDIS_TLS_VOLUME).unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (REDIS_TLS_DIR, Some(true)));
+        let vol = pod.volumes.unwrap().into_iter().find(|v| v.name == REDIS_TLS_VOLUME).unwrap();
+        let sources = vol.projected.unwrap().sources.unwrap();
+        let items: Vec<(String, String, String)> = sources
+            .iter()
+            .flat_map(|s| {
+                let sec = s.secret.as_ref().unwrap();
+                sec.items.as_ref().unwrap().iter().map(|i| (sec.name.clone(), i.key.clone(), i.path.clone()))
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("redis-ca".to_string(), "ca.pem".to_string(), "ca.crt".to_string()),
+                ("relay-redis-client".into(), "tls.crt".into(), "tls.crt".into()),
+                ("relay-redis-client".into(), "tls.key".into(), "tls.key".into()),
+            ]
+        );
+        // Without spec.redis.tls: no such volume.
+        let plain = deployment(&relay(), &settings(), &hashes("h", "s")).spec.template.spec.unwrap();
+        assert!(plain.volumes.unwrap().iter().all(|v| v.name != REDIS_TLS_VOLUME));
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn fill_queue(redis_url: &str, relay_id: &str, due: usize, dead: usize) {
             store.enqueue(&id, br#"{"id":"x"}"#, "application/json", day).await.unwrap();
             let claim = store.claim(1, Duration::from_secs(30)).await.unwrap();
             let bounds = DeadBounds { max_age: day, max_entries: 1000 };
-            assert!(store.dead_letter(&claim.events[0].lease, &EventMeta::default(), bounds).await.unwrap());
+            assert!(store.dead_letter(&claim.events[0].lease, &EventMeta::default(), bounds, false).await.unwrap());
         }
         for i in 0..due {
             let id = EventId::new(format!("due-{i}")).unwrap();

@@ -24,7 +24,8 @@ async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
     if relay.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else if !relay.redis_up() {
-        (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("redis cannot store events: {}\n", relay.redis_problem()))
+            .into_response()
     } else {
         "ready\n".into_response()
     }

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use webhook_relay_store::{EventId, EventMeta, EventState, ListCursor, Replayed, StoreError};
+use webhook_relay_store::{Deleted, EventId, EventMeta, EventState, ListCursor, Replayed, StoreError};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -331,11 +331,16 @@ async fn replay_dead(State(relay): State<Arc<Relay>>, query: Result<Query<RangeQ
 
 async fn delete(State(relay): State<Arc<Relay>>, path: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
     let id = event_id(path)?;
-    if relay.store.delete(&id).await? {
-        tracing::info!(event_id = %id, "deleted by an admin request");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(&id))
+    match relay.store.delete(&id).await? {
+        Deleted::Deleted => {
+            tracing::info!(event_id = %id, "deleted by an admin request");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Deleted::InFlight => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("event {:?} is being delivered right now; delete it once this attempt ends", id.as_str()),
+        )),
+        Deleted::NotFound => Err(ApiError::not_found(&id)),
     }
 }
 
@@ -395,7 +400,11 @@ pub fn openapi_document() -> Value {
                     "operationId": "deleteEvent",
                     "summary": "Delete an event's payload and metadata (its dedup entry stays)",
                     "parameters": [id.clone()],
-                    "responses": responses(vec![("204", json!({"description": "Deleted"})), ("404", err("No such event"))])
+                    "responses": responses(vec![
+                        ("204", json!({"description": "Deleted"})),
+                        ("404", err("No such event")),
+                        ("409", err("The event is being delivered right now"))
+                    ])
                 }
             },
             "/v1/events/{id}/replay": {"post": {

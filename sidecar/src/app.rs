@@ -8,7 +8,7 @@ use crate::server::{Limits, serve};
 use crate::settings::Settings;
 use std::sync::Arc;
 use std::time::Duration;
-use webhook_relay_store::{Conn, ConnectOptions, Store};
+use webhook_relay_store::{Conn, ConnectOptions, MIN_REDIS_VERSION, Store, StoreError, TlsProblem, tls_problem};
 
 /// How often queue gauges and Redis reachability are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -22,6 +22,8 @@ const STORE_SLACK: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error("redis ({which}): {source}")]
     Redis { which: &'static str, source: webhook_relay_store::StoreError },
+    #[error("{0}")]
+    RedisSetup(String),
     #[error("cannot listen on {addr} ({field}): {source}")]
     Listen { addr: std::net::SocketAddr, field: &'static str, source: std::io::Error },
     #[error(transparent)]
@@ -43,11 +45,78 @@ pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Erro
         .build()
 }
 
-/// Connects and builds the shared state (no listeners yet).
+/// What to tell a user whose Redis connection failed in a way only a change of settings
+/// fixes (an untrusted certificate), or `None` for an outage that may pass.
+pub fn redis_setup_problem(settings: &Settings, e: &StoreError) -> Option<String> {
+    let StoreError::Redis(re) = e else { return None };
+    let tls = settings.config.redis.tls.as_ref();
+    if tls_problem(re)? == TlsProblem::ClientCertificateRefused {
+        return Some(match tls.and_then(|t| t.cert_file.as_ref()) {
+            Some(cert) => format!(
+                "redis TLS: the server refused the client certificate ({re}); check that redis.tls.certFile ({}) \
+                 is signed by a CA the server trusts",
+                cert.display()
+            ),
+            None => format!(
+                "redis TLS: the server refused the handshake ({re}); it asks for a client certificate: set \
+                 redis.tls.certFile and redis.tls.keyFile"
+            ),
+        });
+    }
+    let ca = tls.and_then(|t| t.ca_file.as_ref());
+    Some(match ca {
+        Some(path) => format!(
+            "redis TLS: the server's certificate is not trusted ({re}); redis.tls.caFile ({}) must hold the CA \
+             that signed it, and the certificate must name the host in the Redis URL",
+            path.display()
+        ),
+        None => format!(
+            "redis TLS: the server's certificate is not trusted by the system's root certificates ({re}); \
+             set redis.tls.caFile to the PEM file of the CA that signed it"
+        ),
+    })
+}
+
+/// The refusal for a Redis too old for the store's scripts, or `None` when it will do.
+fn version_problem(v: &webhook_relay_store::ServerVersion) -> Option<String> {
+    let (a, b, c) = MIN_REDIS_VERSION;
+    (!v.supported()).then(|| format!("redis {v} is too old: webhook-relay needs Redis {a}.{b}.{c} or newer"))
+}
+
+/// Connects and builds the shared state (no listeners yet). A Redis that answers but cannot
+/// run the relay (too old, an untrusted certificate) is an error; one that does not answer
+/// yet is not: the relay starts, answers 503 and checks again once it answers.
 pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
-    let opts = ConnectOptions::new(settings.secrets.redis_url.clone()).cluster(settings.config.redis.cluster);
-    let conn = Conn::connect(&opts).await.map_err(|e| RunError::Redis { which: "connect", source: e.into() })?;
+    let opts = ConnectOptions::new(settings.secrets.redis_url.clone())
+        .cluster(settings.config.redis.cluster)
+        .tls(settings.secrets.redis_tls.clone());
+    let conn = match Conn::connect(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = StoreError::from(e);
+            return Err(match redis_setup_problem(&settings, &e) {
+                Some(why) => RunError::RedisSetup(why),
+                None => RunError::Redis { which: "connect", source: e },
+            });
+        }
+    };
     let store = Store::new(conn, settings.config.relay.as_str());
+    let version_checked = match store.server_version().await {
+        Ok(v) => match version_problem(&v) {
+            Some(why) => return Err(RunError::RedisSetup(why)),
+            None => {
+                tracing::info!(redis_version = %v, "redis version supported");
+                true
+            }
+        },
+        Err(e) => match redis_setup_problem(&settings, &e) {
+            Some(why) => return Err(RunError::RedisSetup(why)),
+            None => {
+                tracing::warn!(error = %e, "redis not reachable at start; answering 503 until it is");
+                false
+            }
+        },
+    };
     let http = http_client(&settings)?;
     let metrics = Arc::new(Metrics::new());
     let receipts = match &settings.config.genesys {
@@ -60,7 +129,12 @@ pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
         )?),
         None => None,
     };
-    Ok(Relay::new(settings, store, http, metrics, receipts))
+    let relay = Relay::new(settings, store, http, metrics, receipts);
+    if !version_checked {
+        relay.set_redis_down("not reachable yet");
+    }
+    relay.version_checked.store(version_checked, std::sync::atomic::Ordering::Relaxed);
+    Ok(relay)
 }
 
 /// Runs the relay until SIGTERM/SIGINT, then drains and returns.
@@ -109,6 +183,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     }
     let _ = worker.await;
     let _ = admin_server.await;
+    relay.finish_receipts().await;
+    if let Some(why) = relay.failure() {
+        return Err(RunError::RedisSetup(why));
+    }
     tracing::info!("webhook-relay stopped");
     Ok(())
 }
@@ -124,31 +202,78 @@ async fn signals(relay: Arc<Relay>) {
     relay.begin_shutdown();
 }
 
-/// Samples queue figures into gauges and tracks Redis reachability for `/readyz`.
+/// Why Redis cannot store an event now, if it cannot: it refuses a write, or it has less
+/// memory left under `maxmemory` than the largest event intake accepts (`maxBodyBytes`).
+/// Redis judges each write by the memory in use when it arrives, so near the limit small
+/// writes pass while events do not; the headroom keeps readiness from flapping there.
+async fn storage_problem(relay: &Relay) -> Option<String> {
+    if let Err(e) = relay.store.check_writable().await {
+        return Some(format!("refuses writes: {e}"));
+    }
+    let need = relay.config().source.max_body_bytes;
+    match relay.store.memory().await {
+        Ok((used, max)) if max > 0 && max.saturating_sub(used) < need => Some(format!(
+            "out of memory: {used} bytes used of maxmemory {max}, less than source.maxBodyBytes ({need}) left for an event"
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("memory unknown: {e}")),
+    }
+}
+
+/// Samples queue figures into gauges and tracks whether Redis can store for `/readyz` and
+/// `redis_up`: a read (the stats) and a write (an expiring key) each time, because an
+/// out-of-memory Redis still answers reads. The first time Redis answers after a start
+/// without it, its version is checked too.
 async fn sample(relay: Arc<Relay>) {
+    use std::sync::atomic::Ordering;
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {},
             _ = relay.shutting_down() => return,
         }
-        match relay.store.stats().await {
-            Ok(s) => {
-                if !relay.redis_up() {
-                    tracing::info!("redis reachable again");
+        if !relay.version_checked.load(Ordering::Relaxed) {
+            match relay.store.server_version().await {
+                Ok(v) => {
+                    if let Some(why) = version_problem(&v) {
+                        relay.fail(why);
+                        return;
+                    }
+                    relay.version_checked.store(true, Ordering::Relaxed);
                 }
-                relay.set_redis_up(true);
-                let m = &relay.metrics;
-                m.due.set(s.due as i64);
-                m.in_flight.set(s.in_flight as i64);
-                m.dead.set(s.dead as i64);
-                m.oldest_due_age_seconds.set(s.oldest_due_age.map_or(0.0, |d| d.as_secs_f64()));
+                Err(e) => {
+                    if let Some(why) = redis_setup_problem(&relay.settings, &e) {
+                        relay.fail(why);
+                        return;
+                    }
+                }
             }
-            Err(e) => {
-                if relay.redis_up() {
-                    tracing::warn!(error = %e, "redis unreachable");
+        }
+        let mark = relay.health_mark();
+        let stats = relay.store.stats().await;
+        if let Ok(s) = &stats {
+            let m = &relay.metrics;
+            m.due.set(s.due as i64);
+            m.in_flight.set(s.in_flight as i64);
+            m.dead.set(s.dead as i64);
+            m.oldest_due_age_seconds.set(s.oldest_due_age.map_or(0.0, |d| d.as_secs_f64()));
+        }
+        let problem = match stats {
+            Err(e) => Some(format!("unreachable: {e}")),
+            Ok(_) => storage_problem(&relay).await,
+        };
+        match problem {
+            None => {
+                let was_up = relay.redis_up();
+                if relay.set_redis_up_since(mark) && !was_up {
+                    tracing::info!("redis takes writes again");
                 }
-                relay.set_redis_up(false);
+            }
+            Some(why) => {
+                if relay.redis_up() {
+                    tracing::warn!(problem = %why, "redis cannot store events");
+                }
+                relay.set_redis_down(why);
             }
         }
     }

@@ -66,6 +66,7 @@ pub async fn run(relay: Arc<Relay>) {
     let acker = start_acker(relay.clone());
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
+    let mut pending_claim: Option<u64> = None;
     let mut last_trim = Instant::now();
     while !relay.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
@@ -78,15 +79,19 @@ pub async fn run(relay: Arc<Relay>) {
             continue;
         }
         let want = free.min(CLAIM_BATCH);
-        let claim = match relay.store.claim(want, lease).await {
+        // A failed claim is sent again under the same id until it answers: if the first
+        // call ran and only its reply was lost, the retry returns what it claimed.
+        let claim_id = pending_claim.unwrap_or_else(rand::random);
+        let claim = match relay.store.claim_as(claim_id, want, lease).await {
             Ok(c) => {
                 failures = 0;
-                relay.set_redis_up(true);
+                pending_claim = None;
                 c
             }
             Err(e) => {
                 failures += 1;
-                relay.set_redis_up(false);
+                pending_claim = Some(claim_id);
+                relay.set_redis_down(format!("claiming events failed: {e}"));
                 let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "could not claim events");
                 tokio::select! {
@@ -178,7 +183,7 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
     let outcome = match &attempt.verdict {
         Verdict::Delivered => {
             meta.last_error = None;
-            match persist(relay, || acker.submit(ev.lease.clone())).await {
+            match persist(relay, |retry| acker.submit((ev.lease.clone(), retry))).await {
                 Some(true) => {
                     tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
                     relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
@@ -194,7 +199,7 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
                 multiplier: cfg.delivery.multiplier,
             };
             let delay = policy.delay(ev.attempt, *retry_after, &mut rand::rng());
-            match persist(relay, || relay.store.reschedule(&ev.lease, delay, &meta)).await {
+            match persist(relay, |retry| relay.store.reschedule(&ev.lease, delay, &meta, retry)).await {
                 Some(Some(_)) => {
                     tracing::info!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
@@ -208,7 +213,7 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
         }
         verdict => {
             let why = if matches!(verdict, Verdict::Permanent) { "permanent failure" } else { "last attempt failed" };
-            match persist(relay, || relay.store.dead_letter(&ev.lease, &meta, relay.dead_bounds())).await {
+            match persist(relay, |retry| relay.store.dead_letter(&ev.lease, &meta, relay.dead_bounds(), retry)).await {
                 Some(true) => {
                     tracing::warn!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
@@ -236,29 +241,31 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
 const ACK_BATCH: usize = 256;
 
 /// Acks from all deliveries go through one [`Batcher`]: at high rates one script call
-/// acks many events.
-type Acker = Batcher<Lease, bool>;
+/// acks many events. Each item says whether it retries an ack whose reply was lost.
+type Acker = Batcher<(Lease, bool), bool>;
 
 fn start_acker(relay: Arc<Relay>) -> Acker {
-    Batcher::start(ACK_BATCH, move |leases: Vec<Lease>| {
+    Batcher::start(ACK_BATCH, move |leases: Vec<(Lease, bool)>| {
         let relay = relay.clone();
-        async move { relay.store.ack_many(&leases).await }
+        async move { relay.store.ack_batch(&leases).await }
     })
 }
 
 /// Runs a store write, retrying briefly through a Redis blip; `None` if it never got through
-/// (the lease then expires and the event is attempted again: at-least-once).
+/// (the lease then expires and the event is attempted again: at-least-once). `op` gets
+/// `true` on a retry: the first call may have run with its reply lost, and the store then
+/// reports what that call did instead of "lease lost".
 async fn persist<T, F, Fut>(relay: &Relay, op: F) -> Option<T>
 where
-    F: Fn() -> Fut,
+    F: Fn(bool) -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let mut pause = Duration::from_millis(50);
-    for _ in 0..8 {
-        match op().await {
+    for round in 0..8 {
+        match op(round > 0).await {
             Ok(v) => return Some(v),
             Err(e) => {
-                relay.set_redis_up(false);
+                relay.set_redis_down(format!("recording a delivery outcome failed: {e}"));
                 tracing::warn!(error = %e, "could not record a delivery outcome; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));

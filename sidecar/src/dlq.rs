@@ -3,7 +3,7 @@
 //! from `RELAY_ADMIN_TOKEN` only, never from an argument (arguments show in `ps`).
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use reqwest::{Method, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -122,12 +122,12 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
             let mut items = vec![];
             let mut cursor = cursor.clone();
             loop {
-                let mut url = api.url(&["v1", "events"]);
-                url.query_pairs_mut().append_pair("state", state.as_str()).append_pair("limit", &limit.to_string());
+                let mut target =
+                    api.path(&["v1", "events"]).query("state", state.as_str()).query("limit", &limit.to_string());
                 if let Some(c) = &cursor {
-                    url.query_pairs_mut().append_pair("cursor", c);
+                    target = target.query("cursor", c);
                 }
-                let page = api.call(Method::GET, url).await?.unwrap_or(Value::Null);
+                let page = api.call(Method::GET, target).await?.unwrap_or(Value::Null);
                 items.extend(page["items"].as_array().cloned().unwrap_or_default());
                 cursor = page["nextCursor"].as_str().map(str::to_string);
                 if !*all || cursor.is_none() {
@@ -141,11 +141,11 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
             })
         }
         DlqCommand::Show { id } => {
-            let ev = api.call(Method::GET, api.url(&["v1", "events", id])).await?.unwrap_or(Value::Null);
+            let ev = api.call(Method::GET, api.path(&["v1", "events", id])).await?.unwrap_or(Value::Null);
             Ok(if json_out { pretty(&ev) } else { show_text(&ev) })
         }
         DlqCommand::Replay { id: Some(id), .. } => {
-            let r = api.call(Method::POST, api.url(&["v1", "events", id, "replay"])).await?.unwrap_or(Value::Null);
+            let r = api.call(Method::POST, api.path(&["v1", "events", id, "replay"])).await?.unwrap_or(Value::Null);
             Ok(if json_out {
                 pretty(&r)
             } else {
@@ -153,13 +153,13 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
             })
         }
         DlqCommand::Replay { id: None, since, until, .. } => {
-            let mut url = api.url(&["v1", "dead", "replay"]);
+            let mut target = api.path(&["v1", "dead", "replay"]);
             for (name, value) in [("since", since), ("until", until)] {
                 if let Some(v) = value {
-                    url.query_pairs_mut().append_pair(name, &to_rfc3339(v, chrono::Utc::now())?);
+                    target = target.query(name, &to_rfc3339(v, chrono::Utc::now())?);
                 }
             }
-            let r = api.call(Method::POST, url).await?.unwrap_or(Value::Null);
+            let r = api.call(Method::POST, target).await?.unwrap_or(Value::Null);
             Ok(if json_out {
                 pretty(&r)
             } else {
@@ -167,52 +167,131 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
             })
         }
         DlqCommand::Delete { id } => {
-            api.call(Method::DELETE, api.url(&["v1", "events", id])).await?;
+            api.call(Method::DELETE, api.path(&["v1", "events", id])).await?;
             Ok(if json_out { pretty(&json!({ "deleted": id })) } else { format!("deleted {id}\n") })
         }
         DlqCommand::Stats => {
-            let s = api.call(Method::GET, api.url(&["v1", "stats"])).await?.unwrap_or(Value::Null);
+            let s = api.call(Method::GET, api.path(&["v1", "stats"])).await?.unwrap_or(Value::Null);
             Ok(if json_out { pretty(&s) } else { stats_table(&s) })
         }
     }
 }
 
-struct Client {
-    http: reqwest::Client,
+/// A request target: the path under the base URL and the query, kept as raw text so an id
+/// made only of dots reaches the server as written. (A `url::Url` would treat a `..` or
+/// `%2E%2E` segment as "up one level" and drop it, which is why this client does not use one
+/// for requests.)
+pub struct Target {
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+}
+
+impl Target {
+    /// Adds a query pair.
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.query.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Percent-encodes one path segment: every byte but ASCII letters, digits, `-`, `_` and `~`
+/// (a `.` too, so no segment is ever `.` or `..` on the wire).
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 client of the admin API (one connection per request; TLS for https).
+pub struct Client {
     base: Url,
     token: Option<String>,
+    timeout: Duration,
 }
 
 impl Client {
-    fn new(base: Url, token: Option<String>) -> Result<Self, CliError> {
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+    pub fn new(base: Url, token: Option<String>) -> Result<Self, CliError> {
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(CliError::Usage(format!("--admin-url must be an http(s) URL (got {base})")));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("webhook-relay-dlq/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        Ok(Client { http, base, token })
+        Ok(Client { base, token, timeout: Duration::from_secs(30) })
     }
 
-    /// The base URL with `segments` appended, each percent-encoded (ids may hold `/`).
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut u = self.base.clone();
-        u.path_segments_mut().expect("checked to be a base").pop_if_empty().extend(segments);
-        u
+    /// A target under the base URL; `segments` are percent-encoded (ids may hold anything).
+    pub fn path(&self, segments: &[&str]) -> Target {
+        Target { segments: segments.iter().map(|s| s.to_string()).collect(), query: vec![] }
+    }
+
+    /// The request target as sent: the base path, then the encoded segments and the query.
+    pub fn request_target(&self, t: &Target) -> String {
+        let mut out = self.base.path().trim_end_matches('/').to_string();
+        for s in &t.segments {
+            out.push('/');
+            out.push_str(&encode_segment(s));
+        }
+        if !t.query.is_empty() {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &t.query {
+                q.append_pair(k, v);
+            }
+            out.push('?');
+            out.push_str(&q.finish());
+        }
+        out
+    }
+
+    fn unreachable(&self, why: impl std::fmt::Display) -> CliError {
+        CliError::Unreachable { url: self.base.to_string(), why: why.to_string() }
+    }
+
+    /// Sends one request and returns its status and body.
+    async fn send(&self, method: Method, target: &str) -> Result<(StatusCode, bytes::Bytes), CliError> {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::rt::TokioIo;
+        let host = self.base.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = self.base.port_or_known_default().unwrap_or(80);
+        let authority = match self.base.port() {
+            Some(p) => format!("{}:{p}", self.base.host_str().unwrap_or_default()),
+            None => self.base.host_str().unwrap_or_default().to_string(),
+        };
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| self.unreachable(e))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if self.base.scheme() == "https" {
+            Box::new(tls_connect(&host, tcp).await.map_err(|e| self.unreachable(e))?)
+        } else {
+            Box::new(tcp)
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.unreachable(root_cause(&e)))?;
+        tokio::spawn(conn);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header(http::header::HOST, authority)
+            .header(http::header::USER_AGENT, concat!("webhook-relay-dlq/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::<bytes::Bytes>::new()).map_err(|e| CliError::Usage(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.unreachable(root_cause(&e)))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| self.unreachable(root_cause(&e)))?.to_bytes();
+        Ok((status, body))
     }
 
     /// Sends a request; `None` for a 204.
-    async fn call(&self, method: Method, url: Url) -> Result<Option<Value>, CliError> {
-        let mut req = self.http.request(method, url.clone());
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp =
-            req.send().await.map_err(|e| CliError::Unreachable { url: self.base.to_string(), why: root_cause(&e) })?;
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
+    pub async fn call(&self, method: Method, target: Target) -> Result<Option<Value>, CliError> {
+        let raw = self.request_target(&target);
+        let (status, body) = tokio::time::timeout(self.timeout, self.send(method, &raw))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {:?}", self.timeout)))??;
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_success() {
             return Ok(if status == StatusCode::NO_CONTENT { None } else { parsed });
@@ -228,6 +307,25 @@ impl Client {
         };
         Err(CliError::Api { status: status.as_u16(), message, hint })
     }
+}
+
+/// A connection the client can speak HTTP over: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// TLS to `host`, trusting the system's root certificates.
+async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    webhook_relay_store::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -378,8 +476,13 @@ mod tests {
     #[test]
     fn ids_are_one_path_segment() {
         let c = Client::new(Url::parse("http://127.0.0.1:9090").unwrap(), None).unwrap();
-        assert_eq!(c.url(&["v1", "events", "a/b c"]).as_str(), "http://127.0.0.1:9090/v1/events/a%2Fb%20c");
+        let t = |segments: &[&str]| c.request_target(&c.path(segments));
+        assert_eq!(t(&["v1", "events", "a/b c"]), "/v1/events/a%2Fb%20c");
+        // Dots survive: a `..` segment is not "up one level".
+        assert_eq!(t(&["v1", "events", "..", "replay"]), "/v1/events/%2E%2E/replay");
+        assert_eq!(t(&["v1", "events", "."]), "/v1/events/%2E");
+        assert_eq!(t(&["v1", "events", "50%é"]), "/v1/events/50%25%C3%A9");
         let c = Client::new(Url::parse("http://h/proxy/").unwrap(), None).unwrap();
-        assert_eq!(c.url(&["v1", "stats"]).as_str(), "http://h/proxy/v1/stats");
+        assert_eq!(c.request_target(&c.path(&["v1", "stats"]).query("a", "b c")), "/proxy/v1/stats?a=b+c");
     }
 }

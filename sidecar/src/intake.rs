@@ -4,7 +4,11 @@
 //! no id at `idPointer`, 503 with `Retry-After` when the store cannot take the event,
 //! 200 `accepted` once stored, 200 `duplicate` for a repeat within the dedup window.
 //! Limits: 408 when the body does not arrive within `readTimeout`, 503 with `Retry-After`
-//! beyond `maxConcurrentRequests` requests at once.
+//! beyond `maxConcurrentRequests` requests at once, and 503 with `Retry-After` when buffering
+//! a body would take the bytes held by all requests beyond `maxBufferedBytes`. Bodies must be
+//! held before their signature can be checked, so that budget (checked against
+//! `Content-Length` before reading, and chunk by chunk while reading) is what keeps memory
+//! bounded whatever unauthenticated clients send.
 
 use crate::metrics::IntakeOutcome;
 use crate::relay::Relay;
@@ -15,11 +19,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use webhook_relay_store::{Enqueued, EventId, NewEvent};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
@@ -27,10 +32,43 @@ const RETRY_AFTER_SECS: &str = "5";
 /// Seconds a sender is asked to wait when too many requests are in progress.
 const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
+/// The bytes all requests of the process may hold at once (`source.maxBufferedBytes`).
+pub struct BodyBudget {
+    bytes: Semaphore,
+    limit: u64,
+}
+
+impl BodyBudget {
+    pub fn new(limit: u64) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS as u64);
+        BodyBudget { bytes: Semaphore::new(limit as usize), limit }
+    }
+
+    /// Bytes not held by any request right now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Takes `n` more bytes of the budget into `held`, or fails at once (never waits).
+    fn take<'a>(&'a self, held: &mut Option<SemaphorePermit<'a>>, n: usize) -> Result<(), ()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(n).map_err(|_| ())?;
+        let more = self.bytes.try_acquire_many(n).map_err(|_| ())?;
+        match held {
+            Some(h) => h.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
+}
+
 /// The intake app: one route, everything else 404.
 pub fn router(relay: Arc<Relay>) -> Router {
     let path = relay.config().source.path.clone();
     let slots = Arc::new(Semaphore::new(relay.config().source.max_concurrent_requests as usize));
+
     Router::new()
         .route(&path, post(receive))
         .route_layer(middleware::from_fn_with_state((relay.clone(), slots), limit_concurrency))
@@ -61,6 +99,36 @@ async fn limit_concurrency(
     }
 }
 
+/// Reads a body of at most `limit` bytes into one buffer. With a `Content-Length`
+/// (`declared`) its bytes were taken from the budget before reading; without one, each chunk
+/// takes its bytes as it arrives.
+async fn read_body<'a>(
+    mut body: Body,
+    limit: u64,
+    declared: Option<u64>,
+    budget: &'a BodyBudget,
+    held: &mut Option<SemaphorePermit<'a>>,
+) -> Result<Bytes, Refusal> {
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Refusal::Invalid(format!("could not read the body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        let len = (buf.len() + chunk.len()) as u64;
+        if len > limit {
+            return Err(Refusal::TooLarge(limit));
+        }
+        match declared {
+            Some(d) if len > d => {
+                return Err(Refusal::Invalid("the body is longer than its Content-Length".into()));
+            }
+            Some(_) => {}
+            None => budget.take(held, chunk.len()).map_err(|_| Refusal::BuffersFull(budget.limit))?,
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
@@ -86,6 +154,14 @@ async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body
             IntakeOutcome::too_large,
             error(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than source.maxBodyBytes ({limit} bytes)")),
         ),
+        Err(Refusal::BuffersFull(limit)) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many request bytes in progress (source.maxBufferedBytes = {limit}); retry later"),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS));
+            (IntakeOutcome::buffers_full, r)
+        }
         Err(Refusal::Unauthorized(why)) => (IntakeOutcome::unauthorized, error(StatusCode::UNAUTHORIZED, why)),
         Err(Refusal::Invalid(why)) => (IntakeOutcome::invalid, error(StatusCode::BAD_REQUEST, why)),
         Err(Refusal::Timeout(limit)) => (
@@ -110,6 +186,8 @@ async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body
 
 enum Refusal {
     TooLarge(u64),
+    /// Buffering the body would go beyond `source.maxBufferedBytes`.
+    BuffersFull(u64),
     Unauthorized(String),
     Invalid(String),
     Timeout(Duration),
@@ -123,11 +201,15 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
     if declared.is_some_and(|n| n > limit) {
         return Err(Refusal::TooLarge(limit));
     }
-    let read = tokio::time::timeout(source.read_timeout, Limited::new(body, limit as usize).collect());
+    // Held until the event is stored and answered: the body lives that long.
+    let mut held = None;
+    let budget = &relay.body_budget;
+    if let Some(n) = declared {
+        budget.take(&mut held, n as usize).map_err(|_| Refusal::BuffersFull(budget.limit))?;
+    }
+    let read = tokio::time::timeout(source.read_timeout, read_body(body, limit, declared, budget, &mut held));
     let body = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(Refusal::TooLarge(limit)),
-        Ok(Err(e)) => return Err(Refusal::Invalid(format!("could not read the body: {e}"))),
+        Ok(result) => result?,
         Err(_) => return Err(Refusal::Timeout(source.read_timeout)),
     };
     relay.verifier.verify(headers, &body).map_err(|e| {
@@ -159,7 +241,7 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
         }
         Err(e) => {
             tracing::warn!(event_id = %id, error = %e, "could not store an event; answered 503");
-            relay.set_redis_up(false);
+            relay.set_redis_down(format!("storing an event failed: {e}"));
             Err(Refusal::Unavailable(e.to_string()))
         }
     }

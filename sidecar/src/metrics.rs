@@ -23,11 +23,13 @@ pub enum IntakeOutcome {
     timeout,
     /// Refused beyond `source.maxConcurrentRequests` (503).
     overloaded,
+    /// Refused because buffering its body would go beyond `source.maxBufferedBytes` (503).
+    buffers_full,
 }
 
 impl IntakeOutcome {
     /// Every outcome, so each series exists (at 0) from the first scrape.
-    pub const ALL: [IntakeOutcome; 8] = [
+    pub const ALL: [IntakeOutcome; 9] = [
         IntakeOutcome::accepted,
         IntakeOutcome::duplicate,
         IntakeOutcome::unauthorized,
@@ -36,6 +38,7 @@ impl IntakeOutcome {
         IntakeOutcome::unavailable,
         IntakeOutcome::timeout,
         IntakeOutcome::overloaded,
+        IntakeOutcome::buffers_full,
     ];
 }
 

@@ -1,13 +1,14 @@
 //! The state one relay process shares between intake, the delivery worker and admin.
 
 use crate::batch::Batcher;
+use crate::intake::BodyBudget;
 use crate::metrics::Metrics;
 use crate::receipts::{ReceiptKind, Receipts};
 use crate::settings::Settings;
 use crate::signature::Verifier;
 use bytes::Bytes;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 use webhook_relay_api::RelayConfig;
 use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store, StoreError};
@@ -26,9 +27,20 @@ pub struct Relay {
     receipts: Option<Receipts>,
     /// Intake's writes, coalesced into one enqueue script call per batch.
     enqueuer: Batcher<NewEvent, Enqueued>,
+    /// The request body bytes intake may hold at once (`source.maxBufferedBytes`).
+    pub body_budget: BodyBudget,
     wake: Notify,
     shutdown: watch::Sender<bool>,
+    /// Whether Redis can store events right now (writes succeed, not merely reads).
     redis_up: AtomicBool,
+    /// Why Redis cannot store, for `/readyz` (no secret in it).
+    redis_problem: Mutex<String>,
+    /// Set when the relay must stop with an error (e.g. a Redis too old for the scripts).
+    fatal: Mutex<Option<String>>,
+    /// Whether the Redis version was checked (at start, or once it first answered).
+    pub version_checked: AtomicBool,
+    /// Counts store failures, so a health check that began before one cannot undo it.
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl Relay {
@@ -42,6 +54,7 @@ impl Relay {
     ) -> Arc<Self> {
         let verifier = Verifier::new(&settings.config.source.verify, settings.secrets.signing_secret.clone());
         let (shutdown, _) = watch::channel(false);
+        let settings_budget = settings.config.source.max_buffered_bytes;
         let enqueuer = {
             let (store, window) = (store.clone(), settings.config.source.dedup_window);
             Batcher::start(ENQUEUE_BATCH, move |events: Vec<NewEvent>| {
@@ -57,9 +70,14 @@ impl Relay {
             http,
             receipts,
             enqueuer,
+            body_budget: BodyBudget::new(settings_budget),
             wake: Notify::new(),
             shutdown,
             redis_up: AtomicBool::new(true),
+            redis_problem: Mutex::new(String::new()),
+            fatal: Mutex::new(None),
+            version_checked: AtomicBool::new(false),
+            failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -94,6 +112,14 @@ impl Relay {
         }
     }
 
+    /// At shutdown: sends the receipts still queued within the drain time; the rest are
+    /// counted and logged as failed, never dropped silently.
+    pub async fn finish_receipts(&self) {
+        if let Some(r) = &self.receipts {
+            r.drain(self.config().destination.timeout + std::time::Duration::from_secs(5)).await;
+        }
+    }
+
     /// Starts a graceful shutdown: intake stops, the worker drains, `/readyz` turns false.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -110,13 +136,55 @@ impl Relay {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    pub fn set_redis_up(&self, up: bool) {
-        self.redis_up.store(up, Ordering::Relaxed);
-        self.metrics.redis_up.set(up as i64);
+    /// Records that Redis stored something just now: only a write proves it can store.
+    pub fn set_redis_up(&self) {
+        self.redis_up.store(true, Ordering::Relaxed);
+        self.metrics.redis_up.set(1);
     }
 
+    /// Records that Redis could not store (or be reached), and why.
+    pub fn set_redis_down(&self, why: impl Into<String>) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+        *self.redis_problem.lock().unwrap() = why.into();
+        self.redis_up.store(false, Ordering::Relaxed);
+        self.metrics.redis_up.set(0);
+    }
+
+    /// A mark taken before a health check; [`set_redis_up_since`](Self::set_redis_up_since)
+    /// with it does nothing if a store failure came in meanwhile.
+    pub fn health_mark(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Records a passed health check begun at `mark`, unless a failure came in since.
+    pub fn set_redis_up_since(&self, mark: u64) -> bool {
+        if self.failures.load(Ordering::SeqCst) != mark {
+            return false;
+        }
+        self.set_redis_up();
+        true
+    }
+
+    /// Whether Redis took the last write asked of it (`redis_up` and `/readyz` mean "can store").
     pub fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// Why Redis cannot store, when [`redis_up`](Self::redis_up) is false.
+    pub fn redis_problem(&self) -> String {
+        self.redis_problem.lock().unwrap().clone()
+    }
+
+    /// Stops the relay with an error the process exits with.
+    pub fn fail(&self, why: String) {
+        tracing::error!(error = %why, "webhook-relay cannot run");
+        self.fatal.lock().unwrap().get_or_insert(why);
+        self.begin_shutdown();
+    }
+
+    /// The error set by [`fail`](Self::fail), if any.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.lock().unwrap().clone()
     }
 
     /// Ready to take events: Redis reachable and not shutting down.

@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
+/// Bytes of read buffer one connection may hold (headers must fit in it).
+pub const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+
 /// Limits of one listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -36,7 +39,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // What one connection may buffer beyond what a handler takes; bounds the memory of
+        // many connections whose bodies nobody reads (refused requests).
+        .max_buf_size(MAX_CONNECTION_BUFFER);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use webhook_relay_api::RelayConfig;
 use webhook_relay_api::config::VerifyConfig;
+use webhook_relay_store::TlsMaterial;
 
 /// Secrets named by the config, read from the environment. Debug never prints them.
 #[derive(Clone, Default)]
@@ -14,6 +15,8 @@ pub struct Secrets {
     pub admin_token: Option<String>,
     pub genesys_client_id: Option<String>,
     pub genesys_client_secret: Option<String>,
+    /// `redis.tls` files, read: the CA to trust and the client certificate and key.
+    pub redis_tls: Option<TlsMaterial>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -40,6 +43,12 @@ pub enum SettingsError {
     MissingEnv { field: &'static str, var: String, hint: &'static str },
     #[error("{field} names {var}, whose value is too short: {why}")]
     WeakSecret { field: &'static str, var: String, why: &'static str },
+    #[error("{field} names {path}, which cannot be read: {source}")]
+    File { field: &'static str, path: String, source: std::io::Error },
+    #[error(
+        "redis.tls is set but the URL in {var} (redis.urlEnv) does not start with rediss:// or rediss+cluster://; use a TLS URL or remove redis.tls"
+    )]
+    TlsWithoutTlsUrl { var: String },
 }
 
 impl Settings {
@@ -71,6 +80,29 @@ impl Settings {
             VerifyConfig::None => None,
         };
         let redis_url = need("redis.urlEnv", &config.redis.url_env, " (e.g. redis://redis:6379/0)")?;
+        let redis_tls = match &config.redis.tls {
+            None => None,
+            Some(tls) => {
+                if !(redis_url.starts_with("rediss:") || redis_url.starts_with("rediss+")) {
+                    return Err(SettingsError::TlsWithoutTlsUrl { var: config.redis.url_env.clone() });
+                }
+                let read = |field: &'static str, path: &Option<std::path::PathBuf>| {
+                    path.as_ref()
+                        .map(|p| {
+                            std::fs::read(p).map_err(|source| SettingsError::File {
+                                field,
+                                path: p.display().to_string(),
+                                source,
+                            })
+                        })
+                        .transpose()
+                };
+                let ca_pem = read("redis.tls.caFile", &tls.ca_file)?;
+                let cert = read("redis.tls.certFile", &tls.cert_file)?;
+                let key = read("redis.tls.keyFile", &tls.key_file)?;
+                Some(TlsMaterial { ca_pem, client: cert.zip(key) })
+            }
+        };
         let admin_token = env(&config.admin.token_env);
         let (genesys_client_id, genesys_client_secret) = match &config.genesys {
             Some(g) => (
@@ -81,7 +113,14 @@ impl Settings {
         };
         Ok(Settings {
             config,
-            secrets: Secrets { signing_secret, redis_url, admin_token, genesys_client_id, genesys_client_secret },
+            secrets: Secrets {
+                signing_secret,
+                redis_url,
+                admin_token,
+                genesys_client_id,
+                genesys_client_secret,
+                redis_tls,
+            },
         })
     }
 }

@@ -83,7 +83,7 @@ async fn dead_letters(store: &Store, ids: &[String]) {
                 last_error: Some("400 Bad Request: nope".into()),
                 ..ev.meta.clone()
             };
-            assert!(store.dead_letter(&ev.lease, &meta, bounds).await.unwrap());
+            assert!(store.dead_letter(&ev.lease, &meta, bounds, false).await.unwrap());
             done += 1;
         } else {
             assert!(store.release(&ev.lease).await.unwrap());
@@ -347,7 +347,7 @@ async fn readyz_is_false_while_redis_is_down_or_shutting_down() {
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "intake saw Redis fail");
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "still serving");
     redis.start_again();
-    r.set_redis_up(true); // what the sampler does once Redis answers again
+    r.set_redis_up(); // what the sampler does once Redis answers again
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
     r.begin_shutdown();
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);

@@ -232,3 +232,81 @@ async fn slow_clients_are_cut_off_and_others_still_served() {
     let m = client.get(format!("{}/metrics", relay.admin)).send().await.unwrap().text().await.unwrap();
     assert!(m.lines().any(|l| l == r#"webhook_relay_intake_requests_total{outcome="timeout"} 1"#), "{m}");
 }
+
+/// Ids that a URL library would mangle: dot segments, slashes, escapes, queries, unicode.
+const AWKWARD_IDS: &[&str] =
+    &[".", "..", "...", "%2e%2E", "%2F", "a/../b", "/", "//", "?x=1", "#frag", "a b", "50%", "ü/é", "漢字🙂", "+&="];
+
+fn id_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just("/".to_string()),
+        Just(".".to_string()),
+        Just("..".to_string()),
+        Just("%".to_string()),
+        Just("%2e".to_string()),
+        Just(" ".to_string()),
+        Just("?".to_string()),
+        Just("#".to_string()),
+        Just("é".to_string()),
+        Just("🙂".to_string()),
+        "[a-zA-Z0-9_~+&=;:@!$'()*,\"\\\\-]{1,3}",
+    ];
+    proptest::collection::vec(piece, 1..8).prop_map(|p| p.concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_ids_round_trip_through_the_admin_api_and_the_cli() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let redis = RedisServer::start();
+    let ds = Downstream::start(Arc::new(|_, _| (400, None)), Duration::ZERO).await;
+    let relay = RelayProcess::start_fresh("t/ids", &redis.url(), &ds.url, "  maxAttempts: 1");
+    let client = reqwest::Client::new();
+    let s = store(&redis.url(), "t/ids").await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut ids: Vec<String> = AWKWARD_IDS.iter().map(|s| s.to_string()).collect();
+    while ids.len() < 64 {
+        let id = id_strategy().new_tree(&mut runner).unwrap().current();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let api = webhook_relay_sidecar::dlq::Client::new(relay.admin.parse().unwrap(), Some(ADMIN_TOKEN.into())).unwrap();
+    for id in &ids {
+        let body = serde_json::json!({ "id": id, "text": "x" }).to_string();
+        let sig = webhook_relay_sidecar::signature::sign_genesys(SECRET.as_bytes(), body.as_bytes());
+        let r = client.post(&relay.intake).header("x-hub-signature-256", sig).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{id:?}: {}", r.text().await.unwrap());
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async { s.stats().await.unwrap().dead == ids.len() as u64 }).await,
+        "{:?}",
+        s.stats().await.unwrap()
+    );
+    for id in &ids {
+        // The API, addressed the way the CLI does.
+        let ev = api.call(http::Method::GET, api.path(&["v1", "events", id])).await.unwrap().unwrap();
+        assert_eq!(ev["id"].as_str(), Some(id.as_str()), "GET of {id:?} found another event");
+        // The CLI binary: show, replay, delete.
+        let shown: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["-o", "json", "show", id]).await).unwrap();
+        assert_eq!(shown["id"].as_str(), Some(id.as_str()), "dlq show {id:?}");
+        let replayed: Value = serde_json::from_str(&dlq_ok(&relay.admin, &["-o", "json", "replay", id]).await).unwrap();
+        assert_eq!(replayed["id"].as_str(), Some(id.as_str()), "dlq replay {id:?}");
+    }
+    // Replayed, attempted again (400 again), dead again; then deleted one by one.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let st = s.stats().await.unwrap();
+            st.dead == ids.len() as u64 && st.due == 0 && st.in_flight == 0
+        })
+        .await
+    );
+    assert_eq!(ds.hits().len(), 2 * ids.len(), "each id delivered once, replayed once");
+    for id in &ids {
+        dlq_ok(&relay.admin, &["delete", id]).await;
+        let (ok, _, err) = dlq(&relay.admin, Some(ADMIN_TOKEN), &["show", id]).await;
+        assert!(!ok && err.contains("404"), "{id:?} still there after delete: {err}");
+    }
+    assert_eq!(s.stats().await.unwrap().dead, 0, "every delete hit its own event");
+    println!("ids: {} ids (dots, slashes, escapes, unicode) shown, replayed and deleted through the CLI", ids.len());
+}

@@ -25,6 +25,51 @@ const INTEGRATION: &str = "6d1e4a9c-0000-4000-8000-000000000001";
 struct Fake {
     tokens_issued: Arc<Mutex<u32>>,
     receipts: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Time the receipt endpoint takes to answer.
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl Fake {
+    /// Serves the fake on a free port; returns its base URL.
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/oauth/token", post(token))
+            .route("/api/v2/conversations/messages/{integration}/inbound/open/receipt", post(receipt))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn receipts_of(&self, status: &str) -> Vec<String> {
+        let r = self.receipts.lock().unwrap();
+        r.iter().filter(|(_, v)| v["status"] == status).map(|(_, v)| v["id"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// The test config with receipts of both kinds to the fake at `genesys`.
+fn receipts_config(relay: &str, l: u16, a: u16, ds: &str, genesys: &str) -> String {
+    format!(
+        "{}genesys:\n  apiBaseUrl: {genesys}\n  loginBaseUrl: {genesys}\n  integrationId: {INTEGRATION}\n  \
+         receipts: {{ onDeadLetter: true, onDelivered: true }}\n",
+        config(relay, l, a, ds, "  maxAttempts: 3")
+    )
+}
+
+const GENESYS_ENV: [(&str, &str); 2] = [("GENESYS_CLIENT_ID", CLIENT_ID), ("GENESYS_CLIENT_SECRET", CLIENT_SECRET)];
+
+fn bad_is_400() -> Script {
+    Arc::new(|id, _| if id.starts_with("bad") { (400, None) } else { (200, None) })
+}
+
+/// The sum of every series of `/metrics` whose line starts with `prefix`.
+async fn metric(admin: &str, prefix: &str) -> u64 {
+    let text = reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
+        .sum()
 }
 
 async fn token(State(f): State<Fake>, headers: HeaderMap, body: String) -> Response {
@@ -42,6 +87,8 @@ async fn token(State(f): State<Fake>, headers: HeaderMap, body: String) -> Respo
 }
 
 async fn receipt(State(f): State<Fake>, Path(integration): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let delay = *f.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer fake-token-1") {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": "authentication.required"}))).into_response();
     }
@@ -53,17 +100,9 @@ async fn receipt(State(f): State<Fake>, Path(integration): Path<String>, headers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_posts_exactly_one_failed_receipt_and_delivery_one_delivered() {
     let fake = Fake::default();
-    let app = Router::new()
-        .route("/oauth/token", post(token))
-        .route("/api/v2/conversations/messages/{integration}/inbound/open/receipt", post(receipt))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let genesys = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    let genesys = fake.serve().await;
     let redis = RedisServer::start();
-    let script: Script = Arc::new(|id, _| if id.starts_with("bad") { (400, None) } else { (200, None) });
-    let ds = Downstream::start(script, Duration::ZERO).await;
+    let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
     let yaml = format!(
         "{}genesys:\n  apiBaseUrl: {genesys}\n  loginBaseUrl: {genesys}\n  integrationId: {INTEGRATION}\n  \
@@ -108,4 +147,123 @@ async fn dead_letter_posts_exactly_one_failed_receipt_and_delivery_one_delivered
     assert!(m.contains(r#"webhook_relay_genesys_receipts_total{status="Failed",outcome="sent"} 1"#), "{m}");
     let log = relay.log_text();
     assert!(!log.contains(CLIENT_SECRET) && !log.contains("fake-token-1"), "secrets in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_of_an_outcome_write_still_sends_its_receipt_and_counts_right() {
+    let fake = Fake::default();
+    let genesys = fake.serve().await;
+    let redis = RedisServer::start();
+    let proxy = testkit::proxy::LossyProxy::start(redis.port);
+    let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let yaml = receipts_config("t/lost", l, a, &ds.url, &genesys);
+    let relay = RelayProcess::start_with_env(&yaml, &proxy.url(), l, a, &GENESYS_ENV);
+    let client = reqwest::Client::new();
+    // Warm up, so the server has both scripts cached and calls them by hash.
+    for id in ["bad-warm", "good-warm"] {
+        assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
+    }
+    assert!(eventually(Duration::from_secs(20), || async { fake.receipts.lock().unwrap().len() == 2 }).await);
+
+    // The dead-letter script runs, its reply is lost, the connection drops.
+    proxy.lose_reply_to(webhook_relay_store::scripts::DEAD.hash().as_bytes());
+    assert_eq!(send(&client, &relay.intake, "bad-lost").await.unwrap().0, 200);
+    let failed =
+        eventually(Duration::from_secs(20), || async { fake.receipts_of("Failed").contains(&"bad-lost".to_string()) })
+            .await;
+    assert!(failed, "no Failed receipt after the lost reply; log:\n{}", relay.log_text());
+    assert_eq!(proxy.lost(), 1, "the reply was lost on purpose");
+
+    // The same for an ack.
+    proxy.lose_reply_to(webhook_relay_store::scripts::ACK.hash().as_bytes());
+    assert_eq!(send(&client, &relay.intake, "good-lost").await.unwrap().0, 200);
+    let delivered = eventually(Duration::from_secs(20), || async {
+        fake.receipts_of("Delivered").contains(&"good-lost".to_string())
+    })
+    .await;
+    assert!(delivered, "no Delivered receipt after the lost reply; log:\n{}", relay.log_text());
+    assert_eq!(proxy.lost(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.receipts_of("Failed"), ["bad-warm", "bad-lost"], "one Failed receipt each");
+    assert_eq!(fake.receipts_of("Delivered"), ["good-warm", "good-lost"]);
+    let dead = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="dead""#).await;
+    let acked = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="delivered""#).await;
+    let lost = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="lease_lost""#).await;
+    println!(
+        "lost replies: 2 replies dropped by the proxy; attempts counted dead {dead}, delivered {acked}, lease_lost {lost}"
+    );
+    assert_eq!((dead, acked, lost), (2, 2, 0));
+    let s = store(&redis.url(), "t/lost").await;
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight, st.dead), (0, 0, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_queued_at_sigterm_are_sent_within_the_drain_or_counted_as_failed() {
+    let fake = Fake::default();
+    let genesys = fake.serve().await;
+    let redis = RedisServer::start();
+    let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
+    let client = reqwest::Client::new();
+
+    // A slow Genesys (1 s a receipt, 8 at once): 12 receipts still queued at SIGTERM are all
+    // sent within the drain time.
+    *fake.delay.lock().unwrap() = Duration::from_secs(1);
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let mut relay = RelayProcess::start_with_env(
+        &receipts_config("t/drain", l, a, &ds.url, &genesys),
+        &redis.url(),
+        l,
+        a,
+        &GENESYS_ENV,
+    );
+    let ids: Vec<String> = (0..12).map(|i| format!("bad-slow-{i}")).collect();
+    for id in &ids {
+        assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
+    }
+    let s = store(&redis.url(), "t/drain").await;
+    assert!(eventually(Duration::from_secs(20), || async { s.stats().await.unwrap().dead == 12 }).await);
+    let status = relay.terminate(Duration::from_secs(30)).expect("exited");
+    assert!(status.success());
+    let mut sent = fake.receipts_of("Failed");
+    sent.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(sent, want, "every queued receipt was sent before exit; log:\n{}", relay.log_text());
+    assert!(!relay.log_text().contains("receipt not sent"), "{}", relay.log_text());
+
+    // A Genesys that never answers in time: the receipts are given up at the end of the
+    // drain, each counted and logged with its event id, not dropped silently.
+    fake.receipts.lock().unwrap().clear();
+    *fake.delay.lock().unwrap() = Duration::from_secs(600);
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let mut relay = RelayProcess::start_with_env(
+        &receipts_config("t/drain2", l, a, &ds.url, &genesys),
+        &redis.url(),
+        l,
+        a,
+        &GENESYS_ENV,
+    );
+    let ids: Vec<String> = (0..10).map(|i| format!("bad-hung-{i}")).collect();
+    for id in &ids {
+        assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
+    }
+    let s = store(&redis.url(), "t/drain2").await;
+    assert!(eventually(Duration::from_secs(20), || async { s.stats().await.unwrap().dead == 10 }).await);
+    let t0 = std::time::Instant::now();
+    let status = relay.terminate(Duration::from_secs(30)).expect("exited within the drain time");
+    assert!(status.success());
+    let log = relay.log_text();
+    let given_up: Vec<&str> = log.lines().filter(|l| l.contains("receipt not sent")).collect();
+    println!(
+        "receipts at SIGTERM: 12 of 12 sent to a slow Genesys before exit; with a hung Genesys the relay exited after {:.1}s \
+         and logged {} receipts as not sent",
+        t0.elapsed().as_secs_f64(),
+        given_up.len()
+    );
+    for id in &ids {
+        assert!(given_up.iter().any(|l| l.contains(id.as_str())), "{id} was not reported; log:\n{log}");
+    }
+    assert_eq!(given_up.len(), ids.len());
 }

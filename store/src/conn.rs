@@ -1,6 +1,7 @@
 //! One Redis connection per process: a reconnecting single-server connection, or a Redis
-//! Cluster connection. Scripts run with `EVALSHA` and fall back to `EVAL` on `NOSCRIPT`
-//! (a restarted or failed-over server has an empty script cache).
+//! Cluster connection, over TLS (rustls) for `rediss://` URLs. Scripts run with `EVALSHA`
+//! and fall back to `EVAL` on `NOSCRIPT` (a restarted or failed-over server has an empty
+//! script cache).
 
 use crate::scripts::LuaScript;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -12,7 +13,8 @@ use std::time::Duration;
 /// How to reach Redis.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// `redis://`, `rediss://`, `unix://`, or `redis+cluster://host:port,host:port`.
+    /// `redis://`, `rediss://`, `unix://`, or `redis+cluster://host:port,host:port`
+    /// (`rediss+cluster://` for TLS).
     pub url: String,
     /// Use the cluster client even for a plain `redis://` URL.
     pub cluster: bool,
@@ -20,6 +22,9 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Time allowed for one reply.
     pub response_timeout: Duration,
+    /// What a `rediss://` connection trusts and presents; `None`: the system's roots, no
+    /// client certificate.
+    pub tls: Option<TlsMaterial>,
 }
 
 impl ConnectOptions {
@@ -29,12 +34,81 @@ impl ConnectOptions {
             cluster: false,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
         self
+    }
+
+    pub fn tls(mut self, tls: Option<TlsMaterial>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether the URL asks for TLS (`rediss://` or `rediss+cluster://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss:") || self.url.starts_with("rediss+")
+    }
+}
+
+/// TLS material, PEM-encoded, already read from its files.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// CA certificate(s) to trust instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and private key, for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field("client", &self.client.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl TlsMaterial {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+}
+
+/// Makes aws-lc-rs the process's rustls provider (idempotent). More than one provider is
+/// compiled into the workspace, and rustls then refuses to pick one by itself.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A TLS failure only a change of settings fixes (not an outage that passes by itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The server's certificate is not trusted: wrong or missing CA, wrong host name, expired.
+    UntrustedServer,
+    /// The server refused the handshake for want of an acceptable client certificate.
+    ClientCertificateRefused,
+}
+
+/// What kind of TLS setup problem `e` is, if any.
+pub fn tls_problem(e: &redis::RedisError) -> Option<TlsProblem> {
+    let text = format!("{e:?} {e}");
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    if has(&["invalid peer certificate", "UnknownIssuer", "NotValidForName", "BadSignature", "certificate verify"]) {
+        Some(TlsProblem::UntrustedServer)
+    } else if has(&["CertificateRequired", "BadCertificate", "UnknownCA", "AccessDenied", "HandshakeFailure"]) {
+        Some(TlsProblem::ClientCertificateRefused)
+    } else {
+        None
     }
 }
 
@@ -50,17 +124,23 @@ impl Conn {
     /// so a process can start (and answer 503) while Redis is still down; the cluster
     /// client needs the cluster up to learn its slots.
     pub async fn connect(opts: &ConnectOptions) -> RedisResult<Conn> {
+        install_crypto_provider();
         let (cluster, urls) = split_url(&opts.url, opts.cluster);
+        let tls = opts.tls.as_ref().filter(|_| opts.is_tls());
         if cluster {
-            let conn = ClusterClientBuilder::new(urls)
+            let mut builder = ClusterClientBuilder::new(urls)
                 .connection_timeout(opts.connect_timeout)
-                .response_timeout(opts.response_timeout)
-                .build()?
-                .get_async_connection()
-                .await?;
+                .response_timeout(opts.response_timeout);
+            if let Some(tls) = tls {
+                builder = builder.certs(tls.certificates());
+            }
+            let conn = builder.build()?.get_async_connection().await?;
             Ok(Conn::Cluster(conn))
         } else {
-            let client = redis::Client::open(urls[0].as_str())?;
+            let client = match tls {
+                Some(tls) => redis::Client::build_with_tls(urls[0].as_str(), tls.certificates())?,
+                None => redis::Client::open(urls[0].as_str())?,
+            };
             let cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.connect_timeout))
                 .set_response_timeout(Some(opts.response_timeout))

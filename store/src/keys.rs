@@ -27,8 +27,14 @@ pub struct Keys {
     pub pending: String,
     /// `whr:{R}:seen` ZSET: event id -> end of its dedup window, Unix ms.
     pub seen: String,
-    /// `whr:{R}:fence` STRING: counter issuing fencing tokens.
+    /// `whr:{R}:fence` STRING: the last fencing token issued.
     pub fence: String,
+    /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
+    /// because only a write shows that Redis can store (reads still work when it is out of memory).
+    pub alive: String,
+    /// Prefix of `whr:{R}:claim:<claim id>` STRING keys: what one claim call took, so a
+    /// retry of that call gets the same events back; each expires with its lease.
+    claim_prefix: String,
 }
 
 impl Keys {
@@ -47,7 +53,14 @@ impl Keys {
             pending: k("pending"),
             seen: k("seen"),
             fence: k("fence"),
+            alive: k("alive"),
+            claim_prefix: k("claim:"),
         }
+    }
+
+    /// `whr:{R}:claim:<claim_id>`: the record of one claim call.
+    pub fn claim(&self, claim_id: u64) -> String {
+        format!("{}{claim_id:016x}", self.claim_prefix)
     }
 }
 
@@ -67,5 +80,6 @@ mod tests {
         assert_eq!(k.dead, "whr:{cx/orders}:dead");
         assert_eq!(k.inflight, "whr:{cx/orders}:inflight");
         assert_eq!(Keys::new("a{b}").due, "whr:{a_b_}:due");
+        assert_eq!(k.claim(255), "whr:{cx/orders}:claim:00000000000000ff");
     }
 }

@@ -15,7 +15,7 @@ use redis::{FromRedisValue, Value};
 use scripts::LuaScript;
 use std::time::Duration;
 
-pub use conn::{Conn, ConnectOptions};
+pub use conn::{Conn, ConnectOptions, TlsMaterial, TlsProblem, install_crypto_provider, tls_problem};
 pub use keys::Keys;
 pub use model::*;
 
@@ -34,6 +34,41 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The oldest Redis whose scripts this store runs: the scripts use `ZADD GT`/`NX` and
+/// `ZRANGE` forms of 6.2, and the version is read with `redis.REDIS_VERSION` (7.0).
+pub const MIN_REDIS_VERSION: (u32, u32, u32) = (7, 0, 0);
+
+/// A Redis server version, as `INFO` and `redis.REDIS_VERSION` give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub text: String,
+    /// Major, minor, patch; `None` when older than 7.0 (no `redis.REDIS_VERSION`).
+    pub number: Option<(u32, u32, u32)>,
+}
+
+impl ServerVersion {
+    /// From what `redis.REDIS_VERSION` returned (nil before 7.0).
+    pub fn parse(reported: Option<String>) -> Self {
+        let Some(text) = reported else {
+            return ServerVersion { text: "older than 7.0".into(), number: None };
+        };
+        let mut parts = text.split('.').map(|p| p.trim().parse::<u32>().unwrap_or(0));
+        let number = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        ServerVersion { text, number: Some(number) }
+    }
+
+    /// Whether the store's scripts run on it.
+    pub fn supported(&self) -> bool {
+        self.number.is_some_and(|n| n >= MIN_REDIS_VERSION)
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
 
 /// One relay's schedule in Redis. Cheap to clone: clones share one connection.
 #[derive(Clone)]
@@ -119,15 +154,25 @@ impl Store {
     }
 
     /// Claims up to `max` due events under a lease of `lease`, each with a fresh fencing
-    /// token; first gives expired leases back to `due`.
+    /// token; first gives expired leases back to `due`. A new claim id each call: see
+    /// [`claim_as`](Self::claim_as) for a call that may be retried.
     pub async fn claim(&self, max: usize, lease: Duration) -> Result<Claim> {
+        self.claim_as(new_claim_id(), max, lease).await
+    }
+
+    /// Claims like [`claim`](Self::claim) under `claim_id`. Sending the same call again
+    /// after its reply was lost (a timeout, a dropped connection) does not claim more: it
+    /// returns the events the first call claimed that are still leased to it, so none sits
+    /// in flight unattempted until its lease expires.
+    pub async fn claim_as(&self, claim_id: u64, max: usize, lease: Duration) -> Result<Claim> {
         let k = &self.keys;
         let max_s = max.to_string();
         let lease_s = ms(lease).to_string();
+        let record = k.claim(claim_id);
         let v: Value = self
             .run(
                 &scripts::CLAIM,
-                &[&k.due, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.fence, &k.pending],
+                &[&k.due, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.fence, &k.pending, &record],
                 &[max_s.as_bytes(), lease_s.as_bytes()],
             )
             .await?;
@@ -141,15 +186,24 @@ impl Store {
 
     /// Acks a batch in one script call; one `bool` per lease, in order (`false`: lease lost).
     pub async fn ack_many(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        let first: Vec<(Lease, bool)> = leases.iter().map(|l| (l.clone(), false)).collect();
+        self.ack_batch(&first).await
+    }
+
+    /// Acks a batch; with `true` beside a lease the call is a retry of an ack whose reply
+    /// was lost, and reports `true` too when that first call already acked the event.
+    pub async fn ack_batch(&self, leases: &[(Lease, bool)]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(vec![]);
         }
         let k = &self.keys;
-        let tokens: Vec<String> = leases.iter().map(|l| l.token.to_string()).collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(leases.len() * 2);
-        for (l, t) in leases.iter().zip(&tokens) {
+        let fields: Vec<(String, String)> =
+            leases.iter().map(|(l, retry)| (l.token.to_string(), retry_deadline(l, *retry))).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(leases.len() * 3);
+        for ((l, _), (t, d)) in leases.iter().zip(&fields) {
             args.push(l.id.as_str().as_bytes());
             args.push(t.as_bytes());
+            args.push(d.as_bytes());
         }
         let acked: Vec<i64> =
             self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending], &args).await?;
@@ -165,34 +219,50 @@ impl Store {
 
     /// Puts a failed event back in `due`, `delay` from now (server time), recording the
     /// outcome in its metadata. Returns the new due score, or `None` if the lease was lost.
-    pub async fn reschedule(&self, lease: &Lease, delay: Duration, meta: &EventMeta) -> Result<Option<i64>> {
+    /// `retry`: this call repeats one whose reply was lost (see [`ack_batch`](Self::ack_batch)).
+    pub async fn reschedule(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        meta: &EventMeta,
+        retry: bool,
+    ) -> Result<Option<i64>> {
         let k = &self.keys;
         let token = lease.token.to_string();
         let delay_s = ms(delay).to_string();
         let meta = serde_json::to_vec(meta).expect("meta serializes");
+        let deadline = retry_deadline(lease, retry);
         let at: Option<i64> = self
             .run(
                 &scripts::RESCHEDULE,
-                &[&k.inflight, &k.lease, &k.due, &k.meta],
-                &[lease.id.as_str().as_bytes(), token.as_bytes(), delay_s.as_bytes(), &meta],
+                &[&k.inflight, &k.lease, &k.due, &k.meta, &k.body, &k.dead],
+                &[lease.id.as_str().as_bytes(), token.as_bytes(), delay_s.as_bytes(), &meta, deadline.as_bytes()],
             )
             .await?;
         Ok(at)
     }
 
     /// Moves a failed event to `dead`, recording why, and trims the dead set to its bounds.
-    /// `false` means the lease was lost.
-    pub async fn dead_letter(&self, lease: &Lease, meta: &EventMeta, bounds: DeadBounds) -> Result<bool> {
+    /// `false` means the lease was lost. `retry` as for [`reschedule`](Self::reschedule).
+    pub async fn dead_letter(&self, lease: &Lease, meta: &EventMeta, bounds: DeadBounds, retry: bool) -> Result<bool> {
         let k = &self.keys;
         let token = lease.token.to_string();
         let meta = serde_json::to_vec(meta).expect("meta serializes");
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
+        let deadline = retry_deadline(lease, retry);
         let (ok, _trimmed): (i64, i64) = self
             .run(
                 &scripts::DEAD,
                 &[&k.inflight, &k.lease, &k.dead, &k.meta, &k.body, &k.attempts, &k.pending],
-                &[lease.id.as_str().as_bytes(), token.as_bytes(), &meta, age.as_bytes(), count.as_bytes()],
+                &[
+                    lease.id.as_str().as_bytes(),
+                    token.as_bytes(),
+                    &meta,
+                    age.as_bytes(),
+                    count.as_bytes(),
+                    deadline.as_bytes(),
+                ],
             )
             .await?;
         Ok(ok == 1)
@@ -270,7 +340,9 @@ impl Store {
     }
 
     /// Drops an event for good (its dedup entry stays, so a resend is still a duplicate).
-    pub async fn delete(&self, id: &EventId) -> Result<bool> {
+    /// An event in flight is left alone ([`Deleted::InFlight`]): only its lease holder, or
+    /// the lease's expiry, ends that state.
+    pub async fn delete(&self, id: &EventId) -> Result<Deleted> {
         let k = &self.keys;
         let n: i64 = self
             .run(
@@ -279,7 +351,35 @@ impl Store {
                 &[id.as_str().as_bytes()],
             )
             .await?;
-        Ok(n == 1)
+        Ok(match n {
+            1 => Deleted::Deleted,
+            -1 => Deleted::InFlight,
+            _ => Deleted::NotFound,
+        })
+    }
+
+    /// The version of the server holding this relay's keys.
+    pub async fn server_version(&self) -> Result<ServerVersion> {
+        let v: Option<String> = self.run(&scripts::VERSION, &[&self.keys.due], &[]).await?;
+        Ok(ServerVersion::parse(v))
+    }
+
+    /// Memory of the node holding this relay's keys: (used, counted as Redis counts it for
+    /// `maxmemory`; `maxmemory`, 0 for no limit).
+    pub async fn memory(&self) -> Result<(u64, u64)> {
+        self.run(&scripts::MEMORY, &[&self.keys.due], &[]).await
+    }
+
+    /// Writes a small expiring key: succeeds only if Redis accepts writes right now (an
+    /// out-of-memory Redis still answers reads, so reads prove nothing about storing).
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&self.keys.alive).arg("1").arg("PX").arg(10_000);
+        match tokio::time::timeout(self.timeout, self.conn.clone().cmd(&cmd)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
     }
 
     /// Queue figures: due, in flight, dead, and the age of the oldest undelivered event.
@@ -359,6 +459,40 @@ type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>);
 /// One LIST row: id, score, attempts, meta JSON.
 type ListRow = (String, f64, u32, Vec<u8>);
 
+/// What an outcome write passes as the lease deadline: the deadline on a retry, `0` (no
+/// inference about an earlier call) on a first call.
+fn retry_deadline(lease: &Lease, retry: bool) -> String {
+    if retry { lease.deadline_ms.to_string() } else { "0".into() }
+}
+
+/// A claim id no other call is likely to use: random bits from the standard library's
+/// per-process hasher keys, mixed with a counter.
+fn new_claim_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_are_judged_against_the_minimum() {
+        assert!(ServerVersion::parse(Some("7.0.15".into())).supported());
+        assert!(ServerVersion::parse(Some("7.2.4".into())).supported());
+        assert!(ServerVersion::parse(Some("8.0.0".into())).supported());
+        let old = ServerVersion::parse(None);
+        assert!(!old.supported());
+        assert_eq!(old.to_string(), "older than 7.0");
+        assert!(!ServerVersion::parse(Some("6.2.14".into())).supported());
+        assert_eq!(ServerVersion::parse(Some("7.0.15".into())).number, Some((7, 0, 15)));
+    }
 }

@@ -79,8 +79,11 @@ pub struct EventMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub id: EventId,
-    /// Fencing token, increasing across the relay; a newer claim invalidates older ones.
+    /// Fencing token, increasing across the relay (also when Redis comes back from older
+    /// data); a newer claim invalidates older ones.
     pub token: u64,
+    /// When the lease expires, Unix ms, server time.
+    pub deadline_ms: i64,
 }
 
 /// A claimed event, ready to deliver.
@@ -114,6 +117,15 @@ pub struct Claim {
 pub struct DeadBounds {
     pub max_age: Duration,
     pub max_entries: u64,
+}
+
+/// What a delete did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NotFound,
+    /// Being delivered right now; refused (its lease holder ends that state).
+    InFlight,
 }
 
 /// What a replay found.
@@ -233,12 +245,12 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
     let mut out = Vec::with_capacity(events.len());
     for item in events {
         let Value::Array(f) = item else { return Err("claim event is not an array".into()) };
-        let [id, token, attempt, scheduled, body, meta]: [Value; 6] =
+        let [id, token, attempt, scheduled, body, meta, deadline]: [Value; 7] =
             f.try_into().map_err(|_| "claim event has the wrong arity".to_string())?;
         let id = String::from_utf8(bytes(id)?).map_err(|e| e.to_string())?;
         let meta: EventMeta = serde_json::from_slice(&bytes(meta)?).unwrap_or_default();
         out.push(ClaimedEvent {
-            lease: Lease { id: EventId(id), token: int(&token)? as u64 },
+            lease: Lease { id: EventId(id), token: int(&token)? as u64, deadline_ms: int(&deadline)? },
             attempt: int(&attempt)? as u32,
             scheduled_ms: int(&scheduled)?,
             body: Bytes::from(bytes(body)?),

@@ -21,12 +21,30 @@ impl LuaScript {
     }
 }
 
-/// The state moves every script shares, defined once: server time, leaving a lease,
-/// freeing an event's data, reviving a dead letter, recovering expired leases.
+/// The state moves every script shares, defined once: server time, fencing tokens,
+/// leaving a lease, freeing an event's data, reviving a dead letter, recovering expired leases.
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Server time in ms and in microseconds, from one TIME call.
+local function clock()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), s * 1000000 + us
+end
+-- Integers as Redis stores them (no exponent): tokens and scores above 2^31.
+local function int(n)
+  return string.format('%.0f', n)
+end
+-- The base of the next fencing tokens (the first token is base + 1): above every token
+-- issued before (the counter), and at least the server's clock in microseconds, so tokens
+-- keep growing when Redis comes back from older data (a restart from an older AOF/RDB, a
+-- failover to a lagging replica) that rolled the counter back. Microseconds stay exact in
+-- Lua's doubles (below 2^53) until the year 2255.
+local function token_base(fence, now_us)
+  return math.max(tonumber(redis.call('GET', fence) or '0'), now_us - 1)
 end
 -- The event is no longer claimed by anyone.
 local function unlease(inflight, lease, id)
@@ -95,79 +113,142 @@ return out
     )
 });
 
-/// KEYS: due, inflight, lease, body, meta, attempts, fence, pending.
+/// KEYS: due, inflight, lease, body, meta, attempts, fence, pending, claim record.
 /// ARGV: max events, lease ms.
 /// Returns {now, next due score or false, next lease deadline or false, recovered, {{id, token,
-/// attempt, scheduled, body, meta}, ...}}.
+/// attempt, scheduled, body, meta, lease deadline}, ...}}.
+///
+/// The claim record (`whr:{R}:claim:<claim id>`, a key per call with an id the caller made
+/// up, expiring with the lease) makes a retried claim idempotent: when the reply of a claim
+/// is lost (a timeout, a dropped connection) the caller sends the same call again, and
+/// instead of claiming more it gets back the events the first call claimed and still holds,
+/// so they are not stranded in flight for a whole lease.
 pub static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
-local now = now_ms()
+local now, now_us = clock()
 local lease_ms = tonumber(ARGV[2])
+local out = {}
+local function next_scores()
+  local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
+  local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or false
+  return next_due, next_lease
+end
+local prior = redis.call('GET', KEYS[9])
+if prior then
+  local first, n = string.match(prior, '^(%d+) (%d+)$')
+  first, n = tonumber(first), tonumber(n)
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local token = tonumber(redis.call('HGET', KEYS[3], id) or '0')
+    if token >= first and token < first + n then
+      local body = redis.call('HGET', KEYS[4], id)
+      if body then
+        out[#out + 1] = {id, token, tonumber(redis.call('HGET', KEYS[6], id) or '1'), now, body,
+          redis.call('HGET', KEYS[5], id) or '{}', redis.call('ZSCORE', KEYS[2], id)}
+      end
+    end
+  end
+  local next_due, next_lease = next_scores()
+  return {now, next_due, next_lease, 0, out}
+end
 local recovered = recover(KEYS[2], KEYS[3], KEYS[1], now, 100)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
+local base = token_base(KEYS[7], now_us)
+local token = base
+local deadline = now + lease_ms
 for i = 1, #due, 2 do
   local id, scheduled = due[i], due[i + 1]
   redis.call('ZREM', KEYS[1], id)
   local body = redis.call('HGET', KEYS[4], id)
   if body then
-    local token = redis.call('INCR', KEYS[7])
-    redis.call('ZADD', KEYS[2], now + lease_ms, id)
-    redis.call('HSET', KEYS[3], id, token)
+    token = token + 1
+    redis.call('ZADD', KEYS[2], deadline, id)
+    redis.call('HSET', KEYS[3], id, int(token))
     local attempt = redis.call('HINCRBY', KEYS[6], id, 1)
     local meta = redis.call('HGET', KEYS[5], id) or '{}'
-    out[#out + 1] = {id, token, attempt, scheduled, body, meta}
+    out[#out + 1] = {id, token, attempt, scheduled, body, meta, deadline}
   else
     -- A due id without a body was deleted by hand; drop what is left of it.
     drop_payload(KEYS[4], KEYS[5], KEYS[6], id)
     redis.call('ZREM', KEYS[8], id)
   end
 end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
-local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or false
+if token > base then
+  redis.call('SET', KEYS[7], int(token))
+  redis.call('SET', KEYS[9], int(base + 1) .. ' ' .. int(token - base), 'PX', lease_ms)
+end
+local next_due, next_lease = next_scores()
 return {now, next_due, next_lease, recovered, out}
 "#,
     )
 });
 
+/// Outcome writes (ack, reschedule, dead-letter) take the lease's deadline on a retry
+/// (`0` on a first call). When a retry finds the lease no longer held by its token, the
+/// first call may have run and only its reply been lost. Before the deadline nobody else can
+/// have taken the event (only the holder moves an event out of `inflight` before its lease
+/// expires, and `delete` refuses events in flight), so the retry reports what the first call
+/// did when the event's state shows it: gone for an ack, stored and not dead for a
+/// reschedule, in `dead` for a dead-letter.
+const RETRIED: &str = r#"
+local function first_call_ran(lease_holder, token, deadline, now)
+  return deadline > 0 and now < deadline and lease_holder ~= token
+end
+"#;
+
 /// KEYS: inflight, lease, body, meta, attempts, pending.
-/// ARGV: id1, token1, id2, token2, ... Returns one 1 (acked) or 0 (the token no longer
-/// holds the lease) per pair, so a worker can ack a batch in one call.
+/// ARGV: id1, token1, deadline1, id2, ... (deadline: see [`RETRIED`]). Returns one 1 (acked,
+/// now or by the first call of a retry) or 0 (the token no longer holds the lease) per
+/// event, so a worker can ack a batch in one call.
 pub static ACK: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{RETRIED}\n{}",
         r#"
+local now = now_ms()
 local out = {}
-for i = 1, #ARGV, 2 do
-  local id = ARGV[i]
-  if redis.call('HGET', KEYS[2], id) == ARGV[i + 1] then
+for i = 1, #ARGV, 3 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local holder = redis.call('HGET', KEYS[2], id)
+  if holder == token then
     unlease(KEYS[1], KEYS[2], id)
     drop_payload(KEYS[3], KEYS[4], KEYS[5], id)
     redis.call('ZREM', KEYS[6], id)
+    out[#out + 1] = 1
+  elseif first_call_ran(holder, token, tonumber(ARGV[i + 2]), now) and redis.call('HEXISTS', KEYS[3], id) == 0 then
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
 return out
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: inflight, lease, due, meta.
-/// ARGV: id, token, delay ms, meta JSON. Returns the new due score, or false if the lease was lost.
+/// KEYS: inflight, lease, due, meta, body, dead.
+/// ARGV: id, token, delay ms, meta JSON, deadline (see [`RETRIED`]). Returns the new due
+/// score, or false if the lease was lost.
 pub static RESCHEDULE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{RETRIED}\n{}",
         r#"
 local id = ARGV[1]
-if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return false end
-local at = now_ms() + tonumber(ARGV[3])
+local now = now_ms()
+local holder = redis.call('HGET', KEYS[2], id)
+if holder ~= ARGV[2] then
+  if first_call_ran(holder, ARGV[2], tonumber(ARGV[5]), now) and redis.call('HEXISTS', KEYS[5], id) == 1
+    and not redis.call('ZSCORE', KEYS[6], id) then
+    return redis.call('ZSCORE', KEYS[3], id) or now
+  end
+  return false
+end
+local at = now + tonumber(ARGV[3])
 unlease(KEYS[1], KEYS[2], id)
 redis.call('ZADD', KEYS[3], at, id)
 redis.call('HSET', KEYS[4], id, ARGV[4])
 return at
-"#,
-    )
+"#
+    ))
 });
 
 /// Drops dead letters older than max age, then the oldest beyond max entries (bounded).
@@ -192,15 +273,22 @@ end
 "#;
 
 /// KEYS: inflight, lease, dead, meta, body, attempts, pending.
-/// ARGV: id, token, meta JSON, max age ms, max entries.
-/// Returns {1, trimmed} when dead-lettered, {0, 0} if the lease was lost.
+/// ARGV: id, token, meta JSON, max age ms, max entries, deadline (see [`RETRIED`]).
+/// Returns {1, trimmed} when dead-lettered (now or by the first call of a retry), {0, 0} if
+/// the lease was lost.
 pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{TRIM_DEAD}\n{}",
+        "{RETRIED}\n{TRIM_DEAD}\n{}",
         r#"
 local id = ARGV[1]
-if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return {0, 0} end
 local now = now_ms()
+local holder = redis.call('HGET', KEYS[2], id)
+if holder ~= ARGV[2] then
+  if first_call_ran(holder, ARGV[2], tonumber(ARGV[6]), now) and redis.call('ZSCORE', KEYS[3], id) then
+    return {1, 0}
+  end
+  return {0, 0}
+end
 unlease(KEYS[1], KEYS[2], id)
 redis.call('ZREM', KEYS[7], id)
 redis.call('ZADD', KEYS[3], now, id)
@@ -278,11 +366,14 @@ return #ids
 });
 
 /// KEYS: due, dead, inflight, lease, body, meta, attempts, pending.
-/// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed.
+/// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed,
+/// 0 if not, and -1 (nothing done) for an event in flight: its lease holder alone may end
+/// that state (outcome retries rely on it, see [`RETRIED`]).
 pub static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local id = ARGV[1]
+if redis.call('ZSCORE', KEYS[3], id) then return -1 end
 local existed = redis.call('HEXISTS', KEYS[5], id)
 redis.call('ZREM', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
@@ -360,6 +451,24 @@ for i = 1, #page, 2 do
   out[#out + 1] = {id, page[i + 1], redis.call('HGET', KEYS[2], id) or '0', redis.call('HGET', KEYS[3], id) or '{}'}
 end
 return out
+"#,
+    )
+});
+
+/// KEYS: any key of the relay (routes the call to its node). Returns `redis.REDIS_VERSION`,
+/// nil before Redis 7.0.
+pub static VERSION: LazyLock<LuaScript> = LazyLock::new(|| script("return redis.REDIS_VERSION"));
+
+/// KEYS: any key of the relay (routes the call to its node). Returns {used memory that counts
+/// against maxmemory, maxmemory (0: no limit)}, from `INFO memory` of that node.
+pub static MEMORY: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local info = redis.call('INFO', 'memory')
+local function field(name)
+  return tonumber(string.match(info, name .. ':(%d+)')) or 0
+end
+return {field('used_memory') - field('mem_not_counted_for_evict'), field('maxmemory')}
 "#,
     )
 });

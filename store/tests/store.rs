@@ -53,6 +53,8 @@ on_both!(
     reschedule_sets_a_future_score,
     scripts_reload_after_script_flush,
     list_pages_by_position_while_events_move,
+    a_retried_claim_returns_what_the_first_call_claimed,
+    a_retried_outcome_write_reports_what_the_first_call_did,
 );
 
 async fn lifecycle_enqueue_claim_ack(cluster: bool) {
@@ -184,9 +186,13 @@ async fn stale_token_cannot_ack_or_reschedule(cluster: bool) {
 
     assert!(!s.ack(&first.lease).await.unwrap(), "stale token acked");
     let meta = EventMeta { last_status: Some(503), ..Default::default() };
-    assert_eq!(s.reschedule(&first.lease, Duration::ZERO, &meta).await.unwrap(), None, "stale token rescheduled");
+    assert_eq!(
+        s.reschedule(&first.lease, Duration::ZERO, &meta, false).await.unwrap(),
+        None,
+        "stale token rescheduled"
+    );
     let bounds = DeadBounds { max_age: DAY, max_entries: 10 };
-    assert!(!s.dead_letter(&first.lease, &meta, bounds).await.unwrap(), "stale token dead-lettered");
+    assert!(!s.dead_letter(&first.lease, &meta, bounds, false).await.unwrap(), "stale token dead-lettered");
     assert!(!s.release(&first.lease).await.unwrap(), "stale token released");
     let st = s.stats().await.unwrap();
     assert_eq!((st.due, st.in_flight, st.dead), (0, 1, 0), "the current holder still owns it");
@@ -220,7 +226,7 @@ async fn dead_set_is_trimmed_by_count_and_age(cluster: bool) {
     let c = s.claim(10, LEASE).await.unwrap();
     for ev in &c.events {
         let meta = EventMeta { last_status: Some(400), last_error: Some("400 Bad Request".into()), ..ev.meta.clone() };
-        assert!(s.dead_letter(&ev.lease, &meta, bounds).await.unwrap());
+        assert!(s.dead_letter(&ev.lease, &meta, bounds, false).await.unwrap());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let st = s.stats().await.unwrap();
@@ -250,7 +256,7 @@ async fn replay_one_range_and_delete(cluster: bool) {
     let c = s.claim(10, LEASE).await.unwrap();
     let mut dead_at = vec![];
     for ev in &c.events {
-        assert!(s.dead_letter(&ev.lease, &ev.meta, bounds).await.unwrap());
+        assert!(s.dead_letter(&ev.lease, &ev.meta, bounds, false).await.unwrap());
         dead_at.push(s.get(&ev.lease.id).await.unwrap().unwrap().score_ms);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -270,9 +276,9 @@ async fn replay_one_range_and_delete(cluster: bool) {
     let c = s.claim(1, LEASE).await.unwrap();
     assert_eq!(s.replay(&c.events[0].lease.id).await.unwrap(), Replayed::InFlight);
     // Delete removes payload and metadata for good.
-    assert!(s.delete(&id("p5")).await.unwrap());
+    assert_eq!(s.delete(&id("p5")).await.unwrap(), Deleted::Deleted);
     assert!(s.get(&id("p5")).await.unwrap().is_none());
-    assert!(!s.delete(&id("p5")).await.unwrap());
+    assert_eq!(s.delete(&id("p5")).await.unwrap(), Deleted::NotFound);
     let meta: bool = matches!(
         s.conn().cmd(redis::cmd("HEXISTS").arg(&s.keys().meta).arg("p5")).await.unwrap(),
         redis::Value::Int(1)
@@ -286,7 +292,7 @@ async fn reschedule_sets_a_future_score(cluster: bool) {
     let ev = s.claim(1, LEASE).await.unwrap().events.remove(0);
     let meta =
         EventMeta { last_status: Some(503), last_error: Some("503 Service Unavailable".into()), ..ev.meta.clone() };
-    let at = s.reschedule(&ev.lease, Duration::from_secs(60), &meta).await.unwrap().unwrap();
+    let at = s.reschedule(&ev.lease, Duration::from_secs(60), &meta, false).await.unwrap().unwrap();
     let now = s.stats().await.unwrap().now_ms;
     assert!(at >= now + 59_000, "due score {at} is not ~60s after {now}");
     let c = s.claim(1, LEASE).await.unwrap();
@@ -329,10 +335,10 @@ async fn list_pages_by_position_while_events_move(cluster: bool) {
         }
         // Meanwhile: the last id of this page and one not yet listed leave, a new one arrives.
         if let Some(last) = page.events.last() {
-            assert!(s.delete(&last.id).await.unwrap());
+            assert_eq!(s.delete(&last.id).await.unwrap(), Deleted::Deleted);
             let unseen = ids.iter().rev().find(|i| !seen.contains(i) && !deleted.contains(*i)).cloned();
             if let Some(u) = unseen {
-                assert!(s.delete(&id(&u)).await.unwrap());
+                assert_eq!(s.delete(&id(&u)).await.unwrap(), Deleted::Deleted);
                 deleted.push(u);
             }
             let new = format!("new{pages:02}");
@@ -360,7 +366,7 @@ async fn list_pages_by_position_while_events_move(cluster: bool) {
     let all = s.list(EventState::Due, 1000, None).await.unwrap();
     assert!(all.next.is_none());
     let third = &all.events[2];
-    assert!(s.delete(&third.id).await.unwrap());
+    assert_eq!(s.delete(&third.id).await.unwrap(), Deleted::Deleted);
     let after =
         s.list(EventState::Due, 1, Some(&ListCursor { score_ms: third.score_ms, id: third.id.clone() })).await.unwrap();
     assert_eq!(after.events[0].id, all.events[3].id);
@@ -375,4 +381,114 @@ async fn redis_zrange(s: &Store, key: &str) -> Vec<String> {
 async fn redis_hlen(s: &Store, key: &str) -> i64 {
     let v = s.conn().cmd(redis::cmd("HLEN").arg(key)).await.unwrap();
     redis::from_redis_value(v).unwrap()
+}
+
+async fn a_retried_claim_returns_what_the_first_call_claimed(cluster: bool) {
+    let (_b, s) = store(cluster, "t/claimretry").await;
+    for i in 0..5 {
+        s.enqueue(&id(&format!("c{i}")), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let first = s.claim_as(42, 3, LEASE).await.unwrap();
+    assert_eq!(first.events.len(), 3);
+    // The same call again (its reply was lost): the same events and tokens, nothing more claimed.
+    let again = s.claim_as(42, 3, LEASE).await.unwrap();
+    let pairs = |c: &Claim| -> Vec<(String, u64, u32)> {
+        let mut v: Vec<_> = c.events.iter().map(|e| (e.lease.id.to_string(), e.lease.token, e.attempt)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(pairs(&again), pairs(&first));
+    assert!(again.events.iter().all(|e| e.attempt == 1), "a retried claim counts no attempt");
+    assert_eq!(&again.events[0].body[..], b"{}");
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.due, st.in_flight), (2, 3));
+    // Once one of them was acked, a retry returns only those still held.
+    s.ack(&first.events[0].lease).await.unwrap();
+    assert_eq!(s.claim_as(42, 3, LEASE).await.unwrap().events.len(), 2);
+    // Another id claims the rest.
+    assert_eq!(s.claim_as(43, 10, LEASE).await.unwrap().events.len(), 2);
+}
+
+async fn a_retried_outcome_write_reports_what_the_first_call_did(cluster: bool) {
+    let (_b, s) = store(cluster, "t/outcomeretry").await;
+    let bounds = DeadBounds { max_age: DAY, max_entries: 100 };
+    for i in ["a", "r", "d", "never", "late"] {
+        s.enqueue(&id(i), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let c = s.claim(10, LEASE).await.unwrap();
+    let lease = |name: &str| c.events.iter().find(|e| e.lease.id.as_str() == name).unwrap().lease.clone();
+    let meta = EventMeta { last_status: Some(503), ..EventMeta::default() };
+
+    // Ack: the first call ran; its retry reports the ack, a repeated first call does not.
+    assert!(s.ack(&lease("a")).await.unwrap());
+    assert_eq!(s.ack_batch(&[(lease("a"), true)]).await.unwrap(), vec![true]);
+    assert_eq!(s.ack_batch(&[(lease("a"), false)]).await.unwrap(), vec![false]);
+    // Reschedule and dead-letter alike.
+    assert!(s.reschedule(&lease("r"), Duration::from_secs(60), &meta, false).await.unwrap().is_some());
+    assert!(s.reschedule(&lease("r"), Duration::from_secs(60), &meta, true).await.unwrap().is_some());
+    assert!(s.reschedule(&lease("r"), Duration::from_secs(60), &meta, false).await.unwrap().is_none());
+    assert!(s.dead_letter(&lease("d"), &meta, bounds, false).await.unwrap());
+    assert!(s.dead_letter(&lease("d"), &meta, bounds, true).await.unwrap());
+    assert!(!s.dead_letter(&lease("d"), &meta, bounds, false).await.unwrap());
+    assert_eq!(s.stats().await.unwrap().dead, 1, "dead-lettered once");
+    // A retry whose first call never ran does the work itself.
+    assert_eq!(s.ack_batch(&[(lease("never"), true)]).await.unwrap(), vec![true]);
+    assert!(s.get(&id("never")).await.unwrap().is_none());
+    // A retry past the lease deadline cannot tell and says the lease was lost.
+    let mut expired = lease("late");
+    expired.deadline_ms = s.stats().await.unwrap().now_ms - 1;
+    assert!(s.ack(&lease("late")).await.unwrap());
+    assert_eq!(s.ack_batch(&[(expired, true)]).await.unwrap(), vec![false]);
+    // An ack retry never claims success for an event that is still stored (another holder).
+    s.enqueue(&id("held"), b"{}", "application/json", Duration::ZERO).await.unwrap();
+    let held = s.claim(1, LEASE).await.unwrap().events.remove(0).lease;
+    let stale = Lease { token: held.token - 1, ..held.clone() };
+    assert_eq!(s.ack_batch(&[(stale, true)]).await.unwrap(), vec![false]);
+    // Delete leaves an event in flight alone: only its lease holder ends that state.
+    assert_eq!(s.delete(&held.id).await.unwrap(), Deleted::InFlight);
+    assert!(s.ack(&held).await.unwrap());
+}
+
+/// The sequence of the defect report: SAVE, claim a,b,c, kill -9, restart from the snapshot,
+/// claim again: the new tokens are above the old ones, so the stale worker's ack is refused.
+#[tokio::test]
+async fn fencing_tokens_keep_growing_when_redis_restarts_from_an_older_snapshot() {
+    let mut server = RedisServer::start_with(&["--appendonly", "no"]);
+    let conn = Conn::connect(&ConnectOptions::new(server.url())).await.unwrap();
+    let s = Store::new(conn, "t/fence");
+    for i in ["a", "b", "c"] {
+        s.enqueue(&id(i), b"{}", "application/json", DAY).await.unwrap();
+    }
+    assert_eq!(server.cli(&["SAVE"]), "OK");
+    let before = s.claim(10, LEASE).await.unwrap();
+    let old: Vec<(String, u64)> = before.events.iter().map(|e| (e.lease.id.to_string(), e.lease.token)).collect();
+    assert_eq!(old.len(), 3);
+    server.kill();
+    server.start_again(); // loads dump.rdb: a, b, c due again, the token counter as it was
+    let after = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.claim(10, LEASE).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("redis answers again");
+    assert_eq!(after.events.len(), 3, "the snapshot had them due");
+    let max_old = old.iter().map(|(_, t)| *t).max().unwrap();
+    for e in &after.events {
+        assert!(e.lease.token > max_old, "token {} of {} is not above {max_old}", e.lease.token, e.lease.id);
+    }
+    let stale = before.events.iter().find(|e| e.lease.id.as_str() == "a").unwrap().lease.clone();
+    assert!(!s.ack(&stale).await.unwrap(), "a stale worker's ack was accepted");
+    let stale_b = before.events.iter().find(|e| e.lease.id.as_str() == "b").unwrap().lease.clone();
+    let bounds = DeadBounds { max_age: DAY, max_entries: 100 };
+    assert!(!s.dead_letter(&stale_b, &EventMeta::default(), bounds, false).await.unwrap());
+    let fresh = after.events.iter().find(|e| e.lease.id.as_str() == "a").unwrap().lease.clone();
+    assert!(s.ack(&fresh).await.unwrap());
+    println!(
+        "fencing: tokens before the restart {old:?}; after {:?}",
+        after.events.iter().map(|e| e.lease.token).collect::<Vec<_>>()
+    );
 }

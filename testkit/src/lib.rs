@@ -4,6 +4,9 @@
 //!
 //! A missing `redis-server` fails the test with a message saying how to get one.
 
+pub mod proxy;
+pub mod tls;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,9 +42,34 @@ fn redis_binary(name: &str) -> PathBuf {
     panic!("{HOW_TO_GET_REDIS}");
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Result<String, String> {
+/// TLS settings of a test server: its certificate, the CA, whether clients must present one.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub server: tls::CertFiles,
+    /// A client certificate for redis-cli (and tests) when clients must present one.
+    pub client: tls::CertFiles,
+    pub require_client_cert: bool,
+}
+
+impl ServerTls {
+    /// Certificates from `ca` for a server on 127.0.0.1.
+    pub fn new(ca: &tls::Ca, require_client_cert: bool) -> Self {
+        ServerTls { ca: ca.cert(), server: ca.server("redis"), client: ca.client("redis-cli"), require_client_cert }
+    }
+
+    fn cli_args(&self) -> Vec<String> {
+        let mut a = vec!["--tls".to_string(), "--cacert".to_string(), self.ca.display().to_string()];
+        a.extend(["--cert".into(), self.client.cert.display().to_string()]);
+        a.extend(["--key".into(), self.client.key.display().to_string()]);
+        a
+    }
+}
+
+fn redis_cli_tls(port: u16, tls: Option<&ServerTls>, args: &[&str]) -> Result<String, String> {
     let out = Command::new(redis_binary("redis-cli"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(tls.map(|t| t.cli_args()).unwrap_or_default())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -60,6 +88,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    tls: Option<ServerTls>,
 }
 
 impl RedisServer {
@@ -70,49 +99,82 @@ impl RedisServer {
 
     /// Starts a server with extra `--name value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_tls_with(None, extra)
+    }
+
+    /// Starts a TLS-only server (`--port 0 --tls-port <port>`) with the certificates of `tls`.
+    pub fn start_tls_with(tls: Option<ServerTls>, extra: &[&str]) -> Self {
         let mut s = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         s.spawn();
         s
     }
 
-    /// `redis://127.0.0.1:<port>/`
+    /// `redis://127.0.0.1:<port>/`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The data dir (AOF, RDB, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
         let dir = self.dir.path().to_str().unwrap().to_string();
-        let mut args: Vec<String> = [
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &dir,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--maxmemory-policy",
-            "noeviction",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            "redis.log",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port.clone()],
+            Some(t) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.clone(),
+                "--tls-cert-file".into(),
+                t.server.cert.display().to_string(),
+                "--tls-key-file".into(),
+                t.server.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                t.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                (if t.require_client_cert { "yes" } else { "no" }).into(),
+            ],
+        };
+        args.extend(
+            [
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "redis.log",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         args.extend(self.extra.iter().cloned());
         let child = Command::new(redis_binary("redis-server"))
             .args(&args)
@@ -123,8 +185,10 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("starting redis-server: {e}; {HOW_TO_GET_REDIS}"));
         self.child = Some(child);
         let port = self.port;
+        let tls = self.tls.clone();
         assert!(
-            wait_until(Duration::from_secs(10), || redis_cli(port, &["PING"]).is_ok_and(|s| s == "PONG")),
+            wait_until(Duration::from_secs(10), || redis_cli_tls(port, tls.as_ref(), &["PING"])
+                .is_ok_and(|s| s == "PONG")),
             "redis-server on port {port} did not answer PING within 10s; log: {}",
             std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
         );
@@ -132,7 +196,7 @@ impl RedisServer {
 
     /// Runs a redis-cli command against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args).unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+        redis_cli_tls(self.port, self.tls.as_ref(), args).unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
     }
 
     /// Kills the server with SIGKILL (no final AOF fsync beyond `everysec`).
@@ -145,7 +209,7 @@ impl RedisServer {
 
     /// Stops the server the polite way (`SHUTDOWN`), which flushes the AOF.
     pub fn stop(&mut self) {
-        let _ = redis_cli(self.port, &["SHUTDOWN"]);
+        let _ = redis_cli_tls(self.port, self.tls.as_ref(), &["SHUTDOWN"]);
         if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -186,17 +250,22 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three `--cluster-enabled yes` servers and joins them with `redis-cli --cluster create`.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
-            .collect();
+        Self::start_tls(None)
+    }
+
+    /// Like [`start`](Self::start), TLS-only (the cluster bus too) when `tls` is given.
+    pub fn start_tls(tls: Option<ServerTls>) -> Self {
+        let mut extra = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+        if tls.is_some() {
+            extra.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_tls_with(tls.clone(), &extra)).collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let mut args = vec!["--cluster".to_string(), "create".to_string()];
+        let mut args = tls.as_ref().map(|t| t.cli_args()).unwrap_or_default();
+        args.extend(["--cluster".to_string(), "create".to_string()]);
         args.extend(addrs.iter().cloned());
         args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
-        let out = Command::new(redis_binary("redis-cli"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
+        let out = output_within(Command::new(redis_binary("redis-cli")).args(&args), Duration::from_secs(60))
             .expect("redis-cli --cluster create");
         assert!(
             out.status.success(),
@@ -207,7 +276,7 @@ impl RedisCluster {
         let first = nodes[0].port;
         assert!(
             wait_until(Duration::from_secs(30), || {
-                redis_cli(first, &["CLUSTER", "INFO"]).is_ok_and(|s| s.contains("cluster_state:ok"))
+                redis_cli_tls(first, tls.as_ref(), &["CLUSTER", "INFO"]).is_ok_and(|s| s.contains("cluster_state:ok"))
             }),
             "redis cluster did not reach cluster_state:ok within 30s"
         );
@@ -219,10 +288,12 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.url()).collect()
     }
 
-    /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,...` — the relay's cluster URL form.
+    /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,...` — the relay's cluster URL form
+    /// (`rediss+cluster://` for a TLS cluster).
     pub fn cluster_url(&self) -> String {
         let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let scheme = if self.nodes[0].tls.is_some() { "rediss+cluster" } else { "redis+cluster" };
+        format!("{scheme}://{}", hosts.join(","))
     }
 }
 
@@ -247,4 +318,47 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let n = s.read(&mut buf).ok()?;
     let line = std::str::from_utf8(&buf[..n]).ok()?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak resident set size of process `pid` so far (`VmHWM`), in bytes.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmHWM:") * 1024
+}
+
+/// Resident set size of process `pid` now (`VmRSS`), in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmRSS:") * 1024
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `cmd` to its end, killing it after `limit`: its output, or why there is none.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, String> {
+    let program = format!("{:?}", cmd.get_program());
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {program}: {e}"))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(tx.send(child.wait_with_output())));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(|e| e.to_string()),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let out = rx.recv_timeout(Duration::from_secs(5)).ok().and_then(Result::ok);
+            let text = out
+                .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+                .unwrap_or_default();
+            Err(format!("{program} did not finish within {limit:?}: {text}"))
+        }
+    }
 }
