@@ -1,5 +1,5 @@
 # Quick start: `make demo` runs the relay end to end; `make test` runs every test.
-.PHONY: test demo bench build crds lint control-plane-up control-plane-down
+.PHONY: test demo bench build crds lint control-plane-up control-plane-down image cluster-up cluster-down cluster-smoke
 
 test:            ## install/start what the tests need (Redis, the test control plane), run all tests
 	scripts/test
@@ -26,3 +26,15 @@ control-plane-up:
 
 control-plane-down:
 	tests/control-plane/down
+
+image:          ## OCI archives in target/image/ (relay, redis, pause) for the test cluster; no Docker
+	scripts/image
+
+cluster-up:     ## single-node test cluster (pods run; tests/cluster/README.md); prints KUBECONFIG=...
+	tests/cluster/up
+
+cluster-down:
+	tests/cluster/down
+
+cluster-smoke:  ## images, cluster up, pods/Services/port-forward/apiserver checks, down, check-clean
+	tests/cluster/smoke
