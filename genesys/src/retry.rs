@@ -2,13 +2,15 @@
 //! 501 and transport failures back off exponentially, all within a bounded number of
 //! attempts.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
+use webhook_relay_util::retry::{self, Backoff, Jitter, Next, Schedule};
 
 use crate::error::{Call, Error};
+
+pub(crate) use webhook_relay_util::error_chain;
+pub(crate) use webhook_relay_util::retry_after::from_headers as retry_after;
 
 /// How many times and how patiently a call is retried. Defaults live in `Default`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +37,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before retry number `retry` (1 for the first retry): exponential,
-    /// capped, with "equal jitter" (between half and all of it) so that many clients
-    /// failing together do not retry together.
+    /// The shared retry schedule: exponential, capped, with "equal jitter" (between half
+    /// and all of each wait) so that many clients failing together do not retry together.
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            attempts: self.max_attempts.max(1),
+            backoff: Backoff::doubling(self.initial_backoff, self.max_backoff, Jitter::Equal),
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(31);
-        let base = self.initial_backoff.saturating_mul(1u32 << doublings).min(self.max_backoff);
-        let half = base / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+        self.schedule().backoff.delay(retry)
     }
 }
 
@@ -51,6 +56,15 @@ impl RetryPolicy {
 /// says the endpoint does not exist and never will on retry.
 pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// Why one try did not give a final answer.
+enum Failed {
+    /// A retryable status (never on the last try, which returns its answer); the wait a
+    /// 429 asked for, if it said.
+    Status(StatusCode, Option<Duration>),
+    /// No answer at all.
+    Transport(reqwest::Error),
 }
 
 /// Sends the request built by `request` until it gets a final answer.
@@ -63,50 +77,50 @@ pub(crate) async fn send(
     mut request: impl FnMut() -> RequestBuilder,
 ) -> Result<Response, Error> {
     let attempts = policy.max_attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        let last = attempt >= attempts;
-        let wait = match request().send().await {
-            Ok(response) => {
-                let status = response.status();
-                if last || !is_retryable_status(status) {
-                    return Ok(response);
-                }
-                let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-                    rate_limit_wait(response)
-                        .await
-                        .map(|wait| wait.min(policy.max_retry_after))
-                        .unwrap_or_else(|| policy.backoff(attempt))
-                } else {
-                    policy.backoff(attempt)
-                };
-                tracing::warn!(
-                    call = %call,
-                    status = status.as_u16(),
-                    attempt,
-                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "Genesys Cloud call failed, retrying"
-                );
-                wait
+    let attempt = |n: u32| {
+        let sent = request().send();
+        async move {
+            let response = sent.await.map_err(Failed::Transport)?;
+            let status = response.status();
+            if n >= attempts || !is_retryable_status(status) {
+                return Ok(response);
             }
-            Err(err) => {
-                let detail = error_chain(&err);
-                if last || !is_retryable_transport(&err) {
-                    return Err(Error::Unreachable { call: call.clone(), detail });
-                }
-                let wait = policy.backoff(attempt);
-                tracing::warn!(
-                    call = %call,
-                    error = %detail,
-                    attempt,
-                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "Genesys Cloud unreachable, retrying"
-                );
-                wait
-            }
-        };
-        tokio::time::sleep(wait).await;
-        attempt += 1;
+            let wait = if status == StatusCode::TOO_MANY_REQUESTS { rate_limit_wait(response).await } else { None };
+            Err(Failed::Status(status, wait))
+        }
+    };
+    let should_retry = |failed: &Failed, n: u32| match failed {
+        Failed::Status(status, wait) => {
+            let wait = wait.map(|w| w.min(policy.max_retry_after)).unwrap_or_else(|| policy.backoff(n));
+            tracing::warn!(
+                call = %call,
+                status = status.as_u16(),
+                attempt = n,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "Genesys Cloud call failed, retrying"
+            );
+            Next::RetryIn(wait)
+        }
+        Failed::Transport(err) if is_retryable_transport(err) => {
+            let wait = policy.backoff(n);
+            tracing::warn!(
+                call = %call,
+                error = %error_chain(err),
+                attempt = n,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "Genesys Cloud unreachable, retrying"
+            );
+            Next::RetryIn(wait)
+        }
+        Failed::Transport(_) => Next::GiveUp,
+    };
+    match retry::run(policy.schedule(), attempt, should_retry).await {
+        Ok(response) => Ok(response),
+        Err(Failed::Transport(err)) => Err(Error::Unreachable { call: call.clone(), detail: error_chain(&err) }),
+        // The last try returns whatever it got, so a status never ends the loop as an error.
+        Err(Failed::Status(status, _)) => {
+            Err(Error::Unreachable { call: call.clone(), detail: format!("answered {status} on every attempt") })
+        }
     }
 }
 
@@ -133,34 +147,9 @@ async fn rate_limit_wait(response: Response) -> Option<Duration> {
     message[start..end].trim().parse().ok().map(Duration::from_secs)
 }
 
-/// The `Retry-After` header as a wait: delay-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-/// An error and its causes on one line, without repeats (reqwest nests hyper's errors).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -191,21 +180,5 @@ mod tests {
         assert!(!is_retryable_status(StatusCode::BAD_REQUEST));
         assert!(!is_retryable_status(StatusCode::UNAUTHORIZED));
         assert!(!is_retryable_status(StatusCode::OK));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("17"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(17)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        let wait = retry_after(&headers).unwrap();
-        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
     }
 }

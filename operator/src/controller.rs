@@ -37,11 +37,11 @@ use webhook_relay_api::render::{
     REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, relay_config, relay_id, secret_env, secret_files,
 };
 use webhook_relay_store::TlsMaterial;
+use webhook_relay_util::retry::{Backoff, Jitter};
 
-/// First retry after a problem; doubles per consecutive failure up to [`MAX_BACKOFF`].
-pub const MIN_BACKOFF: Duration = Duration::from_secs(5);
-/// Longest wait between retries of a failing relay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Wait before reconciling a failing relay again: 5 s after the first failure, doubling
+/// per consecutive failure up to 5 minutes.
+pub const RETRY_BACKOFF: Backoff = Backoff::doubling(Duration::from_secs(5), Duration::from_secs(300), Jitter::None);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -72,7 +72,7 @@ impl Context {
         let mut f = self.failures.lock().expect("failures lock");
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        MIN_BACKOFF.saturating_mul(1u32 << (*n - 1).min(10)).min(MAX_BACKOFF)
+        RETRY_BACKOFF.delay(*n)
     }
 
     fn succeeded(&self, key: &str) {

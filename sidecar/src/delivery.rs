@@ -5,7 +5,6 @@
 //! [`IDLE_MAX`]), and intake wakes it at once when an event arrives, so first attempts
 //! start immediately and retries fire close to their scheduled time.
 
-use crate::backoff::{Backoff, parse_retry_after};
 use crate::batch::Batcher;
 use crate::metrics::AttemptOutcome;
 use crate::receipts::ReceiptKind;
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use webhook_relay_store::{ClaimedEvent, EventMeta, Lease, StoreError};
+use webhook_relay_util::retry::{self, Backoff, Jitter, Next, Schedule};
 
 /// Longest idle sleep: bounds how long events another replica stored wait for us.
 pub const IDLE_MAX: Duration = Duration::from_secs(1);
@@ -25,6 +25,13 @@ pub const IDLE_MAX: Duration = Duration::from_secs(1);
 const CLAIM_BATCH: usize = 256;
 /// How often the dead set is trimmed by age, independent of new dead letters.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// Wait after the n-th claim in a row that failed (Redis unreachable): 200 ms doubling to 5 s.
+const CLAIM_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(200), Duration::from_secs(5), Jitter::None);
+/// How an outcome write (ack, reschedule, dead-letter) is retried through a Redis blip.
+const PERSIST: Schedule = Schedule {
+    attempts: 8,
+    backoff: Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), Jitter::None),
+};
 /// Bytes of a downstream's error body kept as `lastError`.
 const ERROR_BODY_BYTES: usize = 200;
 
@@ -92,7 +99,7 @@ pub async fn run(relay: Arc<Relay>) {
                 failures += 1;
                 pending_claim = Some(claim_id);
                 relay.set_redis_down(format!("claiming events failed: {e}"));
-                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                let pause = CLAIM_BACKOFF.delay(failures);
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "could not claim events");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {},
@@ -197,8 +204,9 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
                 initial: cfg.delivery.initial_delay,
                 max: cfg.delivery.max_delay,
                 multiplier: cfg.delivery.multiplier,
+                jitter: Jitter::Full,
             };
-            let delay = policy.delay(ev.attempt, *retry_after, &mut rand::rng());
+            let delay = policy.delay_at_least(ev.attempt, *retry_after, &mut rand::rng());
             match persist(relay, |retry| relay.store.reschedule(&ev.lease, delay, &meta, retry)).await {
                 Some(Some(_)) => {
                     tracing::info!(
@@ -260,19 +268,14 @@ where
     F: Fn(bool) -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut pause = Duration::from_millis(50);
-    for round in 0..8 {
-        match op(round > 0).await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                relay.set_redis_down(format!("recording a delivery outcome failed: {e}"));
-                tracing::warn!(error = %e, "could not record a delivery outcome; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    None
+    let attempt = |n: u32| op(n > 1);
+    let outcome = retry::run(PERSIST, attempt, |e: &StoreError, _| {
+        relay.set_redis_down(format!("recording a delivery outcome failed: {e}"));
+        tracing::warn!(error = %e, "could not record a delivery outcome; retrying");
+        Next::Retry
+    })
+    .await;
+    outcome.ok()
 }
 
 async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
@@ -292,9 +295,9 @@ async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
             let error = if e.is_timeout() {
                 format!("timed out after {}", webhook_relay_api::duration::format(cfg.destination.timeout))
             } else if e.is_connect() {
-                format!("connection failed: {}", root_cause(&e))
+                format!("connection failed: {}", webhook_relay_util::root_cause(&e))
             } else {
-                format!("request failed: {}", root_cause(&e))
+                format!("request failed: {}", webhook_relay_util::root_cause(&e))
             };
             return Attempt { verdict: Verdict::Retry { retry_after: None }, status: None, error: Some(error) };
         }
@@ -304,7 +307,7 @@ async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        .and_then(|v| webhook_relay_util::retry_after::parse(v, SystemTime::now()));
     let mut verdict = classify(status.as_u16());
     if let Verdict::Retry { retry_after: ra } = &mut verdict {
         *ra = retry_after;
@@ -339,14 +342,6 @@ async fn read_some(mut response: reqwest::Response, limit: usize) -> Bytes {
 /// status: a downstream's error body may quote the payload, so it stays in `lastError`.
 fn loggable_error(a: &Attempt) -> &str {
     if a.status.is_some() { "" } else { a.error.as_deref().unwrap_or("") }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 fn unix_ms() -> i64 {

@@ -328,13 +328,7 @@ async fn tls_connect(
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
+use webhook_relay_util::root_cause;
 
 /// An RFC 3339 time as given, or an age (`2h`) counted back from `now`.
 pub fn to_rfc3339(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, CliError> {

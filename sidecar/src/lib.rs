@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod api;
 pub mod app;
-pub mod backoff;
 pub mod batch;
 pub mod delivery;
 pub mod dlq;

@@ -17,13 +17,23 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use webhook_relay_api::config::GenesysConfig;
 use webhook_relay_store::EventId;
+use webhook_relay_util::retry::{self, Backoff, Jitter, Next, Schedule};
 
 /// Receipts waiting to be sent; beyond this, new ones are counted as failed.
 const QUEUE: usize = 10_000;
 /// Receipts posted at once.
 const PARALLEL: usize = 8;
-/// Rounds of retries on top of the client's own (which already waits out 429s and 5xx).
-const ROUNDS: u32 = 4;
+/// Rounds of retries on top of the client's own (which already waits out 429s and 5xx):
+/// 4 rounds, 2 s, 8 s and 32 s apart.
+const ROUNDS: Schedule = Schedule {
+    attempts: 4,
+    backoff: Backoff {
+        initial: Duration::from_secs(2),
+        max: Duration::from_secs(32),
+        multiplier: 4.0,
+        jitter: Jitter::None,
+    },
+};
 
 /// Which receipt to send.
 #[derive(Clone, Debug)]
@@ -218,24 +228,27 @@ async fn send_one(client: &GenesysClient, integration: &str, metrics: &Metrics, 
             return;
         }
     };
-    let mut pause = Duration::from_secs(2);
-    for round in 1..=ROUNDS {
-        match client.send_receipt(integration, &receipt).await {
-            Ok(()) => {
-                tracing::debug!(event_id = %job.id, status = label, "receipt sent");
-                count(metrics, label, "sent");
-                return;
-            }
-            Err(e) if e.is_transient() && round < ROUNDS => {
+    let sent = retry::run(
+        ROUNDS,
+        |_| client.send_receipt(integration, &receipt),
+        |e, _| {
+            if e.is_transient() {
                 tracing::info!(event_id = %job.id, status = label, error = %e, "receipt failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 4;
+                Next::Retry
+            } else {
+                Next::GiveUp
             }
-            Err(e) => {
-                tracing::warn!(event_id = %job.id, status = label, error = %e, "receipt not sent");
-                count(metrics, label, "failed");
-                return;
-            }
+        },
+    )
+    .await;
+    match sent {
+        Ok(()) => {
+            tracing::debug!(event_id = %job.id, status = label, "receipt sent");
+            count(metrics, label, "sent");
+        }
+        Err(e) => {
+            tracing::warn!(event_id = %job.id, status = label, error = %e, "receipt not sent");
+            count(metrics, label, "failed");
         }
     }
 }

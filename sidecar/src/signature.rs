@@ -2,17 +2,13 @@
 //!
 //! `genesys-open-messaging`: `X-Hub-Signature-256: sha256=<base64 HMAC-SHA256(secret, raw body)>`.
 //! `hmac-sha256`: the same digest in a configurable header, hex or base64, with a prefix.
+//! The digest itself and signing are [`webhook_relay_util::signature`]'s.
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
 use webhook_relay_api::config::{SignatureEncoding, VerifyConfig};
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The header Genesys Cloud signs outbound Open Messaging webhooks with.
-pub const GENESYS_HEADER: &str = "x-hub-signature-256";
+use webhook_relay_util::signature as hmac;
+pub use webhook_relay_util::signature::{GENESYS_HEADER, sign_genesys};
 
 /// Why a signature was refused (never says what the right one would be).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +45,7 @@ impl Verifier {
                 secret: secret.unwrap_or_default(),
                 header: http::HeaderName::from_static(GENESYS_HEADER),
                 encoding: SignatureEncoding::Base64,
-                prefix: "sha256=".into(),
+                prefix: hmac::GENESYS_PREFIX.into(),
             },
             VerifyConfig::HmacSha256 { header, encoding, prefix, .. } => Verifier::Hmac {
                 secret: secret.unwrap_or_default(),
@@ -81,10 +77,8 @@ impl Verifier {
                 base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| SignatureError::Malformed)?
             }
         };
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(body);
-        // verify_slice compares in constant time.
-        mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+        // Compared in constant time.
+        if hmac::matches(secret, body, &given) { Ok(()) } else { Err(SignatureError::Mismatch) }
     }
 }
 
@@ -96,21 +90,13 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// The signature a sender would put in the header (for tests, demos and the load generator).
+/// The signature a sender would put in the header for `encoding` and `prefix` (tests, demos).
 pub fn sign(secret: &[u8], body: &[u8], encoding: SignatureEncoding, prefix: &str) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let encoded = match encoding {
-        SignatureEncoding::Hex => hex::encode(digest),
-        SignatureEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(digest),
+    let encoding = match encoding {
+        SignatureEncoding::Hex => hmac::Encoding::Hex,
+        SignatureEncoding::Base64 => hmac::Encoding::Base64,
     };
-    format!("{prefix}{encoded}")
-}
-
-/// `sha256=<base64>` as Genesys Cloud sends it.
-pub fn sign_genesys(secret: &[u8], body: &[u8]) -> String {
-    sign(secret, body, SignatureEncoding::Base64, "sha256=")
+    hmac::sign(secret, body, encoding, prefix)
 }
 
 #[cfg(test)]
