@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config};
+use common::{ClientOf, FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config};
 use genesys_cloud::{Credentials, Environment, Error, GenesysClient, Receipt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config};
+use common::{CLIENT_ID, CLIENT_SECRET, ClientOf, FakeGenesys, INTEGRATION_ID, Route, Scripted, bounded, fast_config};
 use genesys_cloud::{ClientConfig, Credentials, Error};
 use reqwest::StatusCode;
 

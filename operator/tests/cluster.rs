@@ -1,14 +1,21 @@
-//! The operator against a real kube-apiserver, etcd and kube-controller-manager
-//! (`tests/control-plane/up`), real `kubectl`, and a real Redis. No kubelet runs, so pods
-//! never start: these tests check objects, status, events and cleanup.
+//! The operator against the test cluster, real `kubectl`, and a real Redis: children, status,
+//! events and cleanup of Standalone and Sidecar relays, problems reported in status, leader
+//! election. Objects are read typed, through the API.
 
-mod support;
-
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use std::time::Duration;
-use support::*;
 use testkit::RedisServer;
+use testkit::kube::*;
+use testkit::wait::wait_for;
 use webhook_relay_api::RelayConfig;
+use webhook_relay_operator::resources::{
+    CONFIG_HASH_ANNOTATION, CONFIG_KEY, SECRETS_HASH_ANNOTATION, SIDECAR_OF_LABEL,
+};
 use webhook_relay_store::{Conn, ConnectOptions, DeadBounds, EventId, EventMeta, Store};
 
 /// Puts `due` events in the relay's queue and dead-letters `dead` more, as the sidecar would.
@@ -32,68 +39,71 @@ fn fill_queue(redis_url: &str, relay_id: &str, due: usize, dead: usize) {
     });
 }
 
-fn container<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
-    deployment["spec"]["template"]["spec"]["containers"].as_array()?.iter().find(|c| c["name"] == name)
+/// The rendered relay.yaml of ConfigMap `name`.
+fn rendered(cm: &ConfigMap) -> String {
+    cm.data.as_ref().and_then(|d| d.get(CONFIG_KEY)).cloned().expect("relay.yaml in the ConfigMap")
 }
-
-fn template_annotation(deployment: &Value, key: &str) -> Option<String> {
-    deployment["spec"]["template"]["metadata"]["annotations"][key].as_str().map(String::from)
-}
-
-const CONFIG_HASH: &str = "webhookrelay.dev/config-hash";
-const SECRETS_HASH: &str = "webhookrelay.dev/secrets-hash";
 
 /// Gives the signing Secret a new value and waits until the pod template of Deployment
 /// `deployment` carries a new Secrets hash (the operator does not watch Secrets: the periodic
 /// refresh, 2 s in these tests, picks the change up). Returns the Deployment.
-fn rotate_signing_secret(ns: &Namespace, deployment: &str, value: &str) -> Value {
-    let before = ns.get("deployment", deployment).unwrap();
-    let before = template_annotation(&before, SECRETS_HASH).expect("a secrets-hash annotation");
+fn rotate_signing_secret(ns: &Namespace, deployment: &str, value: &str) -> Deployment {
+    let before = ns.get::<Deployment>(deployment).unwrap();
+    let before = template_annotation(&before, SECRETS_HASH_ANNOTATION).expect("a secrets-hash annotation");
     let patch = serde_json::json!({ "stringData": { "secret": value } }).to_string();
     ns.kubectl(&["patch", "secret", "genesys-webhook", "--type", "merge", "-p", &patch]);
     wait_for("pod template to roll on the rotated Secret", || {
-        let d = ns.get("deployment", deployment)?;
-        template_annotation(&d, SECRETS_HASH).is_some_and(|h| h != before).then_some(d)
+        let d = ns.get::<Deployment>(deployment)?;
+        template_annotation(&d, SECRETS_HASH_ANNOTATION).is_some_and(|h| h != before).then_some(d)
     })
 }
 
-fn env_refs(c: &Value) -> Vec<(String, String, String)> {
-    c["env"]
-        .as_array()
+/// (env name, Secret, key) of every env var; fails on a literal value.
+fn env_refs(c: &Container) -> Vec<(String, String, String)> {
+    c.env
+        .as_ref()
         .unwrap()
         .iter()
         .map(|e| {
-            assert!(e.get("value").is_none(), "literal env value in {e}");
-            let r = &e["valueFrom"]["secretKeyRef"];
-            (e["name"].as_str().unwrap().into(), r["name"].as_str().unwrap().into(), r["key"].as_str().unwrap().into())
+            assert!(e.value.is_none(), "literal env value in {e:?}");
+            let r = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("a secretKeyRef");
+            (e.name.clone(), r.name.clone(), r.key.clone())
         })
         .collect()
+}
+
+fn replicas(d: &Deployment) -> Option<i32> {
+    d.spec.replicas
+}
+
+fn volume_names(d: &Deployment) -> Vec<String> {
+    pod_spec(d).volumes.iter().flatten().map(|v| v.name.clone()).collect()
 }
 
 #[test]
 fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     let ns = Namespace::create("whr-standalone");
     let redis = RedisServer::start();
-    example_secrets(&ns, &redis.url());
-    let op = Operator::start(&ns.0, &[]);
-    apply_yaml(&ns.0, &example("webhookrelay.yaml"));
-    let relay_id = format!("{}/orders", ns.0);
+    ns.example_secrets(&redis.url());
+    let op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
+    ns.apply(&example("webhookrelay.yaml"));
+    let relay_id = format!("{}/orders", ns.name);
 
     // ConfigMap: the rendered relay.yaml, loadable by the sidecar, owned by the relay.
-    let cm = wait_for("ConfigMap orders-relay", || ns.get("configmap", "orders-relay"));
-    let config = RelayConfig::from_yaml(cm["data"]["relay.yaml"].as_str().unwrap()).unwrap();
+    let cm = wait_for("ConfigMap orders-relay", || ns.get::<ConfigMap>("orders-relay"));
+    let config = RelayConfig::from_yaml(&rendered(&cm)).unwrap();
     assert_eq!(config.relay.as_str(), relay_id);
     assert_eq!(config.destination.url.as_str(), "http://orders.cx.svc:8080/events");
     assert_eq!(config.source.path, "/webhooks/genesys");
-    assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "WebhookRelay");
-    assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
+    let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("WebhookRelay", Some(true)));
 
     // Deployment: image, args, ports, secrets as secretKeyRef, locked down, config hash.
-    let d = wait_for("Deployment orders-relay", || ns.get("deployment", "orders-relay"));
-    assert_eq!(d["spec"]["replicas"], 2);
+    let d = wait_for("Deployment orders-relay", || ns.get::<Deployment>("orders-relay"));
+    assert_eq!(replicas(&d), Some(2));
     let c = container(&d, "webhook-relay").expect("relay container");
-    assert_eq!(c["image"], TEST_IMAGE);
-    assert_eq!(c["args"], serde_json::json!(["serve", "--config", "/etc/webhook-relay/relay.yaml"]));
+    assert_eq!(c.image.as_deref(), Some(RELAY_IMAGE));
+    assert_eq!(c.args.as_deref().unwrap(), ["serve", "--config", "/etc/webhook-relay/relay.yaml"]);
     assert_eq!(
         env_refs(c),
         [
@@ -104,43 +114,48 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
             ("GENESYS_CLIENT_SECRET".into(), "genesys-oauth".into(), "clientSecret".into()),
         ]
     );
-    let sc = &c["securityContext"];
-    assert_eq!((sc["runAsNonRoot"].clone(), sc["readOnlyRootFilesystem"].clone()), (true.into(), true.into()));
-    assert_eq!(sc["allowPrivilegeEscalation"], false);
-    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let hash1 = template_annotation(&d, CONFIG_HASH).unwrap();
-    assert_eq!(d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"], "orders-relay");
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem), (Some(true), Some(true)));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref()?.http_get.as_ref()?.path.clone();
+    assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    let hash1 = template_annotation(&d, CONFIG_HASH_ANNOTATION).unwrap();
+    let config_volume = &pod_spec(&d).volumes.as_ref().unwrap()[0];
+    assert_eq!(config_volume.config_map.as_ref().unwrap().name, "orders-relay");
 
     // Service and Ingress.
-    let svc = wait_for("Service orders-relay", || ns.get("service", "orders-relay"));
-    let ports = &svc["spec"]["ports"];
+    let svc = wait_for("Service orders-relay", || ns.get::<Service>("orders-relay"));
+    let ports = svc.spec.as_ref().unwrap().ports.as_ref().unwrap();
     assert_eq!(
-        (ports[0]["name"].clone(), ports[0]["port"].clone(), ports[0]["targetPort"].clone()),
-        ("http".into(), 80.into(), 8080.into())
+        (ports[0].name.as_deref(), ports[0].port, ports[0].target_port.clone()),
+        (Some("http"), 80, Some(IntOrString::Int(8080)))
     );
-    assert_eq!(ports[1]["name"], "admin");
-    let ing = wait_for("Ingress orders-relay", || ns.get("ingress", "orders-relay"));
-    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
-    assert_eq!(ing["spec"]["rules"][0]["host"], "hooks.example.com");
-    assert_eq!(ing["spec"]["rules"][0]["http"]["paths"][0]["path"], "/webhooks/genesys");
-    assert_eq!(ing["spec"]["tls"][0]["secretName"], "hooks-tls");
+    assert_eq!(ports[1].name.as_deref(), Some("admin"));
+    let ing = wait_for("Ingress orders-relay", || ns.get::<Ingress>("orders-relay"));
+    let spec = ing.spec.as_ref().unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let rule = &spec.rules.as_ref().unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("hooks.example.com"));
+    assert_eq!(rule.http.as_ref().unwrap().paths[0].path.as_deref(), Some("/webhooks/genesys"));
+    assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name.as_deref(), Some("hooks-tls"));
 
     // Status: ready, endpoint, Redis durable, generation observed.
     ns.wait_condition("orders", "Ready", "True", None);
     ns.wait_condition("orders", "RedisPersistent", "True", Some("Durable"));
-    let r = ns.get("webhookrelay", "orders").unwrap();
-    assert_eq!(r["status"]["endpoint"], "https://hooks.example.com/webhooks/genesys");
-    assert_eq!(r["status"]["observedGeneration"], r["metadata"]["generation"]);
+    let r = ns.relay("orders").unwrap();
+    let status = r.status.as_ref().unwrap();
+    assert_eq!(status.endpoint.as_deref(), Some("https://hooks.example.com/webhooks/genesys"));
+    assert_eq!(status.observed_generation, r.metadata.generation);
 
     // Rotating a Secret the relay reads rolls the pods; the config (and ConfigMap) stay.
-    let cm_version = ns.get("configmap", "orders-relay").unwrap()["metadata"]["resourceVersion"].clone();
+    let cm_version = ns.get::<ConfigMap>("orders-relay").unwrap().metadata.resource_version;
     let d = rotate_signing_secret(&ns, "orders-relay", "rotated-webhook-secret-value");
-    assert_eq!(template_annotation(&d, CONFIG_HASH).as_deref(), Some(hash1.as_str()));
-    let cm = ns.get("configmap", "orders-relay").unwrap();
-    assert_eq!(cm["metadata"]["resourceVersion"], cm_version, "the ConfigMap changed on a Secret rotation");
+    assert_eq!(template_annotation(&d, CONFIG_HASH_ANNOTATION).as_deref(), Some(hash1.as_str()));
+    let cm = ns.get::<ConfigMap>("orders-relay").unwrap();
+    assert_eq!(cm.metadata.resource_version, cm_version, "the ConfigMap changed on a Secret rotation");
     wait_for("SecretsChanged event", || ns.event_reasons("orders").iter().any(|r| r == "SecretsChanged").then_some(()));
 
     // Queue figures come from Redis and show in `kubectl get whr`.
@@ -160,23 +175,21 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     let patch =
         r#"{"spec":{"destination":{"url":"http://billing.cx.svc:9000/in"},"ingress":null,"workload":{"replicas":3}}}"#;
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", patch]);
-    let generation = ns.get("webhookrelay", "orders").unwrap()["metadata"]["generation"].as_i64().unwrap();
+    let generation = ns.relay("orders").unwrap().metadata.generation;
     wait_for("ConfigMap with the new destination", || {
-        let cm = ns.get("configmap", "orders-relay")?;
-        cm["data"]["relay.yaml"].as_str()?.contains("http://billing.cx.svc:9000/in").then_some(())
+        rendered(&ns.get::<ConfigMap>("orders-relay")?).contains("http://billing.cx.svc:9000/in").then_some(())
     });
     let d = wait_for("Deployment rolled to the new config", || {
-        let d = ns.get("deployment", "orders-relay")?;
-        (template_annotation(&d, CONFIG_HASH)? != hash1).then_some(d)
+        let d = ns.get::<Deployment>("orders-relay")?;
+        (template_annotation(&d, CONFIG_HASH_ANNOTATION)? != hash1).then_some(d)
     });
-    assert_eq!(d["spec"]["replicas"], 3);
-    wait_for("Ingress deleted", || ns.get("ingress", "orders-relay").is_none().then_some(()));
+    assert_eq!(replicas(&d), Some(3));
+    wait_for("Ingress deleted", || ns.get::<Ingress>("orders-relay").is_none().then_some(()));
     wait_for("observedGeneration to follow", || {
-        let r = ns.get("webhookrelay", "orders")?;
-        (r["status"]["observedGeneration"].as_i64() == Some(generation)).then_some(())
+        (ns.relay("orders")?.status?.observed_generation == generation).then_some(())
     });
-    let r = ns.get("webhookrelay", "orders").unwrap();
-    assert_eq!(r["status"]["endpoint"], format!("http://orders-relay.{}.svc/webhooks/genesys", ns.0));
+    let endpoint = ns.relay("orders").unwrap().status.unwrap().endpoint;
+    assert_eq!(endpoint, Some(format!("http://orders-relay.{}.svc/webhooks/genesys", ns.name)));
 
     // Events say what happened, and neither events nor status carry a secret value.
     let reasons = wait_for("ConfigApplied and Ready events", || {
@@ -205,7 +218,7 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     // Deleting the relay lets the garbage collector remove its children.
     ns.kubectl(&["delete", "whr", "orders", "--wait=true", "--timeout=60s"]);
     wait_for("children garbage-collected", || {
-        (ns.get("configmap", "orders-relay").is_none() && ns.get("deployment", "orders-relay").is_none()).then_some(())
+        (ns.get::<ConfigMap>("orders-relay").is_none() && ns.get::<Deployment>("orders-relay").is_none()).then_some(())
     });
 }
 
@@ -213,7 +226,7 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
 fn problems_are_reported_in_status_and_fixed_without_restarts() {
     let ns = Namespace::create("whr-problems");
     let mut redis = RedisServer::start();
-    let op = Operator::start(&ns.0, &[]);
+    let op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
     let relay = |timeout: &str| {
         format!(
             "apiVersion: webhookrelay.dev/v1alpha1\nkind: WebhookRelay\nmetadata: {{name: hooks}}\nspec:\n  \
@@ -221,28 +234,28 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
              redis: {{urlSecretRef: {{name: hooks-redis, key: url}}}}\n"
         )
     };
-    apply_yaml(&ns.0, &relay("5s"));
+    ns.apply(&relay("5s"));
 
     // Missing Secret, then missing key: Ready=False saying what to create; nothing rolled out.
-    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("SecretNotFound"));
+    let msg = ns.wait_condition("hooks", "Ready", "False", Some("SecretNotFound")).message;
     assert!(msg.contains("hooks-redis") && msg.contains("spec.redis.urlSecretRef"), "{msg}");
-    assert!(ns.get("deployment", "hooks-relay").is_none());
+    assert!(ns.get::<Deployment>("hooks-relay").is_none());
     assert!(ns.event_reasons("hooks").iter().any(|r| r == "SecretNotFound"));
     ns.kubectl(&["create", "secret", "generic", "hooks-redis", "--from-literal=uri=wrong-key"]);
-    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("SecretKeyNotFound"));
+    let msg = ns.wait_condition("hooks", "Ready", "False", Some("SecretKeyNotFound")).message;
     assert!(msg.contains("\"url\""), "{msg}");
 
     // Fixing the Secret makes it Ready (retried with backoff, no restart).
     ns.kubectl(&["delete", "secret", "hooks-redis"]);
     ns.kubectl(&["create", "secret", "generic", "hooks-redis", &format!("--from-literal=url={}", redis.url())]);
     ns.wait_condition("hooks", "Ready", "True", None);
-    wait_for("Deployment hooks-relay", || ns.get("deployment", "hooks-relay"));
+    wait_for("Deployment hooks-relay", || ns.get::<Deployment>("hooks-relay"));
 
     // A spec the schema accepts but the relay cannot run: InvalidSpec naming the field.
-    apply_yaml(&ns.0, &relay("1h"));
-    let (_, _, msg) = ns.wait_condition("hooks", "Ready", "False", Some("InvalidSpec"));
+    ns.apply(&relay("1h"));
+    let msg = ns.wait_condition("hooks", "Ready", "False", Some("InvalidSpec")).message;
     assert!(msg.contains("spec.destination.timeout"), "{msg}");
-    apply_yaml(&ns.0, &relay("5s"));
+    ns.apply(&relay("5s"));
     ns.wait_condition("hooks", "Ready", "True", None);
 
     // A Redis that would lose data is reported; CONFIG refusal would be Unknown.
@@ -250,13 +263,13 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
     ns.wait_condition("hooks", "RedisPersistent", "False", Some("AppendOnlyOff"));
     redis.cli(&["CONFIG", "SET", "appendonly", "yes"]);
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
-    let (_, _, msg) = ns.wait_condition("hooks", "RedisPersistent", "False", Some("EvictionPolicy"));
+    let msg = ns.wait_condition("hooks", "RedisPersistent", "False", Some("EvictionPolicy")).message;
     assert!(msg.contains("allkeys-lru"), "{msg}");
-    assert_eq!(ns.condition("hooks", "Ready").unwrap().0, "True");
+    assert_eq!(ns.condition("hooks", "Ready").unwrap().status, "True");
 
     // Redis down: not Ready, RedisReachable=False, and the URL is not in the message.
     redis.kill();
-    let (_, _, msg) = ns.wait_condition("hooks", "RedisReachable", "False", Some("ConnectFailed"));
+    let msg = ns.wait_condition("hooks", "RedisReachable", "False", Some("ConnectFailed")).message;
     assert!(!msg.contains(&redis.url()), "{msg}");
     ns.wait_condition("hooks", "Ready", "False", Some("RedisUnreachable"));
     redis.start_again();
@@ -268,9 +281,9 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
     let acl_url = format!("redis://relay:s3cret-pass@127.0.0.1:{}/", redis.port);
     let patch = serde_json::json!({ "stringData": { "url": acl_url } }).to_string();
     ns.kubectl(&["patch", "secret", "hooks-redis", "--type", "merge", "-p", &patch]);
-    let (_, _, msg) = ns.wait_condition("hooks", "RedisPersistent", "Unknown", Some("ConfigRefused"));
+    let msg = ns.wait_condition("hooks", "RedisPersistent", "Unknown", Some("ConfigRefused")).message;
     assert!(!msg.contains("s3cret-pass"), "{msg}");
-    assert_eq!(ns.condition("hooks", "Ready").unwrap().0, "True");
+    assert_eq!(ns.condition("hooks", "Ready").unwrap().status, "True");
     assert!(!ns.kubectl(&["get", "whr", "hooks", "-o", "yaml"]).contains("s3cret-pass"));
     assert!(!ns.events_text().contains("s3cret-pass"));
 
@@ -284,7 +297,7 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
 fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     let ns = Namespace::create("whr-sidecar");
     let redis = RedisServer::start();
-    example_secrets(&ns, &redis.url());
+    ns.example_secrets(&redis.url());
     let app = |image: &str| {
         format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders-api}}\nspec:\n  replicas: 1\n  \
@@ -292,7 +305,7 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
              spec:\n      containers:\n      - {{name: app, image: '{image}', ports: [{{containerPort: 8081}}]}}\n"
         )
     };
-    apply_yaml(&ns.0, &app("orders-api:1"));
+    ns.apply(&app("orders-api:1"));
     // The schema refuses ports that clash (also with a default) or are privileged.
     for (ports, message) in [
         ("{ http: 9090 }", "http and admin must be different ports"),
@@ -300,37 +313,33 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
         ("{ admin: 80 }", "should be greater than or equal to 1024"),
     ] {
         let yaml = example("webhookrelay-sidecar.yaml").replace("{ http: 8780, admin: 9790 }", ports);
-        let out = kubectl_output(&["apply", "-n", &ns.0, "--dry-run=server", "-f", "-"], Some(&yaml));
+        let out = kubectl_output(&["apply", "-n", &ns.name, "--dry-run=server", "-f", "-"], Some(&yaml));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(message), "ports {ports}: {err}");
     }
-    let _op = Operator::start(&ns.0, &[]);
-    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
+    let _op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
+    ns.apply(&example("webhookrelay-sidecar.yaml"));
 
     let d = wait_for("relay container in orders-api", || {
-        let d = ns.get("deployment", "orders-api")?;
+        let d = ns.get::<Deployment>("orders-api")?;
         container(&d, "webhook-relay").is_some().then_some(d)
     });
     assert!(container(&d, "app").is_some());
-    assert_eq!(container(&d, "webhook-relay").unwrap()["image"], TEST_IMAGE);
+    assert_eq!(container(&d, "webhook-relay").unwrap().image.as_deref(), Some(RELAY_IMAGE));
     // The example moves the relay off 8080/9090 (spec.workload.ports), clear of the app.
-    let relay_ports: Vec<(&str, i64)> = container(&d, "webhook-relay").unwrap()["ports"]
-        .as_array()
+    let relay_ports: Vec<(String, i32)> = container(&d, "webhook-relay")
         .unwrap()
+        .ports
         .iter()
-        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
         .collect();
-    assert_eq!(relay_ports, [("http", 8780), ("admin", 9790)]);
-    assert_eq!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"], "orders-sidecar");
-    let vols: Vec<&str> = d["spec"]["template"]["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(vols, ["webhook-relay-config"]);
-    let config_hash = template_annotation(&d, CONFIG_HASH).expect("config-hash annotation");
-    assert!(template_annotation(&d, SECRETS_HASH).is_some());
+    assert_eq!(relay_ports, [("http".to_string(), 8780), ("admin".to_string(), 9790)]);
+    let labels = d.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(SIDECAR_OF_LABEL).map(String::as_str), Some("orders-sidecar"));
+    assert_eq!(volume_names(&d), ["webhook-relay-config"]);
+    let config_hash = template_annotation(&d, CONFIG_HASH_ANNOTATION).expect("config-hash annotation");
+    assert!(template_annotation(&d, SECRETS_HASH_ANNOTATION).is_some());
     // Our field manager owns the relay container and nothing of the app's.
     let managers = ns.kubectl(&["get", "deployment", "orders-api", "--show-managed-fields", "-o", "json"]);
     let managers: Value = serde_json::from_str(&managers).unwrap();
@@ -346,34 +355,30 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     assert!(!ours.contains("f:replicas") && !ours.contains("f:selector"), "{ours}");
 
     // Service selects the target's pods; no Deployment of the relay's own; finalizer held.
-    let svc = wait_for("Service orders-sidecar-relay", || ns.get("service", "orders-sidecar-relay"));
-    assert_eq!(svc["spec"]["selector"], serde_json::json!({"app": "orders-api"}));
-    let svc_ports: Vec<(i64, i64)> = svc["spec"]["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["port"].as_i64().unwrap(), p["targetPort"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(svc_ports, [(80, 8780), (9790, 9790)]);
-    let cm = ns.get("configmap", "orders-sidecar-relay").unwrap();
-    let config = RelayConfig::from_yaml(cm["data"]["relay.yaml"].as_str().unwrap()).unwrap();
+    let svc = wait_for("Service orders-sidecar-relay", || ns.get::<Service>("orders-sidecar-relay"));
+    let svc = svc.spec.unwrap();
+    assert_eq!(svc.selector.unwrap(), [("app".to_string(), "orders-api".to_string())].into());
+    let svc_ports: Vec<(i32, Option<IntOrString>)> =
+        svc.ports.unwrap().into_iter().map(|p| (p.port, p.target_port)).collect();
+    assert_eq!(svc_ports, [(80, Some(IntOrString::Int(8780))), (9790, Some(IntOrString::Int(9790)))]);
+    let config = RelayConfig::from_yaml(&rendered(&ns.get::<ConfigMap>("orders-sidecar-relay").unwrap())).unwrap();
     assert_eq!(
         (config.listen.to_string(), config.admin_listen.to_string()),
         ("0.0.0.0:8780".into(), "0.0.0.0:9790".into())
     );
-    assert!(ns.get("deployment", "orders-sidecar-relay").is_none());
-    let r = ns.get("webhookrelay", "orders-sidecar").unwrap();
-    assert_eq!(r["metadata"]["finalizers"], serde_json::json!(["webhookrelay.dev/sidecar-cleanup"]));
+    assert!(ns.get::<Deployment>("orders-sidecar-relay").is_none());
+    let r = ns.relay("orders-sidecar").unwrap();
+    assert_eq!(r.metadata.finalizers.as_deref(), Some(&["webhookrelay.dev/sidecar-cleanup".to_string()][..]));
     ns.wait_condition("orders-sidecar", "Ready", "True", None);
 
     // Rotating a Secret the relay reads rolls the target's pods too.
     let d = rotate_signing_secret(&ns, "orders-api", "rotated-sidecar-secret-value");
-    assert_eq!(template_annotation(&d, CONFIG_HASH), Some(config_hash));
+    assert_eq!(template_annotation(&d, CONFIG_HASH_ANNOTATION), Some(config_hash));
 
     // The app's owner re-applies its manifest (client-side apply): the relay container stays.
-    apply_yaml(&ns.0, &app("orders-api:2"));
-    let d = ns.get("deployment", "orders-api").unwrap();
-    assert_eq!(container(&d, "app").unwrap()["image"], "orders-api:2");
+    ns.apply(&app("orders-api:2"));
+    let d = ns.get::<Deployment>("orders-api").unwrap();
+    assert_eq!(container(&d, "app").unwrap().image.as_deref(), Some("orders-api:2"));
     assert!(container(&d, "webhook-relay").is_some(), "re-apply removed the relay container");
 
     // Switching to Standalone takes the container out and gives the relay its own
@@ -387,13 +392,13 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
         "-p",
         r#"{"spec":{"workload":{"mode":"Standalone","targetRef":null}}}"#,
     ]);
-    wait_for("own Deployment in Standalone mode", || ns.get("deployment", "orders-sidecar-relay"));
+    wait_for("own Deployment in Standalone mode", || ns.get::<Deployment>("orders-sidecar-relay"));
     wait_for("container released on mode switch", || {
-        let d = ns.get("deployment", "orders-api")?;
+        let d = ns.get::<Deployment>("orders-api")?;
         container(&d, "webhook-relay").is_none().then_some(())
     });
     wait_for("finalizer dropped in Standalone mode", || {
-        ns.get("webhookrelay", "orders-sidecar")?["metadata"]["finalizers"].is_null().then_some(())
+        ns.relay("orders-sidecar")?.metadata.finalizers.is_none_or(|f| f.is_empty()).then_some(())
     });
     ns.kubectl(&[
         "patch",
@@ -405,34 +410,37 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
         r#"{"spec":{"workload":{"mode":"Sidecar","targetRef":{"name":"orders-api"}}}}"#,
     ]);
     wait_for("re-injected", || {
-        let d = ns.get("deployment", "orders-api")?;
+        let d = ns.get::<Deployment>("orders-api")?;
         container(&d, "webhook-relay").is_some().then_some(())
     });
     wait_for("own Deployment deleted in Sidecar mode", || {
-        ns.get("deployment", "orders-sidecar-relay").is_none().then_some(())
+        ns.get::<Deployment>("orders-sidecar-relay").is_none().then_some(())
     });
 
     // Deleting the WebhookRelay removes exactly what it added.
     ns.kubectl(&["delete", "whr", "orders-sidecar", "--wait=false"]);
     let d = wait_for("relay container removed", || {
-        let d = ns.get("deployment", "orders-api")?;
+        let d = ns.get::<Deployment>("orders-api")?;
         container(&d, "webhook-relay").is_none().then_some(d)
     });
     assert!(container(&d, "app").is_some());
-    assert!(d["spec"]["template"]["spec"]["volumes"].is_null(), "{}", d["spec"]["template"]["spec"]);
-    assert!(d["metadata"]["labels"]["webhookrelay.dev/sidecar-of"].is_null());
-    assert!(template_annotation(&d, CONFIG_HASH).is_none() && template_annotation(&d, SECRETS_HASH).is_none());
-    wait_for("WebhookRelay gone", || ns.get("webhookrelay", "orders-sidecar").is_none().then_some(()));
+    assert!(volume_names(&d).is_empty(), "{:?}", pod_spec(&d).volumes);
+    assert!(d.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(SIDECAR_OF_LABEL)));
+    assert!(
+        template_annotation(&d, CONFIG_HASH_ANNOTATION).is_none()
+            && template_annotation(&d, SECRETS_HASH_ANNOTATION).is_none()
+    );
+    wait_for("WebhookRelay gone", || ns.relay("orders-sidecar").is_none().then_some(()));
 }
 
 #[test]
 fn sidecar_target_missing_is_reported() {
     let ns = Namespace::create("whr-notarget");
     let redis = RedisServer::start();
-    example_secrets(&ns, &redis.url());
-    let _op = Operator::start(&ns.0, &[]);
-    apply_yaml(&ns.0, &example("webhookrelay-sidecar.yaml"));
-    let (_, _, msg) = ns.wait_condition("orders-sidecar", "Ready", "False", Some("TargetNotFound"));
+    ns.example_secrets(&redis.url());
+    let _op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
+    ns.apply(&example("webhookrelay-sidecar.yaml"));
+    let msg = ns.wait_condition("orders-sidecar", "Ready", "False", Some("TargetNotFound")).message;
     assert!(msg.contains("orders-api") && msg.contains("spec.workload.targetRef"), "{msg}");
     // Without a target nothing was injected, so deletion needs no cleanup.
     ns.kubectl(&["delete", "whr", "orders-sidecar", "--timeout=60s"]);
@@ -441,11 +449,11 @@ fn sidecar_target_missing_is_reported() {
 #[test]
 fn only_the_leader_runs_and_a_standby_takes_over() {
     let ns = Namespace::create("whr-leader");
-    let start = |id: &str| Operator::start(&ns.0, &["--leader-elect", "--lease-namespace", &ns.0, "--identity", id]);
-    let mut a = start("op-a");
-    let holder = |ns: &Namespace| {
-        ns.get("lease", "webhook-relay-operator").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    let start = |id: &str| {
+        Operator::start(&ns.name, RELAY_IMAGE, &["--leader-elect", "--lease-namespace", &ns.name, "--identity", id])
     };
+    let mut a = start("op-a");
+    let holder = |ns: &Namespace| ns.get::<Lease>("webhook-relay-operator")?.spec?.holder_identity;
     wait_for("op-a to hold the lease", || (holder(&ns).as_deref() == Some("op-a")).then_some(()));
     let b = start("op-b");
     let gauge = |op: &Operator| {

@@ -1,13 +1,11 @@
-//! `GenesysWebhookVerified` on the real control plane (`tests/control-plane/up`), with the
-//! operator as a process and a fake Genesys Cloud on 127.0.0.1 that the relay's
-//! `spec.genesys.apiBaseUrl`/`loginBaseUrl` point at.
-
-mod support;
+//! `GenesysWebhookVerified` on the test cluster, with the operator as a process and a fake
+//! Genesys Cloud that the relay's `spec.genesys.apiBaseUrl`/`loginBaseUrl` point at.
 
 use std::time::Duration;
-use support::servers::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, TOKEN_PREFIX};
-use support::*;
 use testkit::RedisServer;
+use testkit::genesys_fake::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, TOKEN_PREFIX};
+use testkit::kube::*;
+use testkit::wait::wait_for;
 
 const INTEGRATION: &str = "6d1e4f2a-0000-4000-8000-0000000000aa";
 const CONDITION: &str = "GenesysWebhookVerified";
@@ -29,7 +27,7 @@ fn relay(fake: &FakeGenesys, host: &str, integration: &str) -> String {
 
 /// Example Secrets, with the OAuth client the fake accepts.
 fn secrets(ns: &Namespace, redis: &RedisServer) {
-    example_secrets(ns, &redis.url());
+    ns.example_secrets(&redis.url());
     set_client_secret(ns, CLIENT_SECRET);
 }
 
@@ -61,15 +59,15 @@ fn assert_no_secrets(ns: &Namespace, op: &Operator) {
 fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     let ns = Namespace::create("whr-genesys");
     let redis = RedisServer::start();
-    let fake = FakeGenesys::start();
+    let fake = FakeGenesys::start_blocking("127.0.0.1:0");
     fake.set_integration(INTEGRATION, ENDPOINT);
     secrets(&ns, &redis);
     // A long period: every re-check below is caused by a change, not by the clock.
-    let op = Operator::start(&ns.0, &["--genesys-check-interval", "1h"]);
-    apply_yaml(&ns.0, &relay(&fake, "hooks.example.com", INTEGRATION));
+    let op = Operator::start(&ns.name, RELAY_IMAGE, &["--genesys-check-interval", "1h"]);
+    ns.apply(&relay(&fake, "hooks.example.com", INTEGRATION));
 
     // The integration posts to status.endpoint: True.
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
+    let msg = ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches")).message;
     assert!(msg.contains(INTEGRATION) && msg.contains(ENDPOINT), "{msg}");
     ns.wait_condition("orders", "Ready", "True", None);
     println!(
@@ -93,10 +91,10 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
         "-p",
         r#"{"spec":{"ingress":{"host":"hooks2.example.com"}}}"#,
     ]);
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("WebhookUrlMismatch"));
+    let msg = ns.wait_condition("orders", CONDITION, "False", Some("WebhookUrlMismatch")).message;
     assert!(msg.contains(ENDPOINT) && msg.contains("https://hooks2.example.com/webhooks/genesys"), "{msg}");
     // A wrong webhook URL is a warning, not an outage: the relay still takes events.
-    assert_eq!(ns.condition("orders", "Ready").unwrap().0, "True");
+    assert_eq!(ns.condition("orders", "Ready").unwrap().status, "True");
     println!(
         "$ kubectl get whr orders -o jsonpath='{{.status.conditions[?(@.type==\"{CONDITION}\")]}}'\n{}\n",
         ns.jsonpath("orders", &format!("{{.status.conditions[?(@.type==\"{CONDITION}\")]}}"))
@@ -115,7 +113,7 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     // An integration id Genesys does not know: 404.
     let patch = r#"{"spec":{"genesys":{"integrationId":"6d1e4f2a-0000-4000-8000-00000000dead"}}}"#;
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", patch]);
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("IntegrationNotFound"));
+    let msg = ns.wait_condition("orders", CONDITION, "False", Some("IntegrationNotFound")).message;
     assert!(msg.contains("00000000dead") && msg.contains("404"), "{msg}");
     let patch = format!(r#"{{"spec":{{"genesys":{{"integrationId":"{INTEGRATION}"}}}}}}"#);
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", &patch]);
@@ -124,7 +122,7 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     // Credentials Genesys refuses (401 invalid_client): a Secret change is noticed at the
     // next reconcile, without a spec change.
     set_client_secret(&ns, WRONG_SECRET);
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("Unauthorized"));
+    let msg = ns.wait_condition("orders", CONDITION, "False", Some("Unauthorized")).message;
     assert!(msg.contains(CLIENT_ID) && msg.contains("genesys-oauth"), "{msg}");
     println!(
         "$ kubectl get whr orders -o jsonpath='{{.status.conditions[?(@.type==\"{CONDITION}\")]}}'\n{}\n",
@@ -133,7 +131,7 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
 
     // No credentials Secret: SecretNotFound here and on Ready.
     ns.kubectl(&["delete", "secret", "genesys-oauth"]);
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("SecretNotFound"));
+    let msg = ns.wait_condition("orders", CONDITION, "False", Some("SecretNotFound")).message;
     assert!(msg.contains("genesys-oauth") && msg.contains("clientSecret"), "{msg}");
     ns.wait_condition("orders", "Ready", "False", Some("SecretNotFound"));
     ns.kubectl(&[
@@ -181,19 +179,19 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
 fn genesys_webhook_is_rechecked_on_its_period() {
     let ns = Namespace::create("whr-genesys-period");
     let redis = RedisServer::start();
-    let fake = FakeGenesys::start();
+    let fake = FakeGenesys::start_blocking("127.0.0.1:0");
     fake.set_integration(INTEGRATION, ENDPOINT);
     secrets(&ns, &redis);
-    let op = Operator::start(&ns.0, &["--genesys-check-interval", "3s"]);
-    apply_yaml(&ns.0, &relay(&fake, "hooks.example.com", INTEGRATION));
+    let op = Operator::start(&ns.name, RELAY_IMAGE, &["--genesys-check-interval", "3s"]);
+    ns.apply(&relay(&fake, "hooks.example.com", INTEGRATION));
     ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
 
     // Someone edits the integration in Genesys Cloud; nothing changes in the cluster.
     fake.set_integration(INTEGRATION, "https://old-hooks.example.com/genesys");
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "False", Some("WebhookUrlMismatch"));
+    let msg = ns.wait_condition("orders", CONDITION, "False", Some("WebhookUrlMismatch")).message;
     assert!(msg.contains("https://old-hooks.example.com/genesys") && msg.contains(ENDPOINT), "{msg}");
     fake.set_integration(INTEGRATION, &format!("{ENDPOINT}/"));
-    let (_, _, msg) = ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
+    let msg = ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches")).message;
     assert!(msg.contains(ENDPOINT), "{msg}");
     assert!(fake.token_requests() >= 3, "a token per check");
     assert_no_secrets(&ns, &op);

@@ -3,18 +3,16 @@
 //! stats, the OpenAPI document against the real routes, intake limits, and a property
 //! test over intake bodies and headers.
 
-mod common;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use common::SECRET;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::RedisServer;
+use testkit::relay::SECRET;
 use tower::ServiceExt;
 use webhook_relay_api::RelayConfig;
 use webhook_relay_sidecar::relay::Relay;
@@ -342,7 +340,7 @@ async fn readyz_is_false_while_redis_is_down_or_shutting_down() {
     let (st, v) = get(&app, "/v1/stats").await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(v["error"].as_str().unwrap().contains("redis"), "{v}");
-    let (st, _) = send(&intake, &common::event_body("while-down"), true).await;
+    let (st, _) = send(&intake, &testkit::relay::event_body("while-down"), true).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "intake saw Redis fail");
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "still serving");
@@ -401,7 +399,7 @@ async fn intake_caps_concurrent_requests_and_times_out_slow_bodies() {
     let tb = tokio::spawn(app.clone().oneshot(b));
     tokio::time::sleep(Duration::from_millis(100)).await;
     // ...so a third is refused at once with 503 and Retry-After.
-    let (st, v) = send(&app, &common::event_body("third"), true).await;
+    let (st, v) = send(&app, &testkit::relay::event_body("third"), true).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["retryAfter"], true);
     assert!(v["error"].as_str().unwrap().contains("maxConcurrentRequests"), "{v}");
@@ -409,7 +407,7 @@ async fn intake_caps_concurrent_requests_and_times_out_slow_bodies() {
     let (ra, rb) = (ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap());
     assert_eq!((ra.status(), rb.status()), (StatusCode::REQUEST_TIMEOUT, StatusCode::REQUEST_TIMEOUT));
     drop((release_a, release_b));
-    let (st, v) = send(&app, &common::event_body("fourth"), true).await;
+    let (st, v) = send(&app, &testkit::relay::event_body("fourth"), true).await;
     assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("accepted")), "{v}");
     let m = r.metrics.encode();
     for line in [

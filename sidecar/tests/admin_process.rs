@@ -1,15 +1,15 @@
 //! The admin API, the `dlq` CLI, metrics and the intake's connection limits over real
 //! sockets: the built `webhook-relay` binary, a real redis-server and a scripted downstream.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testkit::RedisServer;
+use testkit::downstream::*;
+use testkit::relay::*;
+use testkit::wait::eventually;
 
 /// Runs `webhook-relay dlq <args>` against `admin`; returns (success, stdout, stderr).
 async fn dlq(admin: &str, token: Option<&str>, args: &[&str]) -> (bool, String, String) {

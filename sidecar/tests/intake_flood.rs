@@ -1,13 +1,13 @@
 //! Unauthenticated floods cannot exhaust the relay's memory: the built binary under 400
 //! concurrent ~1 MB bodies with forged signatures, its peak RSS read from /proc.
 
-mod common;
-
-use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use testkit::RedisServer;
+use testkit::downstream::*;
+use testkit::relay::*;
+use testkit::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;

@@ -1,19 +1,15 @@
 //! Process end-to-end tests: the built `webhook-relay` binary, a real redis-server, and a
 //! scripted downstream, all on loopback. Figures are printed (run with --nocapture).
 
-mod common;
-
-use common::*;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use testkit::RedisServer;
+use testkit::downstream::*;
+use testkit::relay::*;
+use testkit::wait::eventually;
 use webhook_relay_store::{EventId, EventState};
-
-fn ok_after(failures: u32) -> Script {
-    Arc::new(move |_id, attempt| if attempt <= failures { (503, Some("1")) } else { (200, None) })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_twice_then_delivered_exactly_once_with_future_due_scores_meanwhile() {

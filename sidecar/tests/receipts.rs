@@ -3,55 +3,18 @@
 //! `grant_type=client_credentials`) and
 //! `POST /api/v2/conversations/messages/{integrationId}/inbound/open/receipt` (Bearer).
 
-mod common;
-
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use base64::Engine;
-use common::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::RedisServer;
-
-const CLIENT_ID: &str = "relay-oauth-client";
-const CLIENT_SECRET: &str = "relay-oauth-secret-do-not-log";
-const INTEGRATION: &str = "6d1e4a9c-0000-4000-8000-000000000001";
-
-#[derive(Clone, Default)]
-struct Fake {
-    tokens_issued: Arc<Mutex<u32>>,
-    receipts: Arc<Mutex<Vec<(String, Value)>>>,
-    /// Time the receipt endpoint takes to answer.
-    delay: Arc<Mutex<Duration>>,
-}
-
-impl Fake {
-    /// Serves the fake on a free port; returns its base URL.
-    async fn serve(&self) -> String {
-        let app = Router::new()
-            .route("/oauth/token", post(token))
-            .route("/api/v2/conversations/messages/{integration}/inbound/open/receipt", post(receipt))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
-    }
-
-    fn receipts_of(&self, status: &str) -> Vec<String> {
-        let r = self.receipts.lock().unwrap();
-        r.iter().filter(|(_, v)| v["status"] == status).map(|(_, v)| v["id"].as_str().unwrap().to_string()).collect()
-    }
-}
+use testkit::downstream::*;
+use testkit::genesys_fake::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, INTEGRATION_ID, TOKEN_PREFIX};
+use testkit::relay::*;
+use testkit::wait::eventually;
 
 /// The test config with receipts of both kinds to the fake at `genesys`.
 fn receipts_config(relay: &str, l: u16, a: u16, ds: &str, genesys: &str) -> String {
     format!(
-        "{}genesys:\n  apiBaseUrl: {genesys}\n  loginBaseUrl: {genesys}\n  integrationId: {INTEGRATION}\n  \
+        "{}genesys:\n  apiBaseUrl: {genesys}\n  loginBaseUrl: {genesys}\n  integrationId: {INTEGRATION_ID}\n  \
          receipts: {{ onDeadLetter: true, onDelivered: true }}\n",
         config(relay, l, a, ds, "  maxAttempts: 3")
     )
@@ -60,75 +23,31 @@ fn receipts_config(relay: &str, l: u16, a: u16, ds: &str, genesys: &str) -> Stri
 const GENESYS_ENV: [(&str, &str); 2] = [("GENESYS_CLIENT_ID", CLIENT_ID), ("GENESYS_CLIENT_SECRET", CLIENT_SECRET)];
 
 fn bad_is_400() -> Script {
-    Arc::new(|id, _| if id.starts_with("bad") { (400, None) } else { (200, None) })
-}
-
-/// The sum of every series of `/metrics` whose line starts with `prefix`.
-async fn metric(admin: &str, prefix: &str) -> u64 {
-    let text = reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
-        .sum()
-}
-
-async fn token(State(f): State<Fake>, headers: HeaderMap, body: String) -> Response {
-    let expected =
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client", "description": "bad client"})))
-            .into_response();
-    }
-    if body != "grant_type=client_credentials" {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type"}))).into_response();
-    }
-    *f.tokens_issued.lock().unwrap() += 1;
-    axum::Json(json!({"access_token": "fake-token-1", "token_type": "bearer", "expires_in": 86400})).into_response()
-}
-
-async fn receipt(State(f): State<Fake>, Path(integration): Path<String>, headers: HeaderMap, body: String) -> Response {
-    let delay = *f.delay.lock().unwrap();
-    tokio::time::sleep(delay).await;
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer fake-token-1") {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": "authentication.required"}))).into_response();
-    }
-    let v: Value = serde_json::from_str(&body).unwrap();
-    f.receipts.lock().unwrap().push((integration, v));
-    (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+    refuse_prefix("bad", 400)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_posts_exactly_one_failed_receipt_and_delivery_one_delivered() {
-    let fake = Fake::default();
-    let genesys = fake.serve().await;
+    let fake = FakeGenesys::start().await;
+    let genesys = fake.base_url.clone();
     let redis = RedisServer::start();
     let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
-    let yaml = format!(
-        "{}genesys:\n  apiBaseUrl: {genesys}\n  loginBaseUrl: {genesys}\n  integrationId: {INTEGRATION}\n  \
-         receipts: {{ onDeadLetter: true, onDelivered: true }}\n",
-        config("t/receipts", l, a, &ds.url, "  maxAttempts: 3")
-    );
-    let relay = RelayProcess::start_with_env(
-        &yaml,
-        &redis.url(),
-        l,
-        a,
-        &[("GENESYS_CLIENT_ID", CLIENT_ID), ("GENESYS_CLIENT_SECRET", CLIENT_SECRET)],
-    );
+    let yaml = receipts_config("t/receipts", l, a, &ds.url, &genesys);
+    let relay = RelayProcess::start_with_env(&yaml, &redis.url(), l, a, &GENESYS_ENV);
     let client = reqwest::Client::new();
     assert_eq!(send(&client, &relay.intake, "bad-1").await.unwrap().0, 200);
     assert_eq!(send(&client, &relay.intake, "good-1").await.unwrap().0, 200);
 
-    let both = eventually(Duration::from_secs(20), || async { fake.receipts.lock().unwrap().len() >= 2 }).await;
-    assert!(both, "receipts: {:?}; log:\n{}", fake.receipts.lock().unwrap(), relay.log_text());
+    let both = eventually(Duration::from_secs(20), || async { fake.receipts().len() >= 2 }).await;
+    assert!(both, "receipts: {:?}; log:\n{}", fake.receipts(), relay.log_text());
     tokio::time::sleep(Duration::from_millis(500)).await; // a second receipt would arrive by now
-    let receipts = fake.receipts.lock().unwrap().clone();
+    let receipts = fake.receipts();
     assert_eq!(receipts.len(), 2, "{receipts:?}");
     let failed: Vec<&Value> = receipts.iter().filter(|(_, v)| v["status"] == "Failed").map(|(_, v)| v).collect();
     assert_eq!(failed.len(), 1, "exactly one Failed receipt");
     let f = failed[0];
-    assert!(receipts.iter().all(|(i, _)| i == INTEGRATION));
+    assert!(receipts.iter().all(|(i, _)| i == INTEGRATION_ID));
     assert_eq!(f["id"], "bad-1");
     assert_eq!(f["channel"]["to"], json!({"id": "cust-1", "idType": "Opaque"}));
     assert!(f["channel"]["time"].is_string());
@@ -141,18 +60,18 @@ async fn dead_letter_posts_exactly_one_failed_receipt_and_delivery_one_delivered
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["id"], "good-1");
     assert!(delivered[0].get("reasons").is_none_or(|r| r.is_null()));
-    assert_eq!(*fake.tokens_issued.lock().unwrap(), 1, "the token is cached across receipts");
+    assert_eq!(fake.tokens_issued(), 1, "the token is cached across receipts");
 
-    let m = client.get(format!("{}/metrics", relay.admin)).send().await.unwrap().text().await.unwrap();
+    let m = relay.metrics();
     assert!(m.contains(r#"webhook_relay_genesys_receipts_total{status="Failed",outcome="sent"} 1"#), "{m}");
     let log = relay.log_text();
-    assert!(!log.contains(CLIENT_SECRET) && !log.contains("fake-token-1"), "secrets in the log");
+    assert!(!log.contains(CLIENT_SECRET) && !log.contains(TOKEN_PREFIX), "secrets in the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_of_an_outcome_write_still_sends_its_receipt_and_counts_right() {
-    let fake = Fake::default();
-    let genesys = fake.serve().await;
+    let fake = FakeGenesys::start().await;
+    let genesys = fake.base_url.clone();
     let redis = RedisServer::start();
     let proxy = testkit::proxy::LossyProxy::start(redis.port);
     let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
@@ -164,13 +83,13 @@ async fn a_lost_reply_of_an_outcome_write_still_sends_its_receipt_and_counts_rig
     for id in ["bad-warm", "good-warm"] {
         assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
     }
-    assert!(eventually(Duration::from_secs(20), || async { fake.receipts.lock().unwrap().len() == 2 }).await);
+    assert!(eventually(Duration::from_secs(20), || async { fake.receipts().len() == 2 }).await);
 
     // The dead-letter script runs, its reply is lost, the connection drops.
     proxy.lose_reply_to(webhook_relay_store::scripts::DEAD.hash().as_bytes());
     assert_eq!(send(&client, &relay.intake, "bad-lost").await.unwrap().0, 200);
     let failed =
-        eventually(Duration::from_secs(20), || async { fake.receipts_of("Failed").contains(&"bad-lost".to_string()) })
+        eventually(Duration::from_secs(20), || async { fake.receipt_ids("Failed").contains(&"bad-lost".to_string()) })
             .await;
     assert!(failed, "no Failed receipt after the lost reply; log:\n{}", relay.log_text());
     assert_eq!(proxy.lost(), 1, "the reply was lost on purpose");
@@ -179,21 +98,21 @@ async fn a_lost_reply_of_an_outcome_write_still_sends_its_receipt_and_counts_rig
     proxy.lose_reply_to(webhook_relay_store::scripts::ACK.hash().as_bytes());
     assert_eq!(send(&client, &relay.intake, "good-lost").await.unwrap().0, 200);
     let delivered = eventually(Duration::from_secs(20), || async {
-        fake.receipts_of("Delivered").contains(&"good-lost".to_string())
+        fake.receipt_ids("Delivered").contains(&"good-lost".to_string())
     })
     .await;
     assert!(delivered, "no Delivered receipt after the lost reply; log:\n{}", relay.log_text());
     assert_eq!(proxy.lost(), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fake.receipts_of("Failed"), ["bad-warm", "bad-lost"], "one Failed receipt each");
-    assert_eq!(fake.receipts_of("Delivered"), ["good-warm", "good-lost"]);
-    let dead = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="dead""#).await;
-    let acked = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="delivered""#).await;
-    let lost = metric(&relay.admin, r#"webhook_relay_delivery_attempts_total{outcome="lease_lost""#).await;
+    assert_eq!(fake.receipt_ids("Failed"), ["bad-warm", "bad-lost"], "one Failed receipt each");
+    assert_eq!(fake.receipt_ids("Delivered"), ["good-warm", "good-lost"]);
+    let dead = relay.metric(r#"webhook_relay_delivery_attempts_total{outcome="dead""#);
+    let acked = relay.metric(r#"webhook_relay_delivery_attempts_total{outcome="delivered""#);
+    let lost = relay.metric(r#"webhook_relay_delivery_attempts_total{outcome="lease_lost""#);
     println!(
         "lost replies: 2 replies dropped by the proxy; attempts counted dead {dead}, delivered {acked}, lease_lost {lost}"
     );
-    assert_eq!((dead, acked, lost), (2, 2, 0));
+    assert_eq!((dead, acked, lost), (2.0, 2.0, 0.0));
     let s = store(&redis.url(), "t/lost").await;
     let st = s.stats().await.unwrap();
     assert_eq!((st.due, st.in_flight, st.dead), (0, 0, 2));
@@ -201,15 +120,15 @@ async fn a_lost_reply_of_an_outcome_write_still_sends_its_receipt_and_counts_rig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_queued_at_sigterm_are_sent_within_the_drain_or_counted_as_failed() {
-    let fake = Fake::default();
-    let genesys = fake.serve().await;
+    let fake = FakeGenesys::start().await;
+    let genesys = fake.base_url.clone();
     let redis = RedisServer::start();
     let ds = Downstream::start(bad_is_400(), Duration::ZERO).await;
     let client = reqwest::Client::new();
 
     // A slow Genesys (1 s a receipt, 8 at once): 12 receipts still queued at SIGTERM are all
     // sent within the drain time.
-    *fake.delay.lock().unwrap() = Duration::from_secs(1);
+    fake.set_receipt_delay(Duration::from_secs(1));
     let (l, a) = (testkit::free_port(), testkit::free_port());
     let mut relay = RelayProcess::start_with_env(
         &receipts_config("t/drain", l, a, &ds.url, &genesys),
@@ -226,7 +145,7 @@ async fn receipts_queued_at_sigterm_are_sent_within_the_drain_or_counted_as_fail
     assert!(eventually(Duration::from_secs(20), || async { s.stats().await.unwrap().dead == 12 }).await);
     let status = relay.terminate(Duration::from_secs(30)).expect("exited");
     assert!(status.success());
-    let mut sent = fake.receipts_of("Failed");
+    let mut sent = fake.receipt_ids("Failed");
     sent.sort();
     let mut want = ids.clone();
     want.sort();
@@ -235,8 +154,8 @@ async fn receipts_queued_at_sigterm_are_sent_within_the_drain_or_counted_as_fail
 
     // A Genesys that never answers in time: the receipts are given up at the end of the
     // drain, each counted and logged with its event id, not dropped silently.
-    fake.receipts.lock().unwrap().clear();
-    *fake.delay.lock().unwrap() = Duration::from_secs(600);
+    fake.clear_receipts();
+    fake.set_receipt_delay(Duration::from_secs(600));
     let (l, a) = (testkit::free_port(), testkit::free_port());
     let mut relay = RelayProcess::start_with_env(
         &receipts_config("t/drain2", l, a, &ds.url, &genesys),

@@ -2,17 +2,13 @@
 //! binary: TLS (single server and cluster, mutual TLS, a wrong CA), a server stalled past the
 //! client timeout (`DEBUG SLEEP`), a server out of memory, and the version check at start.
 
-mod common;
-
-use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::downstream::*;
+use testkit::relay::*;
 use testkit::tls::Ca;
+use testkit::wait::eventually;
 use testkit::{RedisCluster, RedisServer, ServerTls};
-
-fn ok_always() -> Script {
-    Arc::new(|_, _| (200, None))
-}
 
 /// The test config plus `redis.tls` files.
 fn tls_config(relay: &str, l: u16, a: u16, ds: &str, tls: &str) -> String {
@@ -30,7 +26,7 @@ async fn deliver_one(relay: &RelayProcess, ds: &Downstream, id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_ca_file_works_on_a_single_server_and_a_cluster() {
     let ca = Ca::new("redis-test-ca");
-    let ds = Downstream::start(ok_always(), Duration::ZERO).await;
+    let ds = Downstream::start(always(200), Duration::ZERO).await;
     let ca_line = format!("    caFile: {}\n", ca.cert().display());
 
     let single = RedisServer::start_tls_with(Some(ServerTls::new(&ca, false)), &[]);
@@ -52,7 +48,7 @@ async fn rediss_with_a_ca_file_works_on_a_single_server_and_a_cluster() {
 async fn mutual_tls_presents_the_client_certificate() {
     let ca = Ca::new("redis-mtls-ca");
     let server = RedisServer::start_tls_with(Some(ServerTls::new(&ca, true)), &[]);
-    let ds = Downstream::start(ok_always(), Duration::ZERO).await;
+    let ds = Downstream::start(always(200), Duration::ZERO).await;
     let client = ca.client("relay");
     let tls = format!(
         "    caFile: {}\n    certFile: {}\n    keyFile: {}\n",
@@ -111,7 +107,7 @@ async fn a_wrong_ca_is_a_clear_error_naming_redis_tls_ca_file() {
     let server_ca = Ca::new("the-servers-ca");
     let other_ca = Ca::new("some-other-ca");
     let server = RedisServer::start_tls_with(Some(ServerTls::new(&server_ca, false)), &[]);
-    let ds = Downstream::start(ok_always(), Duration::ZERO).await;
+    let ds = Downstream::start(always(200), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
     let yaml = tls_config("t/wrongca", l, a, &ds.url, &format!("    caFile: {}\n", other_ca.cert().display()));
     let out = run_to_exit(&yaml, &server.url(), Duration::from_secs(30));
@@ -141,7 +137,7 @@ async fn a_wrong_ca_is_a_clear_error_naming_redis_tls_ca_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_stall_past_the_client_timeout_neither_strands_nor_burns_an_attempt() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
-    let ds = Downstream::start(ok_always(), Duration::ZERO).await;
+    let ds = Downstream::start(always(200), Duration::ZERO).await;
     let relay = RelayProcess::start_fresh("t/stall", &redis.url(), &ds.url, "  maxAttempts: 5");
     let client = reqwest::Client::new();
     // Warm up: the worker is polling (claims every second at most when idle).

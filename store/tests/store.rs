@@ -8,7 +8,7 @@ use webhook_relay_store::*;
 
 /// Keeps the servers alive for the length of a test.
 enum Backend {
-    Single(RedisServer),
+    Single(Box<RedisServer>),
     Cluster(RedisCluster),
 }
 
@@ -20,7 +20,7 @@ async fn store(cluster: bool, relay: &str) -> (Backend, Store) {
     } else {
         let s = RedisServer::start();
         let opts = ConnectOptions::new(s.url());
-        (Backend::Single(s), opts)
+        (Backend::Single(Box::new(s)), opts)
     };
     let conn = Conn::connect(&opts).await.expect("connect to redis");
     (backend, Store::new(conn, relay))

@@ -1,0 +1,135 @@
+//! A downstream the relay delivers to: `POST /events` (any path, in fact) answered per a
+//! script of (event id, attempt number), every request recorded. It runs inside the test's
+//! runtime ([`Downstream::start`]) or on a runtime of its own for synchronous tests
+//! ([`Downstream::start_blocking`]).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the downstream answers for (event id, attempt): a status and an optional `Retry-After`.
+pub type Script = Arc<dyn Fn(&str, u32) -> (u16, Option<&'static str>) + Send + Sync>;
+
+/// Always `status`.
+pub fn always(status: u16) -> Script {
+    Arc::new(move |_, _| (status, None))
+}
+
+/// 503 with `Retry-After: 1` for the first `failures` attempts of every event, then 200.
+pub fn ok_after(failures: u32) -> Script {
+    Arc::new(move |_, attempt| if attempt <= failures { (503, Some("1")) } else { (200, None) })
+}
+
+/// `bad_status` for ids starting with `prefix`, 200 for the rest.
+pub fn refuse_prefix(prefix: &'static str, bad_status: u16) -> Script {
+    Arc::new(move |id, _| if id.starts_with(prefix) { (bad_status, None) } else { (200, None) })
+}
+
+/// One request the downstream saw.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// `X-Relay-Event-Id`.
+    pub id: String,
+    /// `X-Relay-Attempt`.
+    pub attempt: u32,
+    /// What it answered.
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    /// Every request header, lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Hit {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A request header by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Mutex<Script>>,
+    delay: Duration,
+    log: Arc<Mutex<Vec<Hit>>>,
+}
+
+/// A running downstream; stops with the runtime it runs on.
+pub struct Downstream {
+    /// `http://<addr>/events`
+    pub url: String,
+    shared: Shared,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Downstream {
+    /// Starts on 127.0.0.1, in the current runtime; `delay` is added before each answer.
+    pub async fn start(script: Script, delay: Duration) -> Self {
+        Self::start_on("127.0.0.1:0", script, delay).await
+    }
+
+    /// Starts on `addr` (e.g. an address pods of the test cluster reach).
+    pub async fn start_on(addr: &str, script: Script, delay: Duration) -> Self {
+        let shared = Shared { script: Arc::new(Mutex::new(script)), delay, log: Arc::default() };
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let app = Router::new().fallback(hit).with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Downstream { url, shared, _runtime: None }
+    }
+
+    /// Starts on a runtime of its own, for tests that are not async.
+    pub fn start_blocking(addr: &str, script: Script) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let mut d = rt.block_on(Self::start_on(addr, script, Duration::ZERO));
+        d._runtime = Some(rt);
+        d
+    }
+
+    /// Replaces the script (a downstream that recovers, or starts failing).
+    pub fn set_script(&self, script: Script) {
+        *self.shared.script.lock().unwrap() = script;
+    }
+
+    /// Every request so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Count of 2xx answers per event id.
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for h in self.shared.log.lock().unwrap().iter().filter(|h| (200..300).contains(&h.status)) {
+            *m.entry(h.id.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+async fn hit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let id = value("x-relay-event-id");
+    let attempt = value("x-relay-attempt").parse().unwrap_or(0);
+    let content_type = value("content-type");
+    if !s.delay.is_zero() {
+        tokio::time::sleep(s.delay).await;
+    }
+    let script = s.script.lock().unwrap().clone();
+    let (status, retry_after) = script(&id, attempt);
+    let all = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    s.log.lock().unwrap().push(Hit { id, attempt, status, body: body.to_vec(), content_type, headers: all });
+    let mut r = (StatusCode::from_u16(status).unwrap(), "downstream says hi").into_response();
+    if let Some(ra) = retry_after {
+        r.headers_mut().insert("retry-after", ra.parse().unwrap());
+    }
+    r
+}
