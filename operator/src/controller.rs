@@ -10,7 +10,7 @@ use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
 use crate::redis_probe::{self, Persistence, Probe};
 use crate::resources::{
-    self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, Settings, TemplateHashes,
+    self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, TemplateHashes, WorkloadDefaults,
 };
 use crate::status::{self, Outcome};
 use futures::StreamExt;
@@ -32,7 +32,9 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
+use webhook_relay_api::RelayConfig;
 use webhook_relay_api::crd::{WebhookRelay, WebhookRelayStatus, WorkloadMode};
+use webhook_relay_api::render::SpecError;
 use webhook_relay_api::render::{
     REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, relay_config, relay_id, secret_env, secret_files,
 };
@@ -46,7 +48,7 @@ pub const RETRY_BACKOFF: Backoff = Backoff::doubling(Duration::from_secs(5), Dur
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub settings: Settings,
+    pub defaults: WorkloadDefaults,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Period of the status refresh (queue figures) for a healthy relay.
@@ -59,13 +61,13 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        settings: Settings,
+        defaults: WorkloadDefaults,
         recorder: Recorder,
         metrics: Arc<Metrics>,
         refresh: Duration,
         genesys: Checker,
     ) -> Self {
-        Context { client, settings, recorder, metrics, refresh, genesys, failures: Mutex::new(HashMap::new()) }
+        Context { client, defaults, recorder, metrics, refresh, genesys, failures: Mutex::new(HashMap::new()) }
     }
 
     fn backoff(&self, key: &str) -> Duration {
@@ -82,7 +84,7 @@ impl Context {
     async fn event(&self, relay: &WebhookRelay, type_: EventType, reason: &str, action: &str, note: String) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
         if let Err(e) = self.recorder.publish(&ev, &relay.object_ref(&())).await {
-            warn!(relay = %key(relay), error = %e, "could not publish event");
+            warn!(error = %e, "could not publish event");
         }
     }
 }
@@ -133,7 +135,7 @@ async fn release_sidecars(ctx: &Context, relay: &WebhookRelay, ns: &str, keep: O
         }
         let body = resources::sidecar_release(ns, &name);
         api.patch(&name, &PatchParams::apply(&resources::sidecar_manager(relay)).force(), &Patch::Apply(&body)).await?;
-        info!(relay = %key(relay), deployment = %name, "removed the relay container");
+        info!(deployment = %name, "removed the relay container");
         ctx.event(
             relay,
             EventType::Normal,
@@ -151,162 +153,257 @@ fn template_annotation(d: &Deployment, key: &str) -> Option<String> {
     d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(key).cloned()
 }
 
-/// What a successful apply leaves for status.
-struct Applied {
-    probe: Probe,
+/// What one reconcile reads from the cluster, before it decides anything: every Secret the
+/// relay references (each read once, by name; `None` when missing), the target Deployment
+/// (Sidecar mode) and the relay's current children.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub secrets: BTreeMap<String, Option<Secret>>,
+    /// `spec.workload.targetRef`'s Deployment, in Sidecar mode.
+    pub target: Option<Deployment>,
+    /// The relay's own Deployment (Standalone mode, or left from it).
+    pub own_deployment: Option<Deployment>,
+    /// The ConfigMap holding the rendered `relay.yaml`.
+    pub config_map: Option<ConfigMap>,
 }
 
-async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
-    let client = ctx.client.clone();
+impl Observed {
+    /// The Secret `name`, if it exists.
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.get(name).and_then(Option::as_ref)
+    }
+}
+
+/// The Secrets a relay references: its env, its files and its Genesys credentials.
+fn referenced_secrets(relay: &WebhookRelay) -> Vec<String> {
+    let mut names: Vec<String> = secret_env(&relay.spec).into_iter().map(|s| s.secret).collect();
+    names.extend(secret_files(&relay.spec).into_iter().map(|f| f.secret));
+    names.extend(relay.spec.genesys.as_ref().map(|g| g.credentials_secret_ref.name.clone()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Reads what [`plan`] needs.
+async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
     let ns = relay.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut observed = Observed::default();
+    for name in referenced_secrets(relay) {
+        let secret = secrets.get_opt(&name).await?;
+        observed.secrets.insert(name, secret);
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if relay.mode() == WorkloadMode::Sidecar
+        && let Some(t) = relay.spec.workload.as_ref().and_then(|w| w.target_ref.as_ref())
+    {
+        observed.target = deployments.get_opt(&t.name).await?;
+    }
     let name = resources::child_name(relay);
+    observed.own_deployment = deployments.get_opt(&name).await?;
+    observed.config_map = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    Ok(observed)
+}
+
+/// How the relay reaches its Redis, with the secret values read from the observed Secrets.
+#[derive(Clone, Debug)]
+pub struct RedisAccess {
+    pub url: String,
+    pub cluster: bool,
+    pub tls: Option<TlsMaterial>,
+}
+
+/// Where the relay container runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Its own Deployment `<name>-relay`.
+    Standalone,
+    /// Injected into Deployment `target`, whose pods `selector` selects.
+    Sidecar { target: String, selector: BTreeMap<String, String>, injected: bool },
+}
+
+/// What the relay's children must be, computed once per reconcile from the spec and what
+/// was observed. Pure: no I/O, unit tested without a cluster.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub config: RelayConfig,
+    /// `config` as YAML: the ConfigMap's `relay.yaml`.
+    pub yaml: String,
+    pub hashes: TemplateHashes,
+    pub workload: Workload,
+    pub redis: RedisAccess,
+    /// The rendered config differs from the ConfigMap's.
+    pub config_changed: bool,
+    /// A referenced Secret changed since the running pods were started (not on the first apply).
+    pub secrets_changed: bool,
+    /// Names of the Secrets the relay reads, for messages.
+    pub secret_names: Vec<String>,
+}
+
+/// Decides the relay's children from `relay` and `observed`; an error the user must fix
+/// (invalid spec, missing Secret, key or target) stops it before anything is applied.
+pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
+    let ns = relay.namespace().unwrap_or_default();
     let config = relay_config(relay)?;
     let yaml = config.to_yaml();
-    let hash = resources::config_hash(&yaml);
-
     // Every referenced Secret key must exist before anything is rolled out with it. Their
-    // resourceVersions go into the pod template (see `resources::secrets_hash`), so the
-    // pods roll when one is rotated: not at once (Secrets are not watched) but at the next
+    // resourceVersions go into the pod template (see `resources::secrets_hash`), so the pods
+    // roll when one is rotated: not at once (Secrets are not watched) but at the next
     // periodic reconcile, `--refresh` (30 s by default).
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let mut redis_url = None;
     let mut versions = BTreeMap::new();
-    let mut read = async |use_: SecretUse| -> Result<Vec<u8>> {
-        let Some(secret) = secrets.get_opt(&use_.secret).await? else {
+    let read = |use_: SecretUse, versions: &mut BTreeMap<String, String>| -> Result<Vec<u8>> {
+        let Some(secret) = observed.secret(&use_.secret) else {
             return Err(Error::SecretNotFound { secret: use_, namespace: ns.clone() });
         };
         versions.insert(use_.secret.clone(), secret.resource_version().unwrap_or_default());
         let value = secret.data.as_ref().and_then(|d| d.get(&use_.key)).map(|b| b.0.clone());
         value.ok_or(Error::SecretKeyNotFound { secret: use_ })
     };
+    let mut redis_url = String::new();
     for s in secret_env(&relay.spec) {
-        let value = read(SecretUse::from(&s)).await?;
+        let value = read(SecretUse::from(&s), &mut versions)?;
         if s.env == config.redis.url_env {
-            redis_url = Some(String::from_utf8_lossy(&value).trim().to_string());
+            redis_url = String::from_utf8_lossy(&value).trim().to_string();
         }
     }
-    // The Redis TLS files, mounted into the pods; the probe below trusts the same CA.
-    let mut tls_files = BTreeMap::new();
+    // The Redis TLS files, mounted into the pods; the probe trusts the same CA.
+    let mut files = BTreeMap::new();
     for f in secret_files(&relay.spec) {
-        let value = read(SecretUse::from(&f)).await?;
-        tls_files.insert(f.file, value);
+        files.insert(f.file, read(SecretUse::from(&f), &mut versions)?);
     }
-    let redis_tls = relay.spec.redis.tls.as_ref().map(|_| TlsMaterial {
-        ca_pem: tls_files.get(REDIS_TLS_CA_FILE).cloned(),
-        client: tls_files.get(REDIS_TLS_CERT_FILE).cloned().zip(tls_files.get(REDIS_TLS_KEY_FILE).cloned()),
+    let tls = relay.spec.redis.tls.as_ref().map(|_| TlsMaterial {
+        ca_pem: files.get(REDIS_TLS_CA_FILE).cloned(),
+        client: files.get(REDIS_TLS_CERT_FILE).cloned().zip(files.get(REDIS_TLS_KEY_FILE).cloned()),
     });
-
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let mode = relay.mode();
-    let target = match (mode, relay.spec.workload.as_ref().and_then(|w| w.target_ref.as_ref())) {
-        (WorkloadMode::Sidecar, Some(t)) => match deployments.get_opt(&t.name).await? {
-            Some(d) => Some(d),
-            None => return Err(Error::TargetNotFound { name: t.name.clone(), namespace: ns }),
-        },
-        (WorkloadMode::Sidecar, None) => {
-            return Err(Error::InvalidSpec(webhook_relay_api::render::SpecError {
-                field: "spec.workload.targetRef".into(),
-                message: "is required in Sidecar mode: name the Deployment to add the relay container to".into(),
-            }));
-        }
-        _ => None,
-    };
-
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let before = config_maps.get_opt(&name).await?;
-    let changed =
-        before.and_then(|cm| cm.data).and_then(|d| d.get(resources::CONFIG_KEY).cloned()).as_deref() != Some(&yaml);
-    apply(&config_maps, &name, &resources::config_map(relay, &config), MANAGER).await?;
-
-    let hashes = TemplateHashes { config: hash.clone(), secrets: resources::secrets_hash(&versions) };
-    // What the workload's pods were started with; absent on the first apply (no roll to report).
-    let previous_secrets = match &target {
-        Some(t) => template_annotation(t, SECRETS_HASH_ANNOTATION),
-        None => deployments.get_opt(&name).await?.and_then(|d| template_annotation(&d, SECRETS_HASH_ANNOTATION)),
-    };
-    let secrets_changed = previous_secrets.is_some_and(|p| p != hashes.secrets);
-
-    let relays: Api<WebhookRelay> = Api::namespaced(client.clone(), &ns);
-    let selector = match &target {
-        None => {
-            apply(&deployments, &name, &resources::deployment(relay, &ctx.settings, &hashes), MANAGER).await?;
-            release_sidecars(ctx, relay, &ns, None).await?;
-            if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
-                set_finalizer(&relays, relay, false).await?;
-            }
-            resources::selector_labels(relay)
-        }
-        Some(t) => {
-            let target_name = t.name_any();
-            let selector = t.spec.selector.match_labels.clone().unwrap_or_default();
+    let workload = match relay.mode() {
+        WorkloadMode::Standalone => Workload::Standalone,
+        WorkloadMode::Sidecar => {
+            let Some(wanted) = relay.spec.workload.as_ref().and_then(|w| w.target_ref.as_ref()) else {
+                return Err(Error::InvalidSpec(SpecError {
+                    field: "spec.workload.targetRef".into(),
+                    message: "is required in Sidecar mode: name the Deployment to add the relay container to".into(),
+                }));
+            };
+            let Some(target) = &observed.target else {
+                return Err(Error::TargetNotFound { name: wanted.name.clone(), namespace: ns });
+            };
+            let selector = target.spec.selector.match_labels.clone().unwrap_or_default();
             if selector.is_empty() {
-                return Err(Error::InvalidSpec(webhook_relay_api::render::SpecError {
+                return Err(Error::InvalidSpec(SpecError {
                     field: "spec.workload.targetRef".into(),
                     message: format!(
-                        "Deployment {target_name} has no spec.selector.matchLabels for the relay Service to use"
+                        "Deployment {} has no spec.selector.matchLabels for the relay Service to use",
+                        wanted.name
                     ),
                 }));
             }
-            if !relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
-                set_finalizer(&relays, relay, true).await?;
-            }
-            let injected = t
+            let injected = target
                 .spec
                 .template
                 .spec
                 .as_ref()
                 .is_some_and(|p| p.containers.iter().any(|c| c.name == resources::CONTAINER));
-            let patch = resources::sidecar_patch(relay, &ctx.settings, &target_name, &hashes);
-            let pp = PatchParams::apply(&resources::sidecar_manager(relay)).force();
-            deployments.patch(&target_name, &pp, &Patch::Apply(&patch)).await?;
-            if !injected {
-                ctx.event(
-                    relay,
-                    EventType::Normal,
-                    "SidecarInjected",
-                    "Inject",
-                    format!("added the relay container to Deployment {target_name}"),
-                )
-                .await;
-            }
-            delete_owned(&deployments, &name, relay).await?;
-            release_sidecars(ctx, relay, &ns, Some(&target_name)).await?;
-            selector
+            Workload::Sidecar { target: wanted.name.clone(), selector, injected }
         }
     };
+    let hashes = TemplateHashes { config: resources::config_hash(&yaml), secrets: resources::secrets_hash(&versions) };
+    // What the workload's pods were started with; absent on the first apply (no roll to report).
+    let running = match &workload {
+        Workload::Sidecar { .. } => observed.target.as_ref(),
+        Workload::Standalone => observed.own_deployment.as_ref(),
+    };
+    let previous_secrets = running.and_then(|d| template_annotation(d, SECRETS_HASH_ANNOTATION));
+    let current_yaml = observed.config_map.as_ref().and_then(|cm| cm.data.as_ref()?.get(resources::CONFIG_KEY));
+    Ok(Plan {
+        config_changed: current_yaml != Some(&yaml),
+        secrets_changed: previous_secrets.is_some_and(|p| p != hashes.secrets),
+        redis: RedisAccess { url: redis_url, cluster: config.redis.cluster, tls },
+        secret_names: versions.into_keys().collect(),
+        config,
+        yaml,
+        hashes,
+        workload,
+    })
+}
 
+/// Applies the Standalone children: the relay's own Deployment; any sidecar it had is released.
+async fn apply_standalone(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> Result<BTreeMap<String, String>> {
+    let ns = relay.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = resources::child_name(relay);
+    apply(&deployments, &name, &resources::deployment(relay, &ctx.defaults, &plan.hashes), MANAGER).await?;
+    release_sidecars(ctx, relay, &ns, None).await?;
+    if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
+        set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, false).await?;
+    }
+    Ok(resources::selector_labels(relay))
+}
+
+/// Injects the relay container into `target` (holding the finalizer that takes it out
+/// again), and removes the relay's own Deployment left from Standalone mode.
+async fn apply_sidecar(ctx: &Context, relay: &WebhookRelay, plan: &Plan, target: &str, injected: bool) -> Result<()> {
+    let ns = relay.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if !relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
+        set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, true).await?;
+    }
+    let patch = resources::sidecar_patch(relay, &ctx.defaults, target, &plan.hashes);
+    let pp = PatchParams::apply(&resources::sidecar_manager(relay)).force();
+    deployments.patch(target, &pp, &Patch::Apply(&patch)).await?;
+    if !injected {
+        ctx.event(
+            relay,
+            EventType::Normal,
+            "SidecarInjected",
+            "Inject",
+            format!("added the relay container to Deployment {target}"),
+        )
+        .await;
+    }
+    delete_owned(&deployments, &resources::child_name(relay), relay).await?;
+    release_sidecars(ctx, relay, &ns, Some(target)).await?;
+    Ok(())
+}
+
+/// Applies `plan`: the ConfigMap, the workload, the Service and the Ingress (deleted when
+/// the spec has none), then reports rolls and config changes as events.
+async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> Result<()> {
+    let ns = relay.namespace().unwrap_or_default();
+    let client = ctx.client.clone();
+    let name = resources::child_name(relay);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    apply(&config_maps, &name, &resources::config_map(relay, &plan.config), MANAGER).await?;
+    let (selector, workload, rolled) = match &plan.workload {
+        Workload::Standalone => (apply_standalone(ctx, relay, plan).await?, format!("Deployment {name}"), name.clone()),
+        Workload::Sidecar { target, selector, injected } => {
+            apply_sidecar(ctx, relay, plan, target, *injected).await?;
+            (selector.clone(), format!("the relay container in Deployment {target}"), target.clone())
+        }
+    };
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     apply(&services, &name, &resources::service(relay, selector), MANAGER).await?;
-
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    let ingresses: Api<Ingress> = Api::namespaced(client, &ns);
     match resources::ingress(relay) {
-        Some(ing) => {
-            apply(&ingresses, &name, &ing, MANAGER).await?;
-        }
-        None => {
-            delete_owned(&ingresses, &name, relay).await?;
-        }
+        Some(ing) => drop(apply(&ingresses, &name, &ing, MANAGER).await?),
+        None => drop(delete_owned(&ingresses, &name, relay).await?),
     }
-
-    let workload = match &target {
-        Some(t) => format!("the relay container in Deployment {}", t.name_any()),
-        None => format!("Deployment {name}"),
-    };
-    if secrets_changed {
-        let names: Vec<&str> = versions.keys().map(String::as_str).collect();
-        let rolled = target.as_ref().map_or_else(|| name.clone(), |t| t.name_any());
-        info!(relay = %key(relay), deployment = %rolled, secrets_hash = %hashes.secrets, "a referenced Secret changed; rolling the pods");
+    if plan.secrets_changed {
+        info!(deployment = %rolled, secrets_hash = %plan.hashes.secrets, "a referenced Secret changed; rolling the pods");
         ctx.event(
             relay,
             EventType::Normal,
             "SecretsChanged",
             "Roll",
-            format!("a Secret the relay reads ({}) changed; rolling the pods of Deployment {rolled}", names.join(", ")),
+            format!(
+                "a Secret the relay reads ({}) changed; rolling the pods of Deployment {rolled}",
+                plan.secret_names.join(", ")
+            ),
         )
         .await;
     }
-    if changed {
-        info!(relay = %key(relay), config_hash = %hash, "applied relay config");
+    if plan.config_changed {
+        let hash = &plan.hashes.config;
+        info!(config_hash = %hash, "applied relay config");
         ctx.event(
             relay,
             EventType::Normal,
@@ -316,10 +413,7 @@ async fn apply_all(relay: &WebhookRelay, ctx: &Context) -> Result<Applied> {
         )
         .await;
     }
-
-    let url = redis_url.unwrap_or_default();
-    let probe = redis_probe::probe(&url, config.redis.cluster, redis_tls, relay_id(relay)?.as_str()).await;
-    Ok(Applied { probe })
+    Ok(())
 }
 
 async fn write_status(relay: &WebhookRelay, ctx: &Context, status: &WebhookRelayStatus) -> Result<()> {
@@ -367,7 +461,8 @@ async fn announce(relay: &WebhookRelay, ctx: &Context, new: &WebhookRelayStatus)
     }
 }
 
-/// Reconciles one WebhookRelay.
+/// Reconciles one WebhookRelay: observe, plan, apply, probe Redis, write status.
+#[tracing::instrument(skip_all, fields(relay = %key(&relay)))]
 pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.timer();
     let k = key(&relay);
@@ -384,18 +479,29 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let endpoint = resources::endpoint(&relay);
+    let observed = observe(&relay, &ctx).await?;
+    let credentials = relay.spec.genesys.as_ref().and_then(|g| observed.secret(&g.credentials_secret_ref.name));
+    let outcome = async {
+        let plan = plan(&relay, &observed)?;
+        apply_plan(&ctx, &relay, &plan).await?;
+        let r = &plan.redis;
+        Ok::<Probe, Error>(redis_probe::probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await)
+    };
     // The Genesys check (a call to Genesys Cloud when due) runs alongside apply and probe.
-    let (applied, genesys) =
-        tokio::join!(apply_all(&relay, &ctx), ctx.genesys.check(&ctx.client, &relay, &endpoint, &ctx.metrics));
-    let genesys = genesys?;
-    match applied {
-        Ok(applied) => {
-            let outcome = Outcome::Applied { probe: &applied.probe };
-            let s = status::desired_status(&relay, &outcome, endpoint, genesys.as_ref(), Timestamp::now());
+    let (probed, genesys) = tokio::join!(outcome, ctx.genesys.check(&relay, &endpoint, credentials, &ctx.metrics));
+    match probed {
+        Ok(probe) => {
+            let s = status::desired_status(
+                &relay,
+                &Outcome::Applied { probe: &probe },
+                endpoint,
+                genesys.as_ref(),
+                Timestamp::now(),
+            );
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
-            if let Persistence::Unknown(why) = &applied.probe.persistence {
-                debug!(relay = %k, why = %why, "Redis persistence unknown");
+            if let Persistence::Unknown(why) = &probe.persistence {
+                debug!(why = %why, "Redis persistence unknown");
             }
             if status::is_ready(Some(&s)) {
                 ctx.succeeded(&k);
@@ -407,7 +513,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) if e.reason().is_some() => {
             ctx.metrics.failed(e.metric_label());
-            warn!(relay = %k, error = %e, "relay needs a fix");
+            warn!(error = %e, "relay needs a fix");
             let s = status::desired_status(&relay, &Outcome::Blocked(&e), endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
@@ -468,4 +574,120 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn relay(example: &str) -> WebhookRelay {
+        let mut r: WebhookRelay = serde_yaml::from_str(example).unwrap();
+        r.metadata.namespace = Some("cx".into());
+        r.metadata.uid = Some("0b9a3c4e-1111-2222-3333-444455556666".into());
+        r
+    }
+
+    fn standalone() -> WebhookRelay {
+        relay(include_str!("../../examples/webhookrelay.yaml"))
+    }
+
+    fn secret(name: &str, version: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
+            ..Secret::default()
+        }
+    }
+
+    /// The example's Secrets, all present.
+    fn observed() -> Observed {
+        let mut o = Observed::default();
+        for s in [
+            secret("relay-redis", "10", &[("url", "redis://relay-redis.cx.svc:6379/")]),
+            secret("genesys-webhook", "11", &[("secret", "0123456789abcdef0123")]),
+            secret("relay-admin", "12", &[("token", "t")]),
+            secret("genesys-oauth", "13", &[("clientId", "id"), ("clientSecret", "s")]),
+        ] {
+            o.secrets.insert(s.metadata.name.clone().unwrap(), Some(s));
+        }
+        o
+    }
+
+    #[test]
+    fn plan_renders_the_config_and_reads_the_redis_url_from_the_secret() {
+        let r = standalone();
+        assert_eq!(referenced_secrets(&r), ["genesys-oauth", "genesys-webhook", "relay-admin", "relay-redis"]);
+        let p = plan(&r, &observed()).unwrap();
+        assert_eq!(p.workload, Workload::Standalone);
+        assert_eq!(p.yaml, p.config.to_yaml());
+        assert_eq!(p.hashes.config, resources::config_hash(&p.yaml));
+        assert_eq!(p.redis.url, "redis://relay-redis.cx.svc:6379/");
+        assert!(p.redis.tls.is_none());
+        assert!(p.config_changed, "no ConfigMap yet");
+        assert!(!p.secrets_changed, "nothing ran before: no roll to report");
+        assert_eq!(p.secret_names, ["genesys-oauth", "genesys-webhook", "relay-admin", "relay-redis"]);
+    }
+
+    #[test]
+    fn plan_notices_what_changed_since_the_last_apply() {
+        let r = standalone();
+        let first = plan(&r, &observed()).unwrap();
+        let mut o = observed();
+        o.config_map = Some(resources::config_map(&r, &first.config));
+        let defaults = WorkloadDefaults { relay_image: "img".into() };
+        o.own_deployment = Some(resources::deployment(&r, &defaults, &first.hashes));
+        let again = plan(&r, &o).unwrap();
+        assert!(!again.config_changed && !again.secrets_changed, "unchanged");
+        // A Secret rotated: new resourceVersion, a new secrets hash, a roll to report.
+        o.secrets.insert("genesys-webhook".into(), Some(secret("genesys-webhook", "99", &[("secret", "rotated")])));
+        let rotated = plan(&r, &o).unwrap();
+        assert!(rotated.secrets_changed && !rotated.config_changed);
+        assert_ne!(rotated.hashes.secrets, first.hashes.secrets);
+    }
+
+    #[test]
+    fn plan_stops_on_what_the_user_must_fix() {
+        let r = standalone();
+        let mut o = observed();
+        o.secrets.insert("relay-redis".into(), None);
+        let e = plan(&r, &o).unwrap_err();
+        assert_eq!(e.reason(), Some("SecretNotFound"), "{e}");
+        assert!(e.to_string().contains("spec.redis.urlSecretRef"), "{e}");
+        let mut o = observed();
+        o.secrets.insert("relay-redis".into(), Some(secret("relay-redis", "1", &[("uri", "x")])));
+        assert_eq!(plan(&r, &o).unwrap_err().reason(), Some("SecretKeyNotFound"));
+
+        let side = relay(include_str!("../../examples/webhookrelay-sidecar.yaml"));
+        let e = plan(&side, &observed()).unwrap_err();
+        assert_eq!(e.reason(), Some("TargetNotFound"), "{e}");
+    }
+
+    #[test]
+    fn plan_of_a_sidecar_selects_the_targets_pods() {
+        let side = relay(include_str!("../../examples/webhookrelay-sidecar.yaml"));
+        let target_name = side.spec.workload.as_ref().unwrap().target_ref.as_ref().unwrap().name.clone();
+        let mut o = observed();
+        let mut target = Deployment::default();
+        target.metadata.name = Some(target_name.clone());
+        target.spec.selector.match_labels = Some([("app".to_string(), "orders-api".to_string())].into());
+        o.target = Some(target.clone());
+        let p = plan(&side, &o).unwrap();
+        assert_eq!(
+            p.workload,
+            Workload::Sidecar {
+                target: target_name,
+                selector: [("app".to_string(), "orders-api".to_string())].into(),
+                injected: false
+            }
+        );
+        target.spec.selector.match_labels = None;
+        o.target = Some(target);
+        assert_eq!(plan(&side, &o).unwrap_err().reason(), Some("InvalidSpec"));
+    }
 }

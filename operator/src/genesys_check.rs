@@ -14,12 +14,10 @@
 //! 5xx) are checked again after [`TRANSIENT_RECHECK`]. The client secret goes to the
 //! Genesys client only: never into a verdict, a log line or an event.
 
-use crate::error::Result;
 use crate::metrics::Metrics;
 use genesys_cloud::{Call, ClientConfig, Credentials, Environment, GenesysClient, OpenIntegration, RetryPolicy};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -203,26 +201,26 @@ impl Checker {
 
     /// The verdict for `relay` at `endpoint`: the last one while it is fresh, else a new
     /// lookup. `None` when the relay has no `spec.genesys` (then there is no condition).
+    /// `secret` is the credentials Secret as the reconcile read it (`None` when missing).
     pub async fn check(
         &self,
-        client: &Client,
         relay: &WebhookRelay,
         endpoint: &str,
+        secret: Option<&Secret>,
         metrics: &Metrics,
-    ) -> Result<Option<Verdict>> {
+    ) -> Option<Verdict> {
         let uid = relay.uid().unwrap_or_default();
         let Some(g) = &relay.spec.genesys else {
             self.forget(&uid);
-            return Ok(None);
+            return None;
         };
         let ns = relay.namespace().unwrap_or_default();
         let secret_name = &g.credentials_secret_ref.name;
-        let secret = Api::<Secret>::namespaced(client.clone(), &ns).get_opt(secret_name).await?;
         let for_ = CheckedFor {
             uid: uid.clone(),
             generation: relay.metadata.generation,
             endpoint: endpoint.to_string(),
-            secret_version: secret.as_ref().and_then(|s| s.resource_version()),
+            secret_version: secret.and_then(|s| s.resource_version()),
         };
         let relay_key = format!("{ns}/{}", relay.name_any());
         let now = Instant::now();
@@ -230,9 +228,9 @@ impl Checker {
             && !last.is_due(&for_, now, self.interval)
         {
             debug!(relay = %relay_key, reason = last.verdict.reason, "Genesys webhook check not due");
-            return Ok(Some(last.verdict.clone()));
+            return Some(last.verdict.clone());
         }
-        let verdict = match credentials(secret.as_ref(), secret_name, &ns) {
+        let verdict = match credentials(secret, secret_name, &ns) {
             Ok(creds) => self.lookup(g, creds, endpoint, secret_name).await,
             Err(v) => v,
         };
@@ -246,7 +244,7 @@ impl Checker {
         let keep = self.interval.saturating_mul(3);
         last.retain(|_, c| now.saturating_duration_since(c.at) < keep);
         last.insert(uid, Checked { for_, at: now, verdict: verdict.clone() });
-        Ok(Some(verdict))
+        Some(verdict)
     }
 
     async fn lookup(&self, g: &GenesysSpec, creds: Credentials, endpoint: &str, secret: &str) -> Verdict {

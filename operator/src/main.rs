@@ -12,7 +12,7 @@ use webhook_relay_operator::controller::{self, Context};
 use webhook_relay_operator::genesys_check::Checker;
 use webhook_relay_operator::leader::{self, LeaseSettings};
 use webhook_relay_operator::metrics::{self, Metrics};
-use webhook_relay_operator::resources::Settings;
+use webhook_relay_operator::resources::WorkloadDefaults;
 
 #[derive(Parser)]
 #[command(name = "webhook-relay-operator", version, about = "Reconciles WebhookRelay resources into running relays")]
@@ -102,7 +102,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let reporter = Reporter { controller: "webhook-relay-operator".into(), instance: Some(identity) };
     let recorder = Recorder::new(client.clone(), reporter);
-    let settings = Settings { relay_image: args.relay_image.clone() };
+    let defaults = WorkloadDefaults { relay_image: args.relay_image.clone() };
     // The process's one HTTP client (Genesys Cloud calls); Kubernetes has its own.
     let http = reqwest::Client::builder()
         .user_agent(concat!("webhook-relay-operator/", env!("CARGO_PKG_VERSION")))
@@ -111,7 +111,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let genesys = Checker::new(http, args.genesys_check_interval);
-    let ctx = Arc::new(Context::new(client.clone(), settings, recorder, metrics.clone(), args.refresh, genesys));
+    let ctx = Arc::new(Context::new(client.clone(), defaults, recorder, metrics.clone(), args.refresh, genesys));
     info!(image = %args.relay_image, namespace = ?args.namespace, "starting controller");
 
     if args.leader_elect {

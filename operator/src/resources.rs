@@ -54,9 +54,9 @@ pub const DEFAULT_REPLICAS: i32 = 2;
 /// The user id the relay runs as (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 
-/// Operator-wide settings the desired objects depend on.
+/// Operator-wide defaults of the relay workloads (flags of the operator).
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct WorkloadDefaults {
     /// Relay image used unless `spec.workload.image` overrides it.
     pub relay_image: String,
 }
@@ -193,7 +193,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 
 /// The relay container: image, args, ports, probes, secrets as `secretKeyRef` env, the
 /// config mount and a locked-down security context.
-pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
+pub fn relay_container(relay: &WebhookRelay, defaults: &WorkloadDefaults) -> Container {
     let workload = relay.spec.workload.clone().unwrap_or_default();
     let ports = ports(relay);
     let env = secret_env(&relay.spec)
@@ -209,7 +209,7 @@ pub fn relay_container(relay: &WebhookRelay, settings: &Settings) -> Container {
         .collect();
     Container {
         name: CONTAINER.into(),
-        image: Some(workload.image.unwrap_or_else(|| settings.relay_image.clone())),
+        image: Some(workload.image.unwrap_or_else(|| defaults.relay_image.clone())),
         args: Some(vec!["serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
         ports: Some(vec![
             ContainerPort {
@@ -301,7 +301,7 @@ fn volumes(relay: &WebhookRelay) -> Vec<Volume> {
 }
 
 /// The relay's own Deployment (Standalone mode).
-pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHashes) -> Deployment {
+pub fn deployment(relay: &WebhookRelay, defaults: &WorkloadDefaults, hashes: &TemplateHashes) -> Deployment {
     let replicas = relay.spec.workload.as_ref().and_then(|w| w.replicas).unwrap_or(DEFAULT_REPLICAS);
     let mut pod_labels = labels(relay);
     pod_labels.extend(selector_labels(relay));
@@ -317,7 +317,7 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHa
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![relay_container(relay, settings)],
+                    containers: vec![relay_container(relay, defaults)],
                     volumes: Some(volumes(relay)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
@@ -343,7 +343,7 @@ pub fn deployment(relay: &WebhookRelay, settings: &Settings, hashes: &TemplateHa
 /// these fields; applying [`sidecar_release`] under the same manager removes them again.
 pub fn sidecar_patch(
     relay: &WebhookRelay,
-    settings: &Settings,
+    defaults: &WorkloadDefaults,
     target: &str,
     hashes: &TemplateHashes,
 ) -> serde_json::Value {
@@ -359,7 +359,7 @@ pub fn sidecar_patch(
             "template": {
                 "metadata": { "annotations": hashes.annotations() },
                 "spec": {
-                    "containers": [relay_container(relay, settings)],
+                    "containers": [relay_container(relay, defaults)],
                     "volumes": volumes(relay),
                 },
             },
@@ -465,8 +465,8 @@ mod tests {
         r
     }
 
-    fn settings() -> Settings {
-        Settings { relay_image: "registry.example/webhook-relay:1.2.3".into() }
+    fn settings() -> WorkloadDefaults {
+        WorkloadDefaults { relay_image: "registry.example/webhook-relay:1.2.3".into() }
     }
 
     fn hashes(config: &str, secrets: &str) -> TemplateHashes {
