@@ -553,8 +553,28 @@ impl RelayConfig {
         }
         check_env("admin.tokenEnv", &self.admin.token_env)?;
         if let Some(g) = &self.genesys {
-            if g.environment.is_none() && g.region.is_none() && g.api_base_url.is_none() {
-                return Err(invalid("genesys", "needs environment (e.g. mypurecloud.com) or region (e.g. us-east-1)"));
+            if g.environment.is_none() && g.region.is_none() {
+                match (&g.api_base_url, &g.login_base_url) {
+                    (None, None) => {
+                        return Err(invalid(
+                            "genesys",
+                            "needs environment (e.g. mypurecloud.com) or region (e.g. us-east-1)",
+                        ));
+                    }
+                    (Some(_), None) => {
+                        return Err(invalid(
+                            "genesys.loginBaseUrl",
+                            "is required with apiBaseUrl when neither region nor environment is set (the login URL cannot be derived)",
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(invalid(
+                            "genesys.apiBaseUrl",
+                            "is required with loginBaseUrl when neither region nor environment is set (the API URL cannot be derived)",
+                        ));
+                    }
+                    (Some(_), Some(_)) => {}
+                }
             }
             if g.environment.is_some() && g.region.is_some() {
                 return Err(invalid("genesys", "give environment or region, not both"));
@@ -692,6 +712,22 @@ genesys:
         assert!(e.contains("source.verify"), "{e}");
         let e = err("relay: a\nsource: {path: nope, verify: {scheme: none}}\ndestination: {url: 'http://x/'}\n");
         assert!(e.contains("source.path"), "{e}");
+    }
+
+    #[test]
+    fn genesys_base_urls_without_a_region_come_in_pairs() {
+        let g = |extra: &str| {
+            format!(
+                "relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x/'}}\n\
+                 genesys: {{integrationId: i, {extra}}}\n"
+            )
+        };
+        let e = err(&g("apiBaseUrl: 'http://g.test/'"));
+        assert!(e.contains("genesys.loginBaseUrl") && e.contains("apiBaseUrl"), "{e}");
+        let e = err(&g("loginBaseUrl: 'http://g.test/'"));
+        assert!(e.contains("genesys.apiBaseUrl"), "{e}");
+        RelayConfig::from_yaml(&g("apiBaseUrl: 'http://g.test/', loginBaseUrl: 'http://g.test/'")).unwrap();
+        RelayConfig::from_yaml(&g("region: us-east-1, apiBaseUrl: 'http://g.test/'")).unwrap();
     }
 
     #[test]

@@ -20,8 +20,6 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
 pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s/?#]+([/?#]\S*)?$";
 /// A DNS subdomain (RFC 1123), the form of most Kubernetes object names.
 pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// Longest relay name: children are named `<name>-relay` and a Service name is at most 63.
-pub const MAX_NAME_LEN: usize = 57;
 
 /// A relay that receives signed webhooks (from Genesys Cloud or any HMAC signer), stores
 /// them durably in Redis and delivers them to a destination with retries and dead letters.
@@ -51,6 +49,7 @@ pub const MAX_NAME_LEN: usize = 57;
         description = "Where the webhook source should POST",
         priority = 1
     ),
+    // 57: children are named `<name>-relay` and a Service name is at most 63 characters.
     validation = Rule::new("size(self.metadata.name) <= 57 && self.metadata.name.matches('^[a-z]')")
         .message("metadata.name must start with a letter and be at most 57 characters: it names the Service <name>-relay"),
 )]
@@ -275,8 +274,8 @@ pub struct AdminSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.region) && has(self.environment))").message("give region or environment, not both"))]
 #[x_kube(
-    validation = Rule::new("has(self.region) || has(self.environment) || has(self.apiBaseUrl)")
-        .message("needs region (e.g. us-east-1) or environment (e.g. mypurecloud.com)")
+    validation = Rule::new("has(self.region) || has(self.environment) || (has(self.apiBaseUrl) && has(self.loginBaseUrl))")
+        .message("needs region (e.g. us-east-1) or environment (e.g. mypurecloud.com), or both apiBaseUrl and loginBaseUrl")
 )]
 pub struct GenesysSpec {
     /// AWS-style region such as `us-east-1`.

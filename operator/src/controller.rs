@@ -491,13 +491,8 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     let (probed, genesys) = tokio::join!(outcome, ctx.genesys.check(&relay, &endpoint, credentials, &ctx.metrics));
     match probed {
         Ok(probe) => {
-            let s = status::desired_status(
-                &relay,
-                &Outcome::Applied { probe: &probe },
-                endpoint,
-                genesys.as_ref(),
-                Timestamp::now(),
-            );
+            let s =
+                status::desired_status(&relay, &Outcome::Probed(&probe), endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
             if let Persistence::Unknown(why) = &probe.persistence {

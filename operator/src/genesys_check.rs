@@ -47,7 +47,7 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 
 /// The outcome of one check; becomes the `GenesysWebhookVerified` condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct WebhookCheck {
     /// Condition status True.
     pub verified: bool,
     /// Condition reason.
@@ -58,9 +58,9 @@ pub struct Verdict {
     pub transient: bool,
 }
 
-impl Verdict {
+impl WebhookCheck {
     fn failed(reason: &'static str, message: String) -> Self {
-        Verdict { verified: false, reason, message, transient: false }
+        WebhookCheck { verified: false, reason, message, transient: false }
     }
 }
 
@@ -77,7 +77,7 @@ pub fn verdict(
     lookup: std::result::Result<&OpenIntegration, &genesys_cloud::Error>,
     endpoint: &str,
     secret: &str,
-) -> Verdict {
+) -> WebhookCheck {
     match lookup {
         Ok(integration) => {
             let name = &integration.name;
@@ -93,16 +93,16 @@ pub fn verdict(
                             integration.create_status.as_deref().unwrap_or("unset"),
                         ));
                     }
-                    Verdict { verified: true, reason: WEBHOOK_URL_MATCHES, message, transient: false }
+                    WebhookCheck { verified: true, reason: WEBHOOK_URL_MATCHES, message, transient: false }
                 }
-                Some(url) => Verdict::failed(
+                Some(url) => WebhookCheck::failed(
                     WEBHOOK_URL_MISMATCH,
                     format!(
                         "Open Messaging integration {integration_id} ({name}) sends outbound messages to {url}, but this \
                          relay's endpoint is {endpoint}; set the integration's Outbound Notification Webhook URL to {endpoint}"
                     ),
                 ),
-                None => Verdict::failed(
+                None => WebhookCheck::failed(
                     WEBHOOK_URL_MISMATCH,
                     format!(
                         "Open Messaging integration {integration_id} ({name}) has no Outbound Notification Webhook URL; \
@@ -112,20 +112,26 @@ pub fn verdict(
             }
         }
         Err(e @ genesys_cloud::Error::NotFound { call: Call::GetOpenIntegration { .. }, .. }) => {
-            Verdict::failed(INTEGRATION_NOT_FOUND, format!("{e} (spec.genesys.integrationId)"))
+            WebhookCheck::failed(INTEGRATION_NOT_FOUND, format!("{e} (spec.genesys.integrationId)"))
         }
         Err(e @ genesys_cloud::Error::Unauthorized { .. }) => {
-            Verdict::failed(e.reason(), format!("{e} (credentials from Secret {secret:?})"))
+            WebhookCheck::failed(e.reason(), format!("{e} (credentials from Secret {secret:?})"))
         }
-        Err(e) => Verdict { verified: false, reason: e.reason(), message: e.to_string(), transient: e.is_transient() },
+        Err(e) => {
+            WebhookCheck { verified: false, reason: e.reason(), message: e.to_string(), transient: e.is_transient() }
+        }
     }
 }
 
 /// The OAuth credentials in the Secret `name` (in `namespace`), as the relay would read them
 /// from its environment (values as stored; an empty value counts as missing).
-pub fn credentials(secret: Option<&Secret>, name: &str, namespace: &str) -> std::result::Result<Credentials, Verdict> {
+pub fn credentials(
+    secret: Option<&Secret>,
+    name: &str,
+    namespace: &str,
+) -> std::result::Result<Credentials, WebhookCheck> {
     let Some(secret) = secret else {
-        return Err(Verdict::failed(
+        return Err(WebhookCheck::failed(
             SECRET_NOT_FOUND,
             format!(
                 "Secret {name:?} named by spec.genesys.credentialsSecretRef does not exist in namespace {namespace:?}; \
@@ -136,15 +142,16 @@ pub fn credentials(secret: Option<&Secret>, name: &str, namespace: &str) -> std:
     let value = |key: &str| {
         let bytes = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).filter(|b| !b.is_empty());
         let Some(bytes) = bytes else {
-            return Err(Verdict::failed(
+            return Err(WebhookCheck::failed(
                 SECRET_NOT_FOUND,
                 format!(
                     "Secret {name:?} (spec.genesys.credentialsSecretRef) has no key {key:?} or it is empty; add it"
                 ),
             ));
         };
-        String::from_utf8(bytes)
-            .map_err(|_| Verdict::failed(SECRET_NOT_FOUND, format!("Secret {name:?} key {key:?} is not UTF-8 text")))
+        String::from_utf8(bytes).map_err(|_| {
+            WebhookCheck::failed(SECRET_NOT_FOUND, format!("Secret {name:?} key {key:?} is not UTF-8 text"))
+        })
     };
     Ok(Credentials::new(value(GENESYS_CLIENT_ID_KEY)?, value(GENESYS_CLIENT_SECRET_KEY)?))
 }
@@ -164,7 +171,7 @@ pub struct CheckedFor {
 pub struct Checked {
     pub for_: CheckedFor,
     pub at: Instant,
-    pub verdict: Verdict,
+    pub verdict: WebhookCheck,
 }
 
 impl Checked {
@@ -208,7 +215,7 @@ impl Checker {
         endpoint: &str,
         secret: Option<&Secret>,
         metrics: &Metrics,
-    ) -> Option<Verdict> {
+    ) -> Option<WebhookCheck> {
         let uid = relay.uid().unwrap_or_default();
         let Some(g) = &relay.spec.genesys else {
             self.forget(&uid);
@@ -247,7 +254,7 @@ impl Checker {
         Some(verdict)
     }
 
-    async fn lookup(&self, g: &GenesysSpec, creds: Credentials, endpoint: &str, secret: &str) -> Verdict {
+    async fn lookup(&self, g: &GenesysSpec, creds: Credentials, endpoint: &str, secret: &str) -> WebhookCheck {
         let env = Environment::from_settings(
             g.region.as_deref(),
             g.environment.as_deref(),
@@ -256,14 +263,14 @@ impl Checker {
         );
         let env = match env {
             Ok(env) => env,
-            Err(e) => return Verdict::failed(INVALID_SPEC, format!("spec.genesys: {e}")),
+            Err(e) => return WebhookCheck::failed(INVALID_SPEC, format!("spec.genesys: {e}")),
         };
         // A client per check: tokens are cheap next to a 5 minute period, and a rotated
         // Secret then takes effect at once.
         let client = GenesysClient::with_config(self.http.clone(), env, creds, self.config.clone());
         match tokio::time::timeout(CHECK_TIMEOUT, client.get_open_integration(&g.integration_id)).await {
             Ok(result) => verdict(&g.integration_id, result.as_ref(), endpoint, secret),
-            Err(_) => Verdict {
+            Err(_) => WebhookCheck {
                 verified: false,
                 reason: "Unreachable",
                 message: format!(
@@ -396,7 +403,7 @@ mod tests {
             secret_version: Some("7".into()),
         };
         let t0 = Instant::now();
-        let ok = Verdict { verified: true, reason: WEBHOOK_URL_MATCHES, message: String::new(), transient: false };
+        let ok = WebhookCheck { verified: true, reason: WEBHOOK_URL_MATCHES, message: String::new(), transient: false };
         let c = Checked { for_: for_.clone(), at: t0, verdict: ok.clone() };
         let interval = Duration::from_secs(300);
         assert!(!c.is_due(&for_, t0 + Duration::from_secs(299), interval));
@@ -409,7 +416,7 @@ mod tests {
         ] {
             assert!(c.is_due(&changed, t0, interval), "{changed:?}");
         }
-        let flaky = Checked { verdict: Verdict { verified: false, transient: true, ..ok }, ..c };
+        let flaky = Checked { verdict: WebhookCheck { verified: false, transient: true, ..ok }, ..c };
         assert!(!flaky.is_due(&for_, t0 + Duration::from_secs(59), interval));
         assert!(flaky.is_due(&for_, t0 + TRANSIENT_RECHECK, interval));
     }

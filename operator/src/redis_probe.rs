@@ -6,7 +6,7 @@
 
 use redis::{FromRedisValue, Value};
 use std::time::Duration;
-use webhook_relay_store::{Conn, ConnectOptions, Stats, Store, TlsMaterial};
+use webhook_relay_store::{Conn, ConnectOptions, Stats, Store, StoreError, TlsMaterial};
 
 /// Time allowed for the whole probe of one relay.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,17 +24,43 @@ pub enum Persistence {
     Unknown(String),
 }
 
+/// What kind of failure kept a probe from reading Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// No connection (refused, DNS, TLS handshake, authentication).
+    Connect,
+    /// Connected, but the figures could not be read (an error reply, a dropped connection).
+    Read,
+    /// No answer within [`PROBE_TIMEOUT`].
+    Timeout,
+}
+
+/// Why a probe could not read Redis: the kind, and the error's text with the Redis URL and
+/// its password taken out (client errors may echo either), fit for status and events.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProbeError {
+    pub kind: ProbeFailure,
+    pub message: String,
+}
+
+impl ProbeError {
+    fn new(kind: ProbeFailure, error: &dyn std::fmt::Display, url: &str) -> Self {
+        ProbeError { kind, message: redact(&error.to_string(), url) }
+    }
+}
+
 /// What one probe saw.
 #[derive(Clone, Debug)]
 pub struct Probe {
-    /// Queue figures, or why Redis could not be read (already redacted).
-    pub stats: Result<Stats, String>,
+    /// Queue figures, or why Redis could not be read.
+    pub stats: Result<Stats, ProbeError>,
     /// Only meaningful when `stats` is `Ok`.
     pub persistence: Persistence,
 }
 
 /// Judges `CONFIG GET appendonly` / `maxmemory-policy` answers.
-pub fn judge(appendonly: Option<&str>, policy: Option<&str>) -> Persistence {
+pub fn persistence_of(appendonly: Option<&str>, policy: Option<&str>) -> Persistence {
     match (appendonly, policy) {
         (Some(a), _) if !a.eq_ignore_ascii_case("yes") => Persistence::AppendOnlyOff,
         (_, Some(p)) if !p.eq_ignore_ascii_case("noeviction") => Persistence::Eviction(p.to_string()),
@@ -79,19 +105,35 @@ async fn config_get(conn: &Conn, name: &str) -> Result<Option<String>, String> {
 }
 
 async fn probe_inner(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+    let unreachable =
+        |e: ProbeError| Probe { stats: Err(e), persistence: Persistence::Unknown("not reachable".into()) };
     let conn = match Conn::connect(&ConnectOptions::new(url).cluster(cluster).tls(tls)).await {
         Ok(c) => c,
-        Err(e) => {
-            return Probe { stats: Err(e.to_string()), persistence: Persistence::Unknown("not reachable".into()) };
-        }
+        Err(e) => return unreachable(ProbeError::new(ProbeFailure::Connect, &e, url)),
     };
     let store = Store::new(conn.clone(), relay_id).with_timeout(Duration::from_secs(3));
-    let stats = store.stats().await.map_err(|e| e.to_string());
-    if stats.is_err() {
-        return Probe { stats, persistence: Persistence::Unknown("not reachable".into()) };
-    }
+    let stats = match store.stats().await {
+        Ok(s) => s,
+        Err(e) => {
+            // The single-server connection is opened lazily, by the first command.
+            let kind = match &e {
+                StoreError::Timeout(_) => ProbeFailure::Timeout,
+                StoreError::Redis(re)
+                    if re.is_io_error()
+                        || re.is_connection_refusal()
+                        || re.kind() == redis::ErrorKind::AuthenticationFailed
+                        || webhook_relay_store::tls_problem(re).is_some() =>
+                {
+                    ProbeFailure::Connect
+                }
+                _ => ProbeFailure::Read,
+            };
+            return unreachable(ProbeError::new(kind, &e, url));
+        }
+    };
+    let stats = Ok(stats);
     let persistence = match (config_get(&conn, "appendonly").await, config_get(&conn, "maxmemory-policy").await) {
-        (Ok(a), Ok(p)) => judge(a.as_deref(), p.as_deref()),
+        (Ok(a), Ok(p)) => persistence_of(a.as_deref(), p.as_deref()),
         (Err(e), _) | (_, Err(e)) => Persistence::Unknown(format!("CONFIG GET refused: {e}")),
     };
     Probe { stats, persistence }
@@ -103,12 +145,15 @@ pub async fn probe(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id:
     let p = match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(url, cluster, tls, relay_id)).await {
         Ok(p) => p,
         Err(_) => Probe {
-            stats: Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            stats: Err(ProbeError {
+                kind: ProbeFailure::Timeout,
+                message: format!("no answer within {PROBE_TIMEOUT:?}"),
+            }),
             persistence: Persistence::Unknown("not reachable".into()),
         },
     };
     Probe {
-        stats: p.stats.map_err(|e| redact(&e, url)),
+        stats: p.stats,
         persistence: match p.persistence {
             Persistence::Unknown(e) => Persistence::Unknown(redact(&e, url)),
             other => other,
@@ -122,10 +167,10 @@ mod tests {
 
     #[test]
     fn judges_persistence_settings() {
-        assert_eq!(judge(Some("yes"), Some("noeviction")), Persistence::Durable);
-        assert_eq!(judge(Some("no"), Some("noeviction")), Persistence::AppendOnlyOff);
-        assert_eq!(judge(Some("yes"), Some("allkeys-lru")), Persistence::Eviction("allkeys-lru".into()));
-        assert!(matches!(judge(None, None), Persistence::Unknown(_)));
+        assert_eq!(persistence_of(Some("yes"), Some("noeviction")), Persistence::Durable);
+        assert_eq!(persistence_of(Some("no"), Some("noeviction")), Persistence::AppendOnlyOff);
+        assert_eq!(persistence_of(Some("yes"), Some("allkeys-lru")), Persistence::Eviction("allkeys-lru".into()));
+        assert!(matches!(persistence_of(None, None), Persistence::Unknown(_)));
     }
 
     #[test]

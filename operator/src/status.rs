@@ -3,7 +3,7 @@
 //! condition logic is unit tested.
 
 use crate::error::Error;
-use crate::genesys_check::Verdict;
+use crate::genesys_check::WebhookCheck;
 use crate::redis_probe::{Persistence, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -18,8 +18,8 @@ pub const GENESYS_WEBHOOK_VERIFIED: &str = "GenesysWebhookVerified";
 
 /// What a reconcile produced, as far as status is concerned.
 pub enum Outcome<'a> {
-    /// Children applied; Redis probed (or not, when its Secret was unreadable).
-    Applied { probe: &'a Probe },
+    /// Children applied and Redis probed.
+    Probed(&'a Probe),
     /// Something the user must fix; nothing was applied this time.
     Blocked(&'a Error),
 }
@@ -56,7 +56,7 @@ fn carry_transitions(old: &[Condition], mut new: Vec<Condition>) -> Vec<Conditio
 }
 
 /// The `GenesysWebhookVerified` condition for `verdict`.
-pub fn genesys_condition(verdict: &Verdict, generation: Option<i64>, now: &Timestamp) -> Condition {
+pub fn genesys_condition(verdict: &WebhookCheck, generation: Option<i64>, now: &Timestamp) -> Condition {
     let status = if verdict.verified { "True" } else { "False" };
     condition(GENESYS_WEBHOOK_VERIFIED, status, verdict.reason, verdict.message.clone(), generation, now)
 }
@@ -67,7 +67,7 @@ pub fn desired_status(
     relay: &WebhookRelay,
     outcome: &Outcome<'_>,
     endpoint: String,
-    genesys: Option<&Verdict>,
+    genesys: Option<&WebhookCheck>,
     now: Timestamp,
 ) -> WebhookRelayStatus {
     let generation = relay.metadata.generation;
@@ -92,7 +92,7 @@ pub fn desired_status(
                 old.queue.clone(),
             )
         }
-        Outcome::Applied { probe } => match &probe.stats {
+        Outcome::Probed(probe) => match &probe.stats {
             Err(e) => (
                 vec![
                     c(
@@ -101,7 +101,7 @@ pub fn desired_status(
                         "RedisUnreachable",
                         format!("configuration applied, but Redis cannot be read: {e}"),
                     ),
-                    c(REDIS_REACHABLE, "False", "ConnectFailed", e.clone()),
+                    c(REDIS_REACHABLE, "False", "ConnectFailed", e.message.clone()),
                     c(REDIS_PERSISTENT, "Unknown", "NotChecked", "Redis is not reachable".into()),
                 ],
                 old.queue.clone(),
@@ -176,6 +176,10 @@ mod tests {
         r
     }
 
+    fn refused(message: &str) -> crate::redis_probe::ProbeError {
+        crate::redis_probe::ProbeError { kind: crate::redis_probe::ProbeFailure::Connect, message: message.into() }
+    }
+
     fn ok_probe(p: Persistence) -> Probe {
         Probe {
             stats: Ok(Stats {
@@ -196,7 +200,7 @@ mod tests {
     #[test]
     fn healthy_relay_is_ready_with_queue_figures() {
         let p = ok_probe(Persistence::Durable);
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "https://x/y".into(), None, Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "https://x/y".into(), None, Timestamp::now());
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.queue, Some(QueueStatus { due: 12, in_flight: 2, dead: 3, oldest_due_age_seconds: Some(95) }));
         assert_eq!(get(&s, READY).status, "True");
@@ -207,17 +211,17 @@ mod tests {
     #[test]
     fn lossy_redis_is_reported_but_still_ready() {
         let p = ok_probe(Persistence::AppendOnlyOff);
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
         assert_eq!(
             (get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()),
             ("False", "AppendOnlyOff")
         );
         assert_eq!(get(&s, READY).status, "True");
         let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
         let p = ok_probe(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
     }
 
@@ -236,8 +240,8 @@ mod tests {
 
     #[test]
     fn unreachable_redis_is_not_ready() {
-        let p = Probe { stats: Err("connection refused".into()), persistence: Persistence::Unknown("x".into()) };
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        let p = Probe { stats: Err(refused("connection refused")), persistence: Persistence::Unknown("x".into()) };
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
         assert_eq!(get(&s, READY).reason, "RedisUnreachable");
         assert_eq!(get(&s, REDIS_REACHABLE).status, "False");
     }
@@ -245,22 +249,21 @@ mod tests {
     #[test]
     fn genesys_verdict_becomes_a_condition_only_with_spec_genesys() {
         let p = ok_probe(Persistence::Durable);
-        let mismatch = Verdict {
+        let mismatch = WebhookCheck {
             verified: false,
             reason: "WebhookUrlMismatch",
             message: "sends to https://old/, endpoint is https://new/".into(),
             transient: false,
         };
-        let s =
-            desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&mismatch), Timestamp::now());
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), Some(&mismatch), Timestamp::now());
         let c = get(&s, GENESYS_WEBHOOK_VERIFIED);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WebhookUrlMismatch"));
         assert_eq!(c.message, mismatch.message);
         assert_eq!(c.observed_generation, Some(3));
         // A wrong webhook URL does not make the relay unready: it still takes events.
         assert_eq!(get(&s, READY).status, "True");
-        let ok = Verdict { verified: true, reason: "WebhookUrlMatches", message: "ok".into(), transient: false };
-        let s = desired_status(&relay(), &Outcome::Applied { probe: &p }, "e".into(), Some(&ok), Timestamp::now());
+        let ok = WebhookCheck { verified: true, reason: "WebhookUrlMatches", message: "ok".into(), transient: false };
+        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), Some(&ok), Timestamp::now());
         assert_eq!(get(&s, GENESYS_WEBHOOK_VERIFIED).status, "True");
         // Also reported while the relay is blocked on something else.
         let err = Error::TargetNotFound { name: "api".into(), namespace: "cx".into() };
@@ -270,7 +273,7 @@ mod tests {
         // status removes one written before.
         let mut r = relay();
         r.status = Some(s);
-        let s = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, Timestamp::now());
+        let s = desired_status(&r, &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
         assert!(find(Some(&s), GENESYS_WEBHOOK_VERIFIED).is_none());
     }
 
@@ -279,12 +282,12 @@ mod tests {
         let mut r = relay();
         let p = ok_probe(Persistence::Durable);
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
-        r.status = Some(desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, t0));
+        r.status = Some(desired_status(&r, &Outcome::Probed(&p), "e".into(), None, t0));
         let t1 = Timestamp::from_second(1_700_000_100).unwrap();
-        let again = desired_status(&r, &Outcome::Applied { probe: &p }, "e".into(), None, t1);
+        let again = desired_status(&r, &Outcome::Probed(&p), "e".into(), None, t1);
         assert_eq!(get(&again, READY).last_transition_time, Time(t0));
-        let down = Probe { stats: Err("down".into()), persistence: Persistence::Unknown("x".into()) };
-        let changed = desired_status(&r, &Outcome::Applied { probe: &down }, "e".into(), None, t1);
+        let down = Probe { stats: Err(refused("down")), persistence: Persistence::Unknown("x".into()) };
+        let changed = desired_status(&r, &Outcome::Probed(&down), "e".into(), None, t1);
         assert_eq!(get(&changed, READY).last_transition_time, Time(t1));
     }
 }

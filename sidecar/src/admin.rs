@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the bearer-token API under
 //! `/v1/`. It listens apart from intake so an Ingress never exposes it.
 
-use crate::relay::Relay;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -10,17 +10,17 @@ use axum::routing::get;
 use std::sync::Arc;
 
 /// The admin app.
-pub fn router(relay: Arc<Relay>) -> Router {
+pub fn router(relay: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::api::router(relay.clone()))
+        .merge(crate::admin_api::router(relay.clone()))
         .layer(crate::server::catch_panic())
         .with_state(relay)
 }
 
-async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
+async fn readyz(State(relay): State<Arc<AppState>>) -> Response {
     if relay.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else if !relay.redis_up() {
@@ -31,7 +31,7 @@ async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
     }
 }
 
-async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+async fn metrics(State(relay): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], relay.metrics.encode())
         .into_response()
 }

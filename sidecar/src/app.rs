@@ -3,9 +3,9 @@
 
 use crate::metrics::Metrics;
 use crate::receipts::Receipts;
-use crate::relay::Relay;
+use crate::run_config::RunConfig;
 use crate::server::{Limits, serve};
-use crate::settings::Settings;
+use crate::state::AppState;
 use std::sync::Arc;
 use std::time::Duration;
 use webhook_relay_store::{Conn, ConnectOptions, MIN_REDIS_VERSION, Store, StoreError, TlsProblem, tls_problem};
@@ -33,8 +33,8 @@ pub enum RunError {
 }
 
 /// Builds the process's one HTTP client.
-pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Error> {
-    let cfg = &settings.config;
+pub fn http_client(run_config: &RunConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let cfg = &run_config.config;
     reqwest::Client::builder()
         .user_agent(concat!("webhook-relay/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
@@ -45,11 +45,11 @@ pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Erro
         .build()
 }
 
-/// What to tell a user whose Redis connection failed in a way only a change of settings
+/// What to tell a user whose Redis connection failed in a way only a change of run_config
 /// fixes (an untrusted certificate), or `None` for an outage that may pass.
-pub fn redis_setup_problem(settings: &Settings, e: &StoreError) -> Option<String> {
+pub fn redis_setup_problem(run_config: &RunConfig, e: &StoreError) -> Option<String> {
     let StoreError::Redis(re) = e else { return None };
-    let tls = settings.config.redis.tls.as_ref();
+    let tls = run_config.config.redis.tls.as_ref();
     if tls_problem(re)? == TlsProblem::ClientCertificateRefused {
         return Some(match tls.and_then(|t| t.cert_file.as_ref()) {
             Some(cert) => format!(
@@ -86,21 +86,21 @@ fn version_problem(v: &webhook_relay_store::ServerVersion) -> Option<String> {
 /// Connects and builds the shared state (no listeners yet). A Redis that answers but cannot
 /// run the relay (too old, an untrusted certificate) is an error; one that does not answer
 /// yet is not: the relay starts, answers 503 and checks again once it answers.
-pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
-    let opts = ConnectOptions::new(settings.secrets.redis_url.clone())
-        .cluster(settings.config.redis.cluster)
-        .tls(settings.secrets.redis_tls.clone());
+pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
+    let opts = ConnectOptions::new(run_config.secrets.redis_url.clone())
+        .cluster(run_config.config.redis.cluster)
+        .tls(run_config.secrets.redis_tls.clone());
     let conn = match Conn::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
             let e = StoreError::from(e);
-            return Err(match redis_setup_problem(&settings, &e) {
+            return Err(match redis_setup_problem(&run_config, &e) {
                 Some(why) => RunError::RedisSetup(why),
                 None => RunError::Redis { which: "connect", source: e },
             });
         }
     };
-    let store = Store::new(conn, settings.config.relay.as_str());
+    let store = Store::new(conn, run_config.config.relay.as_str());
     let version_checked = match store.server_version().await {
         Ok(v) => match version_problem(&v) {
             Some(why) => return Err(RunError::RedisSetup(why)),
@@ -109,7 +109,7 @@ pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
                 true
             }
         },
-        Err(e) => match redis_setup_problem(&settings, &e) {
+        Err(e) => match redis_setup_problem(&run_config, &e) {
             Some(why) => return Err(RunError::RedisSetup(why)),
             None => {
                 tracing::warn!(error = %e, "redis not reachable at start; answering 503 until it is");
@@ -117,19 +117,16 @@ pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
             }
         },
     };
-    let http = http_client(&settings)?;
+    let http = http_client(&run_config)?;
     let metrics = Arc::new(Metrics::new());
-    let receipts = match &settings.config.genesys {
-        Some(g) => Some(Receipts::start(
-            g,
-            settings.secrets.genesys_client_id.clone().unwrap_or_default(),
-            settings.secrets.genesys_client_secret.clone().unwrap_or_default(),
-            http.clone(),
-            metrics.clone(),
-        )?),
+    let receipts = match &run_config.config.genesys {
+        Some(g) => {
+            let credentials = run_config.secrets.genesys.clone().expect("resolved with the genesys config");
+            Some(Receipts::start(g, credentials, http.clone(), metrics.clone())?)
+        }
         None => None,
     };
-    let relay = Relay::new(settings, store, http, metrics, receipts);
+    let relay = AppState::new(run_config, store, http, metrics, receipts);
     if !version_checked {
         relay.set_redis_down("not reachable yet");
     }
@@ -138,9 +135,9 @@ pub async fn build(settings: Settings) -> Result<Arc<Relay>, RunError> {
 }
 
 /// Runs the relay until SIGTERM/SIGINT, then drains and returns.
-pub async fn run(settings: Settings) -> Result<(), RunError> {
-    let cfg = settings.config.clone();
-    let relay = build(settings).await?;
+pub async fn run(run_config: RunConfig) -> Result<(), RunError> {
+    let cfg = run_config.config.clone();
+    let relay = build(run_config).await?;
     let intake = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| RunError::Listen {
         addr: cfg.listen,
         field: "listen",
@@ -156,7 +153,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         destination = %cfg.destination.url, "webhook-relay started"
     );
-    if relay.settings.secrets.admin_token.is_none() {
+    if relay.run_config.secrets.admin_token.is_none() {
         tracing::warn!(var = %cfg.admin.token_env, "admin token not set: the /v1/ admin API is disabled");
     }
 
@@ -191,7 +188,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     Ok(())
 }
 
-async fn signals(relay: Arc<Relay>) {
+async fn signals(relay: Arc<AppState>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -206,7 +203,7 @@ async fn signals(relay: Arc<Relay>) {
 /// memory left under `maxmemory` than the largest event intake accepts (`maxBodyBytes`).
 /// Redis judges each write by the memory in use when it arrives, so near the limit small
 /// writes pass while events do not; the headroom keeps readiness from flapping there.
-async fn storage_problem(relay: &Relay) -> Option<String> {
+async fn storage_problem(relay: &AppState) -> Option<String> {
     if let Err(e) = relay.store.check_writable().await {
         return Some(format!("refuses writes: {e}"));
     }
@@ -224,7 +221,7 @@ async fn storage_problem(relay: &Relay) -> Option<String> {
 /// `redis_up`: a read (the stats) and a write (an expiring key) each time, because an
 /// out-of-memory Redis still answers reads. The first time Redis answers after a start
 /// without it, its version is checked too.
-async fn sample(relay: Arc<Relay>) {
+async fn sample(relay: Arc<AppState>) {
     use std::sync::atomic::Ordering;
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
@@ -242,7 +239,7 @@ async fn sample(relay: Arc<Relay>) {
                     relay.version_checked.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    if let Some(why) = redis_setup_problem(&relay.settings, &e) {
+                    if let Some(why) = redis_setup_problem(&relay.run_config, &e) {
                         relay.fail(why);
                         return;
                     }

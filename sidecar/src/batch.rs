@@ -7,7 +7,21 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use webhook_relay_store::StoreError;
 
-type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
+/// Why a submitted item got no answer from Redis.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The script call holding the item failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The call answered a different number of results than items it was given (a bug).
+    #[error("a batch of {sent} items was answered with {answered} results")]
+    Mismatch { sent: usize, answered: usize },
+    /// The batching task is gone (the process is stopping).
+    #[error("the relay is stopping")]
+    Stopped,
+}
+
+type Reply<O> = oneshot::Sender<Result<O, BatchError>>;
 
 /// A running batcher; cheap to clone, stops when the last clone is dropped.
 pub struct Batcher<I, O> {
@@ -48,10 +62,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                     Ok(outputs) => {
-                        let why = format!("batch of {n} answered {} results", outputs.len());
-                        replies.into_iter().for_each(|r| drop(r.send(Err(StoreError::Protocol(why.clone())))));
+                        let e = BatchError::Mismatch { sent: n, answered: outputs.len() };
+                        replies.into_iter().for_each(|r| drop(r.send(Err(e.clone()))));
                     }
-                    Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(e.clone())))),
+                    Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(BatchError::Store(e.clone()))))),
                 }
             }
         });
@@ -59,11 +73,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 
     /// Submits one item and waits for its own answer.
-    pub async fn submit(&self, item: I) -> Result<O, StoreError> {
+    pub async fn submit(&self, item: I) -> Result<O, BatchError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::Protocol("the batcher stopped".into());
-        self.tx.send((item, reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.tx.send((item, reply)).map_err(|_| BatchError::Stopped)?;
+        answer.await.map_err(|_| BatchError::Stopped)?
     }
 }
 

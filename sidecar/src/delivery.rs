@@ -8,7 +8,7 @@
 use crate::batch::Batcher;
 use crate::metrics::AttemptOutcome;
 use crate::receipts::ReceiptKind;
-use crate::relay::Relay;
+use crate::state::AppState;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use webhook_relay_store::{ClaimedEvent, EventMeta, Lease, StoreError};
+use webhook_relay_store::{ClaimedEvent, EventMeta, Lease};
 use webhook_relay_util::retry::{self, Backoff, Jitter, Next, Schedule};
 
 /// Longest idle sleep: bounds how long events another replica stored wait for us.
@@ -28,44 +28,108 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Wait after the n-th claim in a row that failed (Redis unreachable): 200 ms doubling to 5 s.
 const CLAIM_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(200), Duration::from_secs(5), Jitter::None);
 /// How an outcome write (ack, reschedule, dead-letter) is retried through a Redis blip.
-const PERSIST: Schedule = Schedule {
+const RECORD_OUTCOME: Schedule = Schedule {
     attempts: 8,
     backoff: Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), Jitter::None),
 };
 /// Bytes of a downstream's error body kept as `lastError`.
 const ERROR_BODY_BYTES: usize = 200;
 
-/// How a response or failure is treated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+/// What an attempt's answer (or its failure) says about the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptClass {
     /// 2xx.
     Delivered,
-    /// 5xx, 408, 429, timeouts, connection errors: try again later.
+    /// 5xx, 408, 429, timeouts, connection errors: try again later, not sooner than
+    /// `retry_after` if the downstream said.
     Retry { retry_after: Option<Duration> },
     /// Any other status: retrying cannot help.
     Permanent,
 }
 
-/// Classifies an HTTP status as DESIGN.md specifies.
-pub fn classify(status: u16) -> Verdict {
+/// Classifies an HTTP status and its `Retry-After` header (seconds or an HTTP date), as the
+/// design specifies: 2xx delivered; 408, 429 and 5xx retried; anything else permanent.
+pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> AttemptClass {
     match status {
-        200..=299 => Verdict::Delivered,
-        408 | 429 | 500..=599 => Verdict::Retry { retry_after: None },
-        _ => Verdict::Permanent,
+        200..=299 => AttemptClass::Delivered,
+        408 | 429 | 500..=599 => AttemptClass::Retry {
+            retry_after: retry_after.and_then(|v| webhook_relay_util::retry_after::parse(v, now)),
+        },
+        _ => AttemptClass::Permanent,
     }
 }
 
 /// The result of one attempt.
-#[derive(Debug)]
-struct Attempt {
-    verdict: Verdict,
-    status: Option<u16>,
-    error: Option<String>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub class: AttemptClass,
+    /// The HTTP status, if the downstream answered.
+    pub status: Option<u16>,
+    /// Why it failed (status and a bit of the body, or the transport error); `None` on 2xx.
+    pub error: Option<String>,
+}
+
+/// The retry policy of a relay: `delivery.*` of its config.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+impl Policy {
+    pub fn of(cfg: &webhook_relay_api::config::DeliveryConfig) -> Self {
+        Policy {
+            max_attempts: cfg.max_attempts,
+            backoff: Backoff {
+                initial: cfg.initial_delay,
+                max: cfg.max_delay,
+                multiplier: cfg.multiplier,
+                jitter: Jitter::Full,
+            },
+        }
+    }
+}
+
+/// What to record after attempt number `number` of an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Delivered: delete it.
+    Ack,
+    /// Failed, attempts left: due again after `delay`, with the outcome in `meta`.
+    Reschedule { delay: Duration, meta: EventMeta },
+    /// Failed for good (a permanent answer, or the last attempt): dead-letter it.
+    Dead { meta: EventMeta, permanent: bool },
+}
+
+/// Decides what attempt `number` of an event leads to under `policy`; `meta` is the event's
+/// metadata, `at_ms` when the attempt was made. Pure: the jitter comes from `rng`.
+pub fn decide(
+    attempt: &Attempt,
+    number: u32,
+    policy: &Policy,
+    meta: &EventMeta,
+    at_ms: i64,
+    rng: &mut impl rand::Rng,
+) -> Decision {
+    let meta = EventMeta {
+        last_status: attempt.status,
+        last_error: attempt.error.clone(),
+        last_attempt_at: Some(at_ms),
+        ..meta.clone()
+    };
+    match attempt.class {
+        AttemptClass::Delivered => Decision::Ack,
+        AttemptClass::Retry { retry_after } if number < policy.max_attempts => {
+            Decision::Reschedule { delay: policy.backoff.delay_at_least(number, retry_after, rng), meta }
+        }
+        AttemptClass::Retry { .. } => Decision::Dead { meta, permanent: false },
+        AttemptClass::Permanent => Decision::Dead { meta, permanent: true },
+    }
 }
 
 /// Runs until shutdown, then drains: in-flight deliveries finish (bounded by the
 /// delivery timeout) and any still running after that are released back to `due`.
-pub async fn run(relay: Arc<Relay>) {
+pub async fn run(relay: Arc<AppState>) {
     let cfg = relay.config().clone();
     let lease = cfg.lease();
     let permits = Arc::new(Semaphore::new(cfg.delivery.concurrency as usize));
@@ -155,7 +219,7 @@ pub async fn run(relay: Arc<Relay>) {
     drain(&relay, tasks, in_flight, cfg.destination.timeout + Duration::from_secs(5)).await;
 }
 
-async fn drain(relay: &Relay, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashMap<u64, Lease>>>, limit: Duration) {
+async fn drain(relay: &AppState, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashMap<u64, Lease>>>, limit: Duration) {
     let running = tasks.len();
     if running > 0 {
         tracing::info!(running, "waiting for in-flight deliveries before exit");
@@ -175,39 +239,24 @@ async fn drain(relay: &Relay, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashM
 }
 
 /// Delivers one claimed event and records the outcome.
-async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
-    let cfg = relay.config();
+async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) {
     let started = Instant::now();
     let attempt = send(relay, &ev).await;
     let took = started.elapsed();
     let id = &ev.lease.id;
-    let mut meta = EventMeta {
-        last_status: attempt.status,
-        last_error: attempt.error.clone(),
-        last_attempt_at: Some(unix_ms()),
-        ..ev.meta.clone()
-    };
-    let outcome = match &attempt.verdict {
-        Verdict::Delivered => {
-            meta.last_error = None;
-            match persist(relay, |retry| acker.submit((ev.lease.clone(), retry))).await {
-                Some(true) => {
-                    tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
-                    relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
-                    AttemptOutcome::delivered
-                }
-                _ => AttemptOutcome::lease_lost,
+    let policy = Policy::of(&relay.config().delivery);
+    let decision = decide(&attempt, ev.attempt, &policy, &ev.meta, unix_ms(), &mut rand::rng());
+    let outcome = match decision {
+        Decision::Ack => match record_outcome(relay, |retry| acker.submit((ev.lease.clone(), retry))).await {
+            Some(true) => {
+                tracing::debug!(event_id = %id, attempt = ev.attempt, status = attempt.status, "delivered");
+                relay.receipt(ReceiptKind::Delivered, &ev.lease.id, &ev.body);
+                AttemptOutcome::delivered
             }
-        }
-        Verdict::Retry { retry_after } if ev.attempt < cfg.delivery.max_attempts => {
-            let policy = Backoff {
-                initial: cfg.delivery.initial_delay,
-                max: cfg.delivery.max_delay,
-                multiplier: cfg.delivery.multiplier,
-                jitter: Jitter::Full,
-            };
-            let delay = policy.delay_at_least(ev.attempt, *retry_after, &mut rand::rng());
-            match persist(relay, |retry| relay.store.reschedule(&ev.lease, delay, &meta, retry)).await {
+            _ => AttemptOutcome::lease_lost,
+        },
+        Decision::Reschedule { delay, meta } => {
+            match record_outcome(relay, |retry| relay.store.reschedule(&ev.lease, delay, &meta, retry)).await {
                 Some(Some(_)) => {
                     tracing::info!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
@@ -219,9 +268,11 @@ async fn deliver(relay: &Relay, acker: &Acker, ev: ClaimedEvent) {
                 _ => AttemptOutcome::lease_lost,
             }
         }
-        verdict => {
-            let why = if matches!(verdict, Verdict::Permanent) { "permanent failure" } else { "last attempt failed" };
-            match persist(relay, |retry| relay.store.dead_letter(&ev.lease, &meta, relay.dead_bounds(), retry)).await {
+        Decision::Dead { meta, permanent } => {
+            let why = if permanent { "permanent failure" } else { "last attempt failed" };
+            match record_outcome(relay, |retry| relay.store.dead_letter(&ev.lease, &meta, relay.dead_bounds(), retry))
+                .await
+            {
                 Some(true) => {
                     tracing::warn!(
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
@@ -252,7 +303,7 @@ const ACK_BATCH: usize = 256;
 /// acks many events. Each item says whether it retries an ack whose reply was lost.
 type Acker = Batcher<(Lease, bool), bool>;
 
-fn start_acker(relay: Arc<Relay>) -> Acker {
+fn start_acker(relay: Arc<AppState>) -> Acker {
     Batcher::start(ACK_BATCH, move |leases: Vec<(Lease, bool)>| {
         let relay = relay.clone();
         async move { relay.store.ack_batch(&leases).await }
@@ -263,13 +314,14 @@ fn start_acker(relay: Arc<Relay>) -> Acker {
 /// (the lease then expires and the event is attempted again: at-least-once). `op` gets
 /// `true` on a retry: the first call may have run with its reply lost, and the store then
 /// reports what that call did instead of "lease lost".
-async fn persist<T, F, Fut>(relay: &Relay, op: F) -> Option<T>
+async fn record_outcome<T, E, F, Fut>(relay: &AppState, op: F) -> Option<T>
 where
+    E: std::fmt::Display,
     F: Fn(bool) -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let attempt = |n: u32| op(n > 1);
-    let outcome = retry::run(PERSIST, attempt, |e: &StoreError, _| {
+    let outcome = retry::run(RECORD_OUTCOME, attempt, |e: &E, _| {
         relay.set_redis_down(format!("recording a delivery outcome failed: {e}"));
         tracing::warn!(error = %e, "could not record a delivery outcome; retrying");
         Next::Retry
@@ -278,7 +330,7 @@ where
     outcome.ok()
 }
 
-async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
+async fn send(relay: &AppState, ev: &ClaimedEvent) -> Attempt {
     let cfg = relay.config();
     let content_type = if ev.meta.content_type.is_empty() { "application/json" } else { &ev.meta.content_type };
     let request = relay
@@ -299,29 +351,22 @@ async fn send(relay: &Relay, ev: &ClaimedEvent) -> Attempt {
             } else {
                 format!("request failed: {}", webhook_relay_util::root_cause(&e))
             };
-            return Attempt { verdict: Verdict::Retry { retry_after: None }, status: None, error: Some(error) };
+            return Attempt { class: AttemptClass::Retry { retry_after: None }, status: None, error: Some(error) };
         }
     };
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| webhook_relay_util::retry_after::parse(v, SystemTime::now()));
-    let mut verdict = classify(status.as_u16());
-    if let Verdict::Retry { retry_after: ra } = &mut verdict {
-        *ra = retry_after;
-    }
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+    let class = classify(status.as_u16(), retry_after, SystemTime::now());
     let body = read_some(response, ERROR_BODY_BYTES).await;
-    let error = match verdict {
-        Verdict::Delivered => None,
+    let error = match class {
+        AttemptClass::Delivered => None,
         _ => {
             let text = String::from_utf8_lossy(&body);
             let text = text.trim();
             Some(if text.is_empty() { status.to_string() } else { format!("{status}: {text}") })
         }
     };
-    Attempt { verdict, status: Some(status.as_u16()), error }
+    Attempt { class, status: Some(status.as_u16()), error }
 }
 
 /// Reads at most `limit` bytes of a response (keeping the connection reusable when the
@@ -351,17 +396,80 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    fn now() -> SystemTime {
+        httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap()
+    }
 
     #[test]
     fn statuses_are_classified_as_designed() {
         for s in [200, 201, 202, 204, 299] {
-            assert_eq!(classify(s), Verdict::Delivered, "{s}");
+            assert_eq!(classify(s, None, now()), AttemptClass::Delivered, "{s}");
         }
         for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert_eq!(classify(s), Verdict::Retry { retry_after: None }, "{s}");
+            assert_eq!(classify(s, None, now()), AttemptClass::Retry { retry_after: None }, "{s}");
         }
         for s in [301, 400, 401, 403, 404, 409, 410, 422] {
-            assert_eq!(classify(s), Verdict::Permanent, "{s}");
+            assert_eq!(classify(s, Some("5"), now()), AttemptClass::Permanent, "{s}");
+        }
+        assert_eq!(classify(429, Some("7"), now()), AttemptClass::Retry { retry_after: Some(Duration::from_secs(7)) });
+        assert_eq!(
+            classify(503, Some("Wed, 21 Oct 2015 07:29:30 GMT"), now()),
+            AttemptClass::Retry { retry_after: Some(Duration::from_secs(90)) }
+        );
+        assert_eq!(classify(503, Some("soon"), now()), AttemptClass::Retry { retry_after: None });
+        assert_eq!(classify(200, Some("7"), now()), AttemptClass::Delivered, "Retry-After means nothing on a 2xx");
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            max_attempts: 3,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                multiplier: 2.0,
+                jitter: Jitter::Full,
+            },
+        }
+    }
+
+    fn attempt(class: AttemptClass, status: Option<u16>, error: Option<&str>) -> Attempt {
+        Attempt { class, status, error: error.map(String::from) }
+    }
+
+    #[test]
+    fn decisions_follow_the_attempt_and_the_policy() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let meta = EventMeta { received_at: 1, content_type: "application/json".into(), ..EventMeta::default() };
+        let ok = attempt(AttemptClass::Delivered, Some(204), None);
+        assert_eq!(decide(&ok, 1, &policy(), &meta, 10, &mut rng), Decision::Ack);
+
+        let busy = attempt(AttemptClass::Retry { retry_after: Some(Duration::from_secs(30)) }, Some(503), Some("503"));
+        match decide(&busy, 1, &policy(), &meta, 10, &mut rng) {
+            Decision::Reschedule { delay, meta: m } => {
+                assert!(delay >= Duration::from_secs(30) && delay <= Duration::from_secs(60), "{delay:?}");
+                assert_eq!(
+                    (m.last_status, m.last_error.as_deref(), m.last_attempt_at),
+                    (Some(503), Some("503"), Some(10))
+                );
+                assert_eq!((m.received_at, m.content_type.as_str()), (1, "application/json"), "kept");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The last attempt dead-letters even a retryable failure; a permanent one at once.
+        match decide(&busy, 3, &policy(), &meta, 10, &mut rng) {
+            Decision::Dead { permanent, meta: m } => assert!(!permanent && m.last_status == Some(503)),
+            other => panic!("{other:?}"),
+        }
+        let gone = attempt(AttemptClass::Permanent, Some(410), Some("410 Gone"));
+        assert!(matches!(decide(&gone, 1, &policy(), &meta, 10, &mut rng), Decision::Dead { permanent: true, .. }));
+        let timeout = attempt(AttemptClass::Retry { retry_after: None }, None, Some("timed out after 5s"));
+        match decide(&timeout, 2, &policy(), &meta, 10, &mut rng) {
+            Decision::Reschedule { delay, .. } => {
+                assert!(delay <= Duration::from_secs(2), "ceiling of retry 2: {delay:?}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! bounded whatever unauthenticated clients send.
 
 use crate::metrics::IntakeOutcome;
-use crate::relay::Relay;
+use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -65,7 +65,7 @@ impl BodyBudget {
 }
 
 /// The intake app: one route, everything else 404.
-pub fn router(relay: Arc<Relay>) -> Router {
+pub fn router(relay: Arc<AppState>) -> Router {
     let path = relay.config().source.path.clone();
     let slots = Arc::new(Semaphore::new(relay.config().source.max_concurrent_requests as usize));
 
@@ -80,7 +80,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
 /// Refuses a request at once when `maxConcurrentRequests` are already being handled: a
 /// quick 503 lets Genesys retry, where queueing would only run out its 10 s window.
 async fn limit_concurrency(
-    State((relay, slots)): State<(Arc<Relay>, Arc<Semaphore>)>,
+    State((relay, slots)): State<(Arc<AppState>, Arc<Semaphore>)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -133,7 +133,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn receive(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body) -> Response {
+async fn receive(State(relay): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let outcome = intake(&relay, &headers, body).await;
     let (metric, response) = match outcome {
         Ok((Enqueued::Accepted { .. }, id)) => {
@@ -194,7 +194,7 @@ enum Refusal {
     Unavailable(String),
 }
 
-async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enqueued, EventId), Refusal> {
+async fn intake(relay: &AppState, headers: &HeaderMap, body: Body) -> Result<(Enqueued, EventId), Refusal> {
     let source = &relay.config().source;
     let limit = source.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -212,8 +212,8 @@ async fn intake(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Enque
         Ok(result) => result?,
         Err(_) => return Err(Refusal::Timeout(source.read_timeout)),
     };
-    relay.verifier.verify(headers, &body).map_err(|e| {
-        let header = relay.verifier.header().map(|h| h.as_str()).unwrap_or("");
+    relay.verifier().verify(headers, &body).map_err(|e| {
+        let header = relay.verifier().header().map(|h| h.as_str()).unwrap_or("");
         tracing::warn!(reason = %e, header, "refused a request with a bad signature");
         Refusal::Unauthorized(format!("{e} ({header})"))
     })?;

@@ -2,18 +2,18 @@
 //! delivers them downstream with retries and backoff, and dead-letters what never succeeds.
 //!
 //! [`app::run`] wires the parts; each router is built by one function from the shared
-//! [`relay::Relay`] so tests drive it without a socket.
+//! [`state::AppState`] so tests drive it without a socket.
 
 pub mod admin;
-pub mod api;
+pub mod admin_api;
 pub mod app;
 pub mod batch;
+pub mod cli;
 pub mod delivery;
-pub mod dlq;
 pub mod intake;
 pub mod metrics;
 pub mod receipts;
-pub mod relay;
+pub mod run_config;
 pub mod server;
-pub mod settings;
 pub mod signature;
+pub mod state;

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use webhook_relay_sidecar::{app, dlq, settings::Settings};
+use webhook_relay_sidecar::{app, cli, run_config::RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +26,7 @@ enum Command {
         config: PathBuf,
     },
     /// Inspect, replay and delete stored events through a running relay's admin API.
-    Dlq(dlq::DlqArgs),
+    Dlq(cli::DlqArgs),
 }
 
 fn init_logging() {
@@ -38,10 +38,10 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Dlq(args) => dlq::run(args),
+        Command::Dlq(args) => cli::run(args),
         Command::Serve { config } => {
             init_logging();
-            let settings = match Settings::load(&config) {
+            let run_config = match RunConfig::load(&config) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("webhook-relay: {e}");
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(app::run(settings)) {
+            match runtime.block_on(app::run(run_config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "webhook-relay failed");

@@ -74,17 +74,16 @@ pub struct Receipts {
     deadline: watch::Sender<Option<Instant>>,
 }
 
-/// Why receipts could not be set up.
+/// Why receipts could not be set up: `genesys` names no environment the client can reach.
 #[derive(Debug, thiserror::Error)]
 #[error("genesys: {0}")]
-pub struct ReceiptsError(String);
+pub struct ReceiptsError(#[from] genesys_cloud::EnvironmentError);
 
 impl Receipts {
     /// Starts the receipt sender for `config`; the credentials come from the environment.
     pub fn start(
         config: &GenesysConfig,
-        client_id: String,
-        client_secret: String,
+        credentials: Credentials,
         http: reqwest::Client,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ReceiptsError> {
@@ -93,9 +92,8 @@ impl Receipts {
             config.environment.as_deref(),
             config.api_base_url.as_ref().map(|u| u.as_str()),
             config.login_base_url.as_ref().map(|u| u.as_str()),
-        )
-        .map_err(|e| ReceiptsError(e.to_string()))?;
-        let client = GenesysClient::new(http, env, Credentials::new(client_id, client_secret));
+        )?;
+        let client = GenesysClient::new(http, env, credentials);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (deadline, deadline_rx) = watch::channel(None);
         tokio::spawn(send_all(rx, client, config.integration_id.clone(), metrics.clone(), deadline_rx));

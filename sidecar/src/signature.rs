@@ -38,17 +38,19 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Builds the verifier for `config` with the secret already read from the environment.
+    /// Builds the verifier for `config` with the secret already read from the environment
+    /// (`Some` for every scheme but `none`: [`RunConfig`](crate::run_config::RunConfig) makes sure).
     pub fn new(config: &VerifyConfig, secret: Option<Vec<u8>>) -> Self {
+        let secret = || secret.clone().expect("a signing secret for a signing scheme");
         match config {
             VerifyConfig::GenesysOpenMessaging { .. } => Verifier::Hmac {
-                secret: secret.unwrap_or_default(),
+                secret: secret(),
                 header: http::HeaderName::from_static(GENESYS_HEADER),
                 encoding: SignatureEncoding::Base64,
                 prefix: hmac::GENESYS_PREFIX.into(),
             },
             VerifyConfig::HmacSha256 { header, encoding, prefix, .. } => Verifier::Hmac {
-                secret: secret.unwrap_or_default(),
+                secret: secret(),
                 header: http::HeaderName::try_from(header.as_str()).expect("validated at config load"),
                 encoding: *encoding,
                 prefix: prefix.clone(),

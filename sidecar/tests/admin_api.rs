@@ -15,15 +15,15 @@ use testkit::RedisServer;
 use testkit::relay::SECRET;
 use tower::ServiceExt;
 use webhook_relay_api::RelayConfig;
-use webhook_relay_sidecar::relay::Relay;
-use webhook_relay_sidecar::settings::Settings;
-use webhook_relay_sidecar::{admin, api, app, intake, signature};
+use webhook_relay_sidecar::run_config::RunConfig;
+use webhook_relay_sidecar::state::AppState;
+use webhook_relay_sidecar::{admin, admin_api, app, intake, signature};
 use webhook_relay_store::{DeadBounds, EventId, EventMeta, Store};
 
 const TOKEN: &str = "admin-token-for-tests";
 
 /// A relay (no worker running) on `redis`; `source` is extra YAML under `source:`.
-async fn relay(redis: &RedisServer, id: &str, token: Option<&str>, source: &str) -> Arc<Relay> {
+async fn relay(redis: &RedisServer, id: &str, token: Option<&str>, source: &str) -> Arc<AppState> {
     let yaml = format!(
         "relay: {id}\nsource:\n  verify: {{scheme: genesys-open-messaging, secretEnv: SIGN}}\n{source}destination:\n  url: http://127.0.0.1:9/events\n"
     );
@@ -32,8 +32,8 @@ async fn relay(redis: &RedisServer, id: &str, token: Option<&str>, source: &str)
     if let Some(t) = token {
         env.insert("RELAY_ADMIN_TOKEN", t.to_string());
     }
-    let settings = Settings::from_config(config, |k| env.get(k).cloned()).unwrap();
-    app::build(settings).await.unwrap()
+    let run_config = RunConfig::from_config(config, |k| env.get(k).cloned()).unwrap();
+    app::build(run_config).await.unwrap()
 }
 
 /// Sends one request; returns status, headers and the body as JSON (`Null` when empty or not JSON).
@@ -307,7 +307,7 @@ async fn openapi_document_matches_the_routes() {
     let (st, _, doc) = call(&app, Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    assert_eq!(doc, api::openapi_document());
+    assert_eq!(doc, admin_api::openapi_document());
     let mut documented = HashSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -315,7 +315,7 @@ async fn openapi_document_matches_the_routes() {
         }
     }
     let routed: HashSet<(String, String)> =
-        api::operations().into_iter().map(|(m, p)| (m.as_str().to_string(), p.to_string())).collect();
+        admin_api::operations().into_iter().map(|(m, p)| (m.as_str().to_string(), p.to_string())).collect();
     assert_eq!(documented, routed, "the OpenAPI document and the router disagree");
     // Every documented operation is really routed: nothing answers 404 (no route) or 405.
     for (i, (method, path)) in routed.iter().enumerate() {

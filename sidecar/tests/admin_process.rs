@@ -271,7 +271,7 @@ async fn arbitrary_ids_round_trip_through_the_admin_api_and_the_cli() {
             ids.push(id);
         }
     }
-    let api = webhook_relay_sidecar::dlq::Client::new(relay.admin.parse().unwrap(), Some(ADMIN_TOKEN.into())).unwrap();
+    let api = webhook_relay_sidecar::cli::Client::new(relay.admin.parse().unwrap(), Some(ADMIN_TOKEN.into())).unwrap();
     for id in &ids {
         let body = serde_json::json!({ "id": id, "text": "x" }).to_string();
         let sig = webhook_relay_sidecar::signature::sign_genesys(SECRET.as_bytes(), body.as_bytes());

@@ -421,8 +421,8 @@ impl Store {
         let more = rows.len() > limit;
         let mut events = Vec::with_capacity(limit.min(rows.len()));
         for (id, score, attempts, meta) in rows.into_iter().take(limit) {
+            let meta = model::decode_meta(&meta, &id);
             let id = EventId::new(id).map_err(StoreError::Protocol)?;
-            let meta = serde_json::from_slice(&meta).unwrap_or_default();
             events.push(ListedEvent { id, state, score_ms: score as i64, attempts, meta });
         }
         let next = match events.last() {
@@ -443,7 +443,7 @@ impl Store {
             )
             .await?;
         let Some((state, score, attempts, meta, body)) = v else { return Ok(None) };
-        let meta: EventMeta = serde_json::from_slice(&meta).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let meta = model::decode_meta(&meta, id.as_str());
         let state = match state.as_str() {
             "due" => EventState::Due,
             "inflight" => EventState::InFlight,

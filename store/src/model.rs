@@ -204,6 +204,15 @@ pub struct Page {
     pub next: Option<ListCursor>,
 }
 
+/// An event's stored metadata. Corrupt JSON (a hand edit, a foreign writer) is logged and
+/// read as the default everywhere: the event is still delivered, listed and shown.
+pub(crate) fn decode_meta(bytes: &[u8], id: &str) -> EventMeta {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        tracing::warn!(event_id = %id, error = %e, "event metadata is not valid JSON; using defaults");
+        EventMeta::default()
+    })
+}
+
 fn int(v: &Value) -> Result<i64, String> {
     match v {
         Value::Int(i) => Ok(*i),
@@ -248,7 +257,7 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
         let [id, token, attempt, scheduled, body, meta, deadline]: [Value; 7] =
             f.try_into().map_err(|_| "claim event has the wrong arity".to_string())?;
         let id = String::from_utf8(bytes(id)?).map_err(|e| e.to_string())?;
-        let meta: EventMeta = serde_json::from_slice(&bytes(meta)?).unwrap_or_default();
+        let meta = decode_meta(&bytes(meta)?, &id);
         out.push(ClaimedEvent {
             lease: Lease { id: EventId(id), token: int(&token)? as u64, deadline_ms: int(&deadline)? },
             attempt: int(&attempt)? as u32,

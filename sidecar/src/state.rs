@@ -1,26 +1,25 @@
 //! The state one relay process shares between intake, the delivery worker and admin.
 
-use crate::batch::Batcher;
+use crate::batch::{BatchError, Batcher};
 use crate::intake::BodyBudget;
 use crate::metrics::Metrics;
 use crate::receipts::{ReceiptKind, Receipts};
-use crate::settings::Settings;
+use crate::run_config::RunConfig;
 use crate::signature::Verifier;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 use webhook_relay_api::RelayConfig;
-use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store, StoreError};
+use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store};
 
 /// Most intake events stored in one script call.
 const ENQUEUE_BATCH: usize = 64;
 
 /// Everything a relay process shares; built once, held in an `Arc`.
-pub struct Relay {
-    pub settings: Settings,
+pub struct AppState {
+    pub run_config: RunConfig,
     pub store: Store,
-    pub verifier: Verifier,
     pub metrics: Arc<Metrics>,
     /// The one HTTP client of the process (delivery; Genesys receipts share it).
     pub http: reqwest::Client,
@@ -43,29 +42,27 @@ pub struct Relay {
     failures: std::sync::atomic::AtomicU64,
 }
 
-impl Relay {
+impl AppState {
     /// Builds the shared state; `http` is the process's one HTTP client.
     pub fn new(
-        settings: Settings,
+        run_config: RunConfig,
         store: Store,
         http: reqwest::Client,
         metrics: Arc<Metrics>,
         receipts: Option<Receipts>,
     ) -> Arc<Self> {
-        let verifier = Verifier::new(&settings.config.source.verify, settings.secrets.signing_secret.clone());
         let (shutdown, _) = watch::channel(false);
-        let settings_budget = settings.config.source.max_buffered_bytes;
+        let settings_budget = run_config.config.source.max_buffered_bytes;
         let enqueuer = {
-            let (store, window) = (store.clone(), settings.config.source.dedup_window);
+            let (store, window) = (store.clone(), run_config.config.source.dedup_window);
             Batcher::start(ENQUEUE_BATCH, move |events: Vec<NewEvent>| {
                 let store = store.clone();
                 async move { store.enqueue_many(&events, window).await }
             })
         };
-        Arc::new(Relay {
-            settings,
+        Arc::new(AppState {
+            run_config,
             store,
-            verifier,
             metrics,
             http,
             receipts,
@@ -81,12 +78,17 @@ impl Relay {
         })
     }
 
+    /// The intake's signature check.
+    pub fn verifier(&self) -> &Verifier {
+        &self.run_config.secrets.verifier
+    }
+
     pub fn config(&self) -> &RelayConfig {
-        &self.settings.config
+        &self.run_config.config
     }
 
     /// Stores an intake event (batched with concurrent ones); `Ok` means it is in Redis.
-    pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+    pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, BatchError> {
         self.enqueuer.submit(event).await
     }
 

@@ -6,7 +6,7 @@
 //! Listings page by a cursor holding the (score, id) of the last item, a position rather
 //! than an offset, so paging stays stable while events move between states.
 
-use crate::relay::Relay;
+use crate::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -34,7 +34,7 @@ pub const MAX_LIMIT: usize = 1000;
 const REPLAY_BATCH: usize = 500;
 
 /// Routes under `/v1/`. Everything but the OpenAPI document needs the bearer token.
-pub fn router(relay: Arc<Relay>) -> Router<Arc<Relay>> {
+pub fn router(relay: Arc<AppState>) -> Router<Arc<AppState>> {
     let (protected, _) = protected_routes();
     protected
         .route_layer(middleware::from_fn_with_state(relay, authorize))
@@ -51,14 +51,14 @@ pub fn operations() -> Vec<(Method, &'static str)> {
 
 /// Builds the router and the list of its operations from one place.
 struct Routes {
-    router: Router<Arc<Relay>>,
+    router: Router<Arc<AppState>>,
     ops: Vec<(Method, &'static str)>,
 }
 
 impl Routes {
     fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
     where
-        H: Handler<T, Arc<Relay>>,
+        H: Handler<T, Arc<AppState>>,
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
@@ -68,7 +68,7 @@ impl Routes {
     }
 }
 
-fn protected_routes() -> (Router<Arc<Relay>>, Vec<(Method, &'static str)>) {
+fn protected_routes() -> (Router<Arc<AppState>>, Vec<(Method, &'static str)>) {
     let r = Routes { router: Router::new(), ops: vec![] }
         .add(Method::GET, "/v1/events", list)
         .add(Method::GET, "/v1/events/{id}", show)
@@ -130,8 +130,8 @@ impl From<PathRejection> for ApiError {
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 /// Bearer-token check. With no token configured the API is off (503, naming the variable).
-async fn authorize(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Response {
-    let Some(expected) = relay.settings.secrets.admin_token.as_deref() else {
+async fn authorize(State(relay): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(expected) = relay.run_config.secrets.admin_token.as_deref() else {
         let var = &relay.config().admin.token_env;
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -247,7 +247,7 @@ fn event_id(path: Result<Path<String>, PathRejection>) -> Result<EventId, ApiErr
     EventId::new(id).map_err(ApiError::bad_request)
 }
 
-async fn list(State(relay): State<Arc<Relay>>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+async fn list(State(relay): State<Arc<AppState>>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = query?;
     let state = parse_state(q.state.as_deref().unwrap_or("dead"))?;
     let limit = match q.limit.as_deref() {
@@ -271,7 +271,7 @@ async fn list(State(relay): State<Arc<Relay>>, query: Result<Query<ListQuery>, Q
     })))
 }
 
-async fn show(State(relay): State<Arc<Relay>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = event_id(path)?;
     let e = relay.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
     let mut m = summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta);
@@ -287,7 +287,7 @@ async fn show(State(relay): State<Arc<Relay>>, path: Result<Path<String>, PathRe
     Ok(Json(Value::Object(m)))
 }
 
-async fn replay(State(relay): State<Arc<Relay>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = event_id(path)?;
     let from = match relay.store.replay(&id).await? {
         Replayed::FromDead => "dead",
@@ -311,7 +311,10 @@ struct RangeQuery {
     until: Option<String>,
 }
 
-async fn replay_dead(State(relay): State<Arc<Relay>>, query: Result<Query<RangeQuery>, QueryRejection>) -> ApiResult {
+async fn replay_dead(
+    State(relay): State<Arc<AppState>>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> ApiResult {
     let Query(q) = query?;
     let since = q.since.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("since", s)).transpose()?;
     let until = q.until.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("until", s)).transpose()?;
@@ -329,7 +332,10 @@ async fn replay_dead(State(relay): State<Arc<Relay>>, query: Result<Query<RangeQ
     Ok(Json(json!({ "replayed": n })))
 }
 
-async fn delete(State(relay): State<Arc<Relay>>, path: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(relay): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
     let id = event_id(path)?;
     match relay.store.delete(&id).await? {
         Deleted::Deleted => {
@@ -344,7 +350,7 @@ async fn delete(State(relay): State<Arc<Relay>>, path: Result<Path<String>, Path
     }
 }
 
-async fn stats(State(relay): State<Arc<Relay>>) -> ApiResult {
+async fn stats(State(relay): State<Arc<AppState>>) -> ApiResult {
     let s = relay.store.stats().await?;
     Ok(Json(json!({
         "due": s.due,

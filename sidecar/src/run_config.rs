@@ -1,20 +1,24 @@
 //! Loading the relay: `relay.yaml` parsed and validated once, secrets read from the
 //! environment variables it names. Errors say which field and which variable.
 
+use crate::signature::Verifier;
+use genesys_cloud::Credentials;
 use std::path::Path;
 use webhook_relay_api::RelayConfig;
 use webhook_relay_api::config::VerifyConfig;
 use webhook_relay_store::TlsMaterial;
 
-/// Secrets named by the config, read from the environment. Debug never prints them.
-#[derive(Clone, Default)]
+/// What the config's secrets became once read from the environment: each resolved once,
+/// into the form its user needs. Debug never prints them.
+#[derive(Clone)]
 pub struct Secrets {
-    pub signing_secret: Option<Vec<u8>>,
+    /// The intake's signature check, holding the signing secret.
+    pub verifier: Verifier,
     pub redis_url: String,
     /// `None` disables the `/v1/` admin API (health and metrics stay up).
     pub admin_token: Option<String>,
-    pub genesys_client_id: Option<String>,
-    pub genesys_client_secret: Option<String>,
+    /// The Genesys OAuth client, when `genesys` is configured.
+    pub genesys: Option<Credentials>,
     /// `redis.tls` files, read: the CA to trust and the client certificate and key.
     pub redis_tls: Option<TlsMaterial>,
 }
@@ -27,14 +31,14 @@ impl std::fmt::Debug for Secrets {
 
 /// A relay's config and its secrets, ready to run.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct RunConfig {
     pub config: RelayConfig,
     pub secrets: Secrets,
 }
 
 /// Why the relay cannot start; the message says what to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
+pub enum RunConfigError {
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -51,25 +55,25 @@ pub enum SettingsError {
     TlsWithoutTlsUrl { var: String },
 }
 
-impl Settings {
+impl RunConfig {
     /// Reads `path` and the environment.
-    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+    pub fn load(path: &Path) -> Result<Self, RunConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| SettingsError::Read { path: path.display().to_string(), source })?;
+            .map_err(|source| RunConfigError::Read { path: path.display().to_string(), source })?;
         let config = RelayConfig::from_yaml(&text)?;
         Self::from_config(config, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 
     /// Resolves the secrets of `config` with `env` (the process environment, or a map in tests).
-    pub fn from_config(config: RelayConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+    pub fn from_config(config: RelayConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, RunConfigError> {
         let need = |field: &'static str, var: &str, hint: &'static str| {
-            env(var).ok_or_else(|| SettingsError::MissingEnv { field, var: var.to_string(), hint })
+            env(var).ok_or_else(|| RunConfigError::MissingEnv { field, var: var.to_string(), hint })
         };
         let signing_secret = match &config.source.verify {
             VerifyConfig::GenesysOpenMessaging { secret_env } | VerifyConfig::HmacSha256 { secret_env, .. } => {
                 let s = need("source.verify.secretEnv", secret_env, " (the webhook signing secret)")?;
                 if matches!(config.source.verify, VerifyConfig::GenesysOpenMessaging { .. }) && s.len() < 16 {
-                    return Err(SettingsError::WeakSecret {
+                    return Err(RunConfigError::WeakSecret {
                         field: "source.verify.secretEnv",
                         var: secret_env.clone(),
                         why: "Genesys Cloud requires a webhook secret longer than 15 characters",
@@ -84,12 +88,12 @@ impl Settings {
             None => None,
             Some(tls) => {
                 if !(redis_url.starts_with("rediss:") || redis_url.starts_with("rediss+")) {
-                    return Err(SettingsError::TlsWithoutTlsUrl { var: config.redis.url_env.clone() });
+                    return Err(RunConfigError::TlsWithoutTlsUrl { var: config.redis.url_env.clone() });
                 }
                 let read = |field: &'static str, path: &Option<std::path::PathBuf>| {
                     path.as_ref()
                         .map(|p| {
-                            std::fs::read(p).map_err(|source| SettingsError::File {
+                            std::fs::read(p).map_err(|source| RunConfigError::File {
                                 field,
                                 path: p.display().to_string(),
                                 source,
@@ -104,24 +108,15 @@ impl Settings {
             }
         };
         let admin_token = env(&config.admin.token_env);
-        let (genesys_client_id, genesys_client_secret) = match &config.genesys {
-            Some(g) => (
-                Some(need("genesys.clientIdEnv", &g.client_id_env, " (the OAuth client id)")?),
-                Some(need("genesys.clientSecretEnv", &g.client_secret_env, " (the OAuth client secret)")?),
-            ),
-            None => (None, None),
+        let genesys = match &config.genesys {
+            Some(g) => Some(Credentials::new(
+                need("genesys.clientIdEnv", &g.client_id_env, " (the OAuth client id)")?,
+                need("genesys.clientSecretEnv", &g.client_secret_env, " (the OAuth client secret)")?,
+            )),
+            None => None,
         };
-        Ok(Settings {
-            config,
-            secrets: Secrets {
-                signing_secret,
-                redis_url,
-                admin_token,
-                genesys_client_id,
-                genesys_client_secret,
-                redis_tls,
-            },
-        })
+        let verifier = Verifier::new(&config.source.verify, signing_secret);
+        Ok(RunConfig { config, secrets: Secrets { verifier, redis_url, admin_token, genesys, redis_tls } })
     }
 }
 
@@ -140,14 +135,14 @@ mod tests {
     #[test]
     fn missing_secret_names_field_and_variable() {
         let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x")].into();
-        let e = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        let e = RunConfig::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert_eq!(e, "source.verify.secretEnv names SIGN, which is not set (the webhook signing secret)");
     }
 
     #[test]
     fn short_genesys_secret_is_refused() {
         let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x"), ("SIGN", "short")].into();
-        let e = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        let e = RunConfig::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert!(e.contains("longer than 15"), "{e}");
         assert!(!e.contains("short\""), "the value itself is never printed: {e}");
     }
@@ -156,8 +151,12 @@ mod tests {
     fn resolves_and_hides_secrets() {
         let env: HashMap<&str, &str> =
             [("REDIS_URL", "redis://x"), ("SIGN", "0123456789abcdef"), ("RELAY_ADMIN_TOKEN", "tok")].into();
-        let s = Settings::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!(s.secrets.signing_secret.as_deref(), Some(&b"0123456789abcdef"[..]));
+        let s = RunConfig::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap();
+        let body = b"{}";
+        let mut headers = http::HeaderMap::new();
+        let sig = crate::signature::sign_genesys(b"0123456789abcdef", body);
+        headers.insert("x-hub-signature-256", sig.parse().unwrap());
+        assert_eq!(s.secrets.verifier.verify(&headers, body), Ok(()), "the verifier holds the secret");
         assert_eq!(s.secrets.admin_token.as_deref(), Some("tok"));
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
