@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """A scripted downstream for `make demo`: answers 503 to the first two attempts of each
-event (X-Relay-Attempt 1 and 2), 400 to events whose id contains "reject", 200 otherwise.
+event (X-Relay-Attempt 1 and 2), 422 to events whose id contains "reject" (200 once the
+file given as the second argument exists: the downstream was fixed), 200 otherwise.
 Prints one line per request."""
 import http.server
+import os
 import sys
+
+FIXED = sys.argv[2] if len(sys.argv) > 2 else None
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -12,16 +16,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(length)
         event = self.headers.get("x-relay-event-id", "?")
         attempt = int(self.headers.get("x-relay-attempt", "0"))
+        body = b""
         if "reject" in event:
-            status = 400
+            if FIXED and os.path.exists(FIXED):
+                status = 200
+            else:
+                status, body = 422, b"unknown conversation"
         elif attempt <= 2:
             status = 503
         else:
             status = 200
         print(f"  downstream: {event} attempt {attempt} -> {status}", flush=True)
         self.send_response(status)
-        self.send_header("content-length", "0")
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
