@@ -1,7 +1,7 @@
 # Quick start: `make demo` runs the relay end to end; `make test` runs every test.
-.PHONY: test demo bench build crds lint control-plane-up control-plane-down image cluster-up cluster-down cluster-smoke
+.PHONY: test demo bench build crds lint image cluster-up cluster-down cluster-smoke
 
-test:            ## install/start what the tests need (Redis, the test control plane), run all tests
+test:            ## install/start what the tests need (Redis, images, the test cluster), run all tests
 	scripts/test
 
 demo:            ## Redis + scripted downstream + relay; signed Genesys events through retries and a dead letter
@@ -20,12 +20,6 @@ crds:            ## regenerate crds/ from the Rust types (and the chart's copy)
 lint:           ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-
-control-plane-up:
-	tests/control-plane/up
-
-control-plane-down:
-	tests/control-plane/down
 
 image:          ## OCI archives in target/image/ (relay, redis, pause) for the test cluster; no Docker
 	scripts/image

@@ -165,6 +165,45 @@ pub struct Observed {
     pub own_deployment: Option<Deployment>,
     /// The ConfigMap holding the rendered `relay.yaml`.
     pub config_map: Option<ConfigMap>,
+    /// How many relay pods run, as the workload's Deployment reports it.
+    pub workload: Option<WorkloadState>,
+}
+
+/// How the Deployment running the relay container stands: replicas wanted and available,
+/// and, when some are missing, what the kubelet says about the relay container of each pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub deployment: String,
+    pub desired: i32,
+    pub available: i32,
+    /// (pod, reason, message) of relay containers that do not run or are not ready.
+    pub problems: Vec<(String, String, String)>,
+}
+
+/// The kubelet's view of the relay container in `pod`, when it is not running and ready:
+/// (reason, message), e.g. `ErrImageNeverPull`, `CrashLoopBackOff`, `Unschedulable`.
+pub fn pod_problem(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let relay = status.container_statuses.iter().flatten().find(|c| c.name == resources::CONTAINER);
+    if let Some(c) = relay {
+        if c.ready {
+            return None;
+        }
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            return Some((w.reason.clone().unwrap_or("Waiting".into()), w.message.clone().unwrap_or_default()));
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            let why = t.message.clone().unwrap_or_else(|| format!("exit code {}", t.exit_code));
+            return Some((t.reason.clone().unwrap_or("Terminated".into()), why));
+        }
+        return Some(("NotReady".into(), "the relay container runs but /readyz fails (Redis cannot store?)".into()));
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unschedulable {
+        return Some((c.reason.clone().unwrap_or("Unschedulable".into()), c.message.clone().unwrap_or_default()));
+    }
+    Some(("Pending".into(), format!("pod phase {}", status.phase.as_deref().unwrap_or("unknown"))))
 }
 
 impl Observed {
@@ -202,6 +241,24 @@ async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
     let name = resources::child_name(relay);
     observed.own_deployment = deployments.get_opt(&name).await?;
     observed.config_map = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    let running = if relay.mode() == WorkloadMode::Sidecar { &observed.target } else { &observed.own_deployment };
+    if let Some(d) = running {
+        let desired = d.spec.replicas.unwrap_or(1);
+        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+        let mut state = WorkloadState { deployment: d.name_any(), desired, available, problems: vec![] };
+        // Only a workload short of pods costs a list call: its pods say why.
+        if available < desired {
+            let selector = d.spec.selector.match_labels.clone().unwrap_or_default();
+            let labels = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            for pod in pods.list(&ListParams::default().labels(&labels)).await? {
+                if let Some((reason, message)) = pod_problem(&pod) {
+                    state.problems.push((pod.name_any(), reason, message));
+                }
+            }
+        }
+        observed.workload = Some(state);
+    }
     Ok(observed)
 }
 
@@ -491,8 +548,8 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     let (probed, genesys) = tokio::join!(outcome, ctx.genesys.check(&relay, &endpoint, credentials, &ctx.metrics));
     match probed {
         Ok(probe) => {
-            let s =
-                status::desired_status(&relay, &Outcome::Probed(&probe), endpoint, genesys.as_ref(), Timestamp::now());
+            let outcome = Outcome::Probed { probe: &probe, workload: observed.workload.as_ref() };
+            let s = status::desired_status(&relay, &outcome, endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;
             if let Persistence::Unknown(why) = &probe.persistence {

@@ -2,6 +2,7 @@
 //! applying its children, the Redis probe and the Genesys webhook check. Pure, so the
 //! condition logic is unit tested.
 
+use crate::controller::WorkloadState;
 use crate::error::Error;
 use crate::genesys_check::WebhookCheck;
 use crate::redis_probe::{Persistence, Probe};
@@ -18,8 +19,9 @@ pub const GENESYS_WEBHOOK_VERIFIED: &str = "GenesysWebhookVerified";
 
 /// What a reconcile produced, as far as status is concerned.
 pub enum Outcome<'a> {
-    /// Children applied and Redis probed.
-    Probed(&'a Probe),
+    /// Children applied and Redis probed; `workload` is how the relay's Deployment stood
+    /// (`None`: it did not exist yet, as on the first apply).
+    Probed { probe: &'a Probe, workload: Option<&'a WorkloadState> },
     /// Something the user must fix; nothing was applied this time.
     Blocked(&'a Error),
 }
@@ -92,7 +94,7 @@ pub fn desired_status(
                 old.queue.clone(),
             )
         }
-        Outcome::Probed(probe) => match &probe.stats {
+        Outcome::Probed { probe, workload } => match &probe.stats {
             Err(e) => (
                 vec![
                     c(
@@ -127,9 +129,10 @@ pub fn desired_status(
                     ),
                     Persistence::Unknown(why) => c(REDIS_PERSISTENT, "Unknown", "ConfigRefused", why.clone()),
                 };
+                let (ready, reason, message) = workload_readiness(*workload);
                 (
                     vec![
-                        c(READY, "True", "Ready", "configuration applied and Redis reachable".into()),
+                        c(READY, ready, &reason, message),
                         c(REDIS_REACHABLE, "True", "Connected", "queue figures read from Redis".into()),
                         persistent,
                     ],
@@ -149,6 +152,33 @@ pub fn desired_status(
         endpoint: Some(endpoint),
         queue,
         conditions: carry_transitions(&old.conditions, conditions),
+    }
+}
+
+/// The Ready condition's (status, reason, message) for a relay whose children are applied
+/// and whose Redis answers: True while at least one relay pod is available.
+fn workload_readiness(workload: Option<&WorkloadState>) -> (&'static str, String, String) {
+    let Some(w) = workload else {
+        return (
+            "False",
+            "WorkloadStarting".into(),
+            "configuration applied; waiting for the relay Deployment's pods".into(),
+        );
+    };
+    let pods = format!("Deployment {}: {}/{} relay pods available", w.deployment, w.available, w.desired);
+    if w.available > 0 {
+        return ("True", "Ready".into(), format!("configuration applied, Redis reachable, {pods}"));
+    }
+    if w.desired == 0 {
+        return ("False", "ScaledToZero".into(), format!("{pods}: no relay pod runs to take events"));
+    }
+    match w.problems.first() {
+        Some((pod, reason, message)) => {
+            let more =
+                if w.problems.len() > 1 { format!(" (and {} more pods)", w.problems.len() - 1) } else { String::new() };
+            ("False", reason.clone(), format!("{pods}; pod {pod}: {reason}: {message}{more}"))
+        }
+        None => ("False", "NoRelayPodAvailable".into(), format!("{pods}; waiting for them to become ready")),
     }
 }
 
@@ -176,6 +206,10 @@ mod tests {
         r
     }
 
+    fn running() -> WorkloadState {
+        WorkloadState { deployment: "orders-relay".into(), desired: 2, available: 2, problems: vec![] }
+    }
+
     fn refused(message: &str) -> crate::redis_probe::ProbeError {
         crate::redis_probe::ProbeError { kind: crate::redis_probe::ProbeFailure::Connect, message: message.into() }
     }
@@ -200,7 +234,13 @@ mod tests {
     #[test]
     fn healthy_relay_is_ready_with_queue_figures() {
         let p = ok_probe(Persistence::Durable);
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "https://x/y".into(), None, Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "https://x/y".into(),
+            None,
+            Timestamp::now(),
+        );
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.queue, Some(QueueStatus { due: 12, in_flight: 2, dead: 3, oldest_due_age_seconds: Some(95) }));
         assert_eq!(get(&s, READY).status, "True");
@@ -211,17 +251,35 @@ mod tests {
     #[test]
     fn lossy_redis_is_reported_but_still_ready() {
         let p = ok_probe(Persistence::AppendOnlyOff);
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            None,
+            Timestamp::now(),
+        );
         assert_eq!(
             (get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()),
             ("False", "AppendOnlyOff")
         );
         assert_eq!(get(&s, READY).status, "True");
         let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            None,
+            Timestamp::now(),
+        );
         assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
         let p = ok_probe(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            None,
+            Timestamp::now(),
+        );
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
     }
 
@@ -241,7 +299,13 @@ mod tests {
     #[test]
     fn unreachable_redis_is_not_ready() {
         let p = Probe { stats: Err(refused("connection refused")), persistence: Persistence::Unknown("x".into()) };
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            None,
+            Timestamp::now(),
+        );
         assert_eq!(get(&s, READY).reason, "RedisUnreachable");
         assert_eq!(get(&s, REDIS_REACHABLE).status, "False");
     }
@@ -255,7 +319,13 @@ mod tests {
             message: "sends to https://old/, endpoint is https://new/".into(),
             transient: false,
         };
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), Some(&mismatch), Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            Some(&mismatch),
+            Timestamp::now(),
+        );
         let c = get(&s, GENESYS_WEBHOOK_VERIFIED);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WebhookUrlMismatch"));
         assert_eq!(c.message, mismatch.message);
@@ -263,7 +333,13 @@ mod tests {
         // A wrong webhook URL does not make the relay unready: it still takes events.
         assert_eq!(get(&s, READY).status, "True");
         let ok = WebhookCheck { verified: true, reason: "WebhookUrlMatches", message: "ok".into(), transient: false };
-        let s = desired_status(&relay(), &Outcome::Probed(&p), "e".into(), Some(&ok), Timestamp::now());
+        let s = desired_status(
+            &relay(),
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            Some(&ok),
+            Timestamp::now(),
+        );
         assert_eq!(get(&s, GENESYS_WEBHOOK_VERIFIED).status, "True");
         // Also reported while the relay is blocked on something else.
         let err = Error::TargetNotFound { name: "api".into(), namespace: "cx".into() };
@@ -273,8 +349,60 @@ mod tests {
         // status removes one written before.
         let mut r = relay();
         r.status = Some(s);
-        let s = desired_status(&r, &Outcome::Probed(&p), "e".into(), None, Timestamp::now());
+        let s = desired_status(
+            &r,
+            &Outcome::Probed { probe: &p, workload: Some(&running()) },
+            "e".into(),
+            None,
+            Timestamp::now(),
+        );
         assert!(find(Some(&s), GENESYS_WEBHOOK_VERIFIED).is_none());
+    }
+
+    #[test]
+    fn ready_follows_the_relay_pods() {
+        let p = ok_probe(Persistence::Durable);
+        let ready = |w: Option<&WorkloadState>| {
+            let s = desired_status(
+                &relay(),
+                &Outcome::Probed { probe: &p, workload: w },
+                "e".into(),
+                None,
+                Timestamp::now(),
+            );
+            let c = get(&s, READY).clone();
+            (c.status, c.reason, c.message)
+        };
+        let (st, reason, msg) = ready(Some(&running()));
+        assert_eq!((st.as_str(), reason.as_str()), ("True", "Ready"));
+        assert!(msg.contains("2/2 relay pods available"), "{msg}");
+        let one = WorkloadState { available: 1, ..running() };
+        assert_eq!(ready(Some(&one)).0, "True", "one pod takes events");
+        assert_eq!(ready(None).1, "WorkloadStarting");
+        let broken = WorkloadState {
+            available: 0,
+            problems: vec![
+                (
+                    "orders-relay-7d9f-abcde".into(),
+                    "ErrImageNeverPull".into(),
+                    "Container image \"nope:1\" is not present".into(),
+                ),
+                ("orders-relay-7d9f-fghij".into(), "ErrImageNeverPull".into(), "same".into()),
+            ],
+            ..running()
+        };
+        let (st, reason, msg) = ready(Some(&broken));
+        assert_eq!((st.as_str(), reason.as_str()), ("False", "ErrImageNeverPull"));
+        assert!(
+            msg.contains("0/2 relay pods available")
+                && msg.contains("orders-relay-7d9f-abcde")
+                && msg.contains("1 more"),
+            "{msg}"
+        );
+        let waiting = WorkloadState { available: 0, ..running() };
+        assert_eq!(ready(Some(&waiting)).1, "NoRelayPodAvailable");
+        let zero = WorkloadState { desired: 0, available: 0, ..running() };
+        assert_eq!(ready(Some(&zero)).1, "ScaledToZero");
     }
 
     #[test]
@@ -282,12 +410,15 @@ mod tests {
         let mut r = relay();
         let p = ok_probe(Persistence::Durable);
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
-        r.status = Some(desired_status(&r, &Outcome::Probed(&p), "e".into(), None, t0));
+        r.status =
+            Some(desired_status(&r, &Outcome::Probed { probe: &p, workload: Some(&running()) }, "e".into(), None, t0));
         let t1 = Timestamp::from_second(1_700_000_100).unwrap();
-        let again = desired_status(&r, &Outcome::Probed(&p), "e".into(), None, t1);
+        let again =
+            desired_status(&r, &Outcome::Probed { probe: &p, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&again, READY).last_transition_time, Time(t0));
         let down = Probe { stats: Err(refused("down")), persistence: Persistence::Unknown("x".into()) };
-        let changed = desired_status(&r, &Outcome::Probed(&down), "e".into(), None, t1);
+        let changed =
+            desired_status(&r, &Outcome::Probed { probe: &down, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&changed, READY).last_transition_time, Time(t1));
     }
 }

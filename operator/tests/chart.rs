@@ -1,21 +1,20 @@
 //! The Helm chart `charts/webhook-relay` against real tools: `helm lint`, `helm template`
 //! checked by kubeconform with the test control plane's own schemas, `values.schema.json`,
 //! the chart's copy of the CRD, and `helm install` into the control plane
-//! (`tests/control-plane/up`), whose ServiceAccount is checked with `kubectl auth can-i`
+//! (the test cluster of `tests/cluster/up`), whose ServiceAccount is checked with `kubectl auth can-i`
 //! under its own token and then runs the operator binary with exactly the chart's RBAC.
 //!
 //! Every external command runs under a deadline; every wait is bounded.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use testkit::RedisServer;
 use testkit::kube::*;
-use testkit::process::{ChildProcess, root, text};
+use testkit::process::{root, text};
 use testkit::wait::wait_for;
 
 const CRD_FILE: &str = "webhookrelay.dev_webhookrelays.yaml";
@@ -236,6 +235,9 @@ fn operator_permissions(ns: &str, ops: &str, lease: &str) -> Vec<(bool, &'static
         }
     }
     yes("get", "secrets", n(ns));
+    // Pods: read only (the kubelet's reason for a relay pod that does not run).
+    yes("get", "pods", n(ns));
+    yes("list", "pods", n(ns));
     yes("create", "events.events.k8s.io", n(ns));
     yes("patch", "events.events.k8s.io", n(ns));
     yes("create", "leases.coordination.k8s.io", n(ops));
@@ -258,8 +260,8 @@ fn operator_permissions(ns: &str, ops: &str, lease: &str) -> Vec<(bool, &'static
     no("update", "deployments.apps", n(ns));
     no("deletecollection", "deployments.apps", n(ns));
     no("patch", "deployments.apps", [n(ns), vec!["--subresource=scale".into()]].concat());
-    // No pods, no exec, no core Events (it records events.k8s.io ones).
-    for v in ["get", "list", "create", "delete"] {
+    // Pods are never written nor exec'd into; no core Events (it records events.k8s.io ones).
+    for v in ["watch", "create", "update", "patch", "delete"] {
         no(v, "pods", n(ns));
     }
     no("create", "pods", [n(ns), vec!["--subresource=exec".into()]].concat());
@@ -296,7 +298,9 @@ fn helm_install_grants_the_operator_exactly_what_it_needs() {
     let ops = Namespace::create("whr-chart");
     let elsewhere = Namespace::create("whr-chart-app");
     let release = unique("whr");
-    let mut rel = Release::install(&release, &ops.name, &["metrics.service.enabled=true"], &[]);
+    // No operator pod (replicaCount 0): this test checks RBAC only, and an operator watching
+    // every namespace would reconcile the other tests' relays.
+    let mut rel = Release::install(&release, &ops.name, &["metrics.service.enabled=true", "replicaCount=0"], &[]);
     assert!(rel.install_output.contains("STATUS: deployed"), "{}", rel.install_output);
     let fullname = rel.fullname();
     let selector = format!("app.kubernetes.io/instance={release}");
@@ -345,7 +349,8 @@ fn watch_namespace_confines_the_operator_to_that_namespace() {
     let watched = Namespace::create("whr-chart-watched");
     let other = Namespace::create("whr-chart-other");
     let release = unique("whr");
-    let rel = Release::install(&release, &ops.name, &[&format!("watchNamespace={}", watched.name)], &[]);
+    let rel =
+        Release::install(&release, &ops.name, &[&format!("watchNamespace={}", watched.name), "replicaCount=0"], &[]);
     let fullname = rel.fullname();
     let scratch = tempfile::tempdir().unwrap();
     let sa = service_account_kubeconfig(&ops.name, &fullname, scratch.path());
@@ -375,84 +380,72 @@ fn watch_namespace_confines_the_operator_to_that_namespace() {
 // ------------------------------------------------------------------ the operator under the chart's RBAC
 
 #[test]
-fn operator_reconciles_with_the_chart_rbac() {
+fn the_operator_runs_in_cluster_under_the_chart_and_reconciles() {
     let ops = Namespace::create("whr-chart-run");
     let app = Namespace::create("whr-chart-cx");
     let release = unique("whr");
-    let rel =
-        Release::install(&release, &ops.name, &["relayImage.repository=registry.test/relay", "relayImage.tag=t1"], &[]);
-    kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/webhookrelays.webhookrelay.dev"]);
+    // As a user installs it with the image `make image` built; it watches one namespace so
+    // it leaves the other tests' relays alone.
+    let set = [
+        "image.repository=localhost/webhook-relay",
+        "image.tag=dev",
+        "image.pullPolicy=Never",
+        &format!("watchNamespace={}", app.name),
+        "refreshInterval=2s",
+    ];
+    let rel = Release::install(&release, &ops.name, &set, &["--wait"]);
+    println!(
+        "$ helm install {release} charts/webhook-relay -n {} --set image.repository=localhost/webhook-relay,image.tag=dev,image.pullPolicy=Never --wait\n{}",
+        ops.name, rel.install_output
+    );
     let fullname = rel.fullname();
-    let scratch = tempfile::tempdir().unwrap();
-    let sa = service_account_kubeconfig(&ops.name, &fullname, scratch.path());
+    let operator_pods: Vec<Pod> = pods(&ops, &format!("app.kubernetes.io/instance={release}"));
+    assert_eq!(operator_pods.len(), 1);
+    let pod = &operator_pods[0];
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let status = pod.status.as_ref().unwrap();
+    assert!(status.container_statuses.as_ref().unwrap()[0].ready, "operator pod not ready: {status:?}");
+    assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some(fullname.as_str()));
 
-    // The container's args and plain env as installed; the downward-API env filled in as
-    // the kubelet would; only the listen address and the watched namespace changed (the
-    // operator watches all namespaces by default; this test must not touch the others').
-    let manifest = rel.manifest();
-    let c = &find(&manifest, "Deployment", None)["spec"]["template"]["spec"]["containers"][0];
-    let port = testkit::free_port();
-    let mut args: Vec<String> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .filter(|a| !a.starts_with("--metrics-addr=") && a != "--log-json")
-        .collect();
-    args.push(format!("--metrics-addr=127.0.0.1:{port}"));
-    args.push(format!("--namespace={}", app.name));
-    let identity = format!("{fullname}-7d4b9c-x2x5z");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-relay-operator"));
-    cmd.args(&args)
-        .env_clear()
-        .env("KUBECONFIG", &sa)
-        .env("POD_NAMESPACE", &ops.name)
-        .env("POD_NAME", &identity)
-        .env("NO_COLOR", "1");
-    for e in c["env"].as_array().unwrap() {
-        if let Some(v) = e["value"].as_str() {
-            cmd.env(e["name"].as_str().unwrap(), v);
-        }
-    }
-    let op = ChildProcess::spawn("operator", tempfile::tempdir().unwrap(), cmd);
-    wait_for("operator /healthz", || (testkit::http::get_status(port, "/healthz") == Some(200)).then_some(()));
-
-    // It wins the chart's Lease...
-    wait_for(&format!("Lease {fullname} held by {identity}"), || {
-        (ops.get::<Lease>(&fullname)?.spec?.holder_identity? == identity).then_some(())
+    // It wins the chart's Lease under its pod name...
+    wait_for(&format!("Lease {fullname} held by {pod_name}"), || {
+        (ops.get::<Lease>(&fullname)?.spec?.holder_identity? == pod_name).then_some(())
     });
 
-    // ...and reconciles both workload modes end to end.
-    let redis = RedisServer::start();
+    // ...and reconciles both workload modes end to end: relay pods run with the image the
+    // chart gave it, reach a Redis the host runs, and report Ready.
+    let redis = cluster_redis();
     app.example_secrets(&redis.url());
-    app.apply(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders-api}\nspec:\n  selector: {matchLabels: {app: orders-api}}\n  \
-         template:\n    metadata: {labels: {app: orders-api}}\n    spec: {containers: [{name: app, image: 'orders-api:1'}]}\n",
-    );
+    app.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders-api}}\nspec:\n  selector: {{matchLabels: {{app: orders-api}}}}\n  \
+         template:\n    metadata: {{labels: {{app: orders-api}}}}\n    spec: {{containers: [{{name: app, image: '{DOWNSTREAM_IMAGE}', \
+         imagePullPolicy: Never, env: [{{name: LISTEN, value: '0.0.0.0:8081'}}]}}]}}\n"
+    ));
     app.apply(&example("webhookrelay.yaml"));
     app.apply(&example("webhookrelay-sidecar.yaml"));
     for relay in ["orders", "orders-sidecar"] {
-        app.wait_condition(relay, "Ready", "True", None);
+        app.wait_condition_within(std::time::Duration::from_secs(120), relay, "Ready", "True", None);
     }
     assert!(app.get::<ConfigMap>("orders-relay").is_some(), "ConfigMap missing");
     assert!(app.get::<Service>("orders-relay").is_some(), "Service missing");
     assert!(app.get::<Ingress>("orders-relay").is_some(), "Ingress missing");
     let relay_deploy = app.get::<Deployment>("orders-relay").expect("Deployment");
-    assert_eq!(
-        pod_spec(&relay_deploy).containers[0].image.as_deref(),
-        Some("registry.test/relay:t1"),
-        "relayImage value"
-    );
-    wait_for("events.k8s.io Events from the operator", || {
+    assert_eq!(pod_spec(&relay_deploy).containers[0].image.as_deref(), Some(RELAY_IMAGE), "relay image = image.*");
+    wait_for("events.k8s.io Events from the operator pod", || {
         use k8s_openapi::api::events::v1::Event;
         app.list::<Event>("")
             .iter()
             .any(|e| {
                 e.reporting_controller.as_deref() == Some("webhook-relay-operator")
-                    && e.reporting_instance.as_deref() == Some(identity.as_str())
+                    && e.reporting_instance.as_deref() == Some(pod_name.as_str())
             })
             .then_some(())
     });
+    wait_available(&app, "orders-relay", 2);
+    wait_available(&app, "orders-api", 1);
+    wait_for("only the rolled orders-api pod left", || (pods(&app, "app=orders-api").len() == 1).then_some(()));
+    println!("$ kubectl get pods,whr -n {}\n{}", app.name, app.kubectl(&["get", "pods,whr"]));
+    println!("$ kubectl get pods -n {}\n{}", ops.name, ops.kubectl(&["get", "pods"]));
     // Deleting children (Ingress) and releasing a sidecar through the finalizer.
     app.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"ingress":null}}"#]);
     wait_for("Ingress deleted", || app.get::<Ingress>("orders-relay").is_none().then_some(()));
@@ -461,7 +454,7 @@ fn operator_reconciles_with_the_chart_rbac() {
         let d = app.get::<Deployment>("orders-api")?;
         (pod_spec(&d).containers.len() == 1 && app.relay("orders-sidecar").is_none()).then_some(())
     });
-    let log = op.log_text();
+    let log = ops.kubectl(&["logs", &pod_name]);
     for bad in ["forbidden", "Forbidden"] {
         assert!(!log.contains(bad), "the operator was refused something under the chart's RBAC:\n{log}");
     }

@@ -1,6 +1,7 @@
-//! The operator against the test cluster, real `kubectl`, and a real Redis: children, status,
-//! events and cleanup of Standalone and Sidecar relays, problems reported in status, leader
-//! election. Objects are read typed, through the API.
+//! The operator against the test cluster (pods run), real `kubectl`, and a real Redis on the
+//! host's cluster address (pods reach it too): children, status, events and cleanup of
+//! Standalone and Sidecar relays, problems reported in status, leader election. Objects are
+//! read typed, through the API.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -9,7 +10,6 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use std::time::Duration;
-use testkit::RedisServer;
 use testkit::kube::*;
 use testkit::wait::wait_for;
 use webhook_relay_api::RelayConfig;
@@ -83,7 +83,7 @@ fn volume_names(d: &Deployment) -> Vec<String> {
 #[test]
 fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     let ns = Namespace::create("whr-standalone");
-    let redis = RedisServer::start();
+    let redis = cluster_redis();
     ns.example_secrets(&redis.url());
     let op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
     ns.apply(&example("webhookrelay.yaml"));
@@ -142,8 +142,9 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     assert_eq!(rule.http.as_ref().unwrap().paths[0].path.as_deref(), Some("/webhooks/genesys"));
     assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name.as_deref(), Some("hooks-tls"));
 
-    // Status: ready, endpoint, Redis durable, generation observed.
-    ns.wait_condition("orders", "Ready", "True", None);
+    // Status: ready (the relay pods run), endpoint, Redis durable, generation observed.
+    let ready = ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
+    assert!(ready.message.contains("relay pods available"), "{}", ready.message);
     ns.wait_condition("orders", "RedisPersistent", "True", Some("Durable"));
     let r = ns.relay("orders").unwrap();
     let status = r.status.as_ref().unwrap();
@@ -158,12 +159,16 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     assert_eq!(cm.metadata.resource_version, cm_version, "the ConfigMap changed on a Secret rotation");
     wait_for("SecretsChanged event", || ns.event_reasons("orders").iter().any(|r| r == "SecretsChanged").then_some(()));
 
-    // Queue figures come from Redis and show in `kubectl get whr`.
+    // Queue figures come from Redis and show in `kubectl get whr`. Scaled to zero first, so
+    // that no relay pod takes the due events meanwhile: Ready is then False, saying why.
+    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"workload":{"replicas":0}}}"#]);
+    ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "False", Some("ScaledToZero"));
+    wait_for("no relay pod left", || pods(&ns, "app.kubernetes.io/instance=orders").is_empty().then_some(()));
     fill_queue(&redis.url(), &relay_id, 2, 1);
     let row = wait_for("kubectl get whr to show DUE 2 DEAD 1", || {
         let out = ns.kubectl(&["get", "whr", "orders", "--no-headers"]);
         let cols: Vec<&str> = out.split_whitespace().collect();
-        (cols.len() >= 4 && cols[1] == "True" && cols[2] == "2" && cols[3] == "1").then_some(out)
+        (cols.len() >= 4 && cols[1] == "False" && cols[2] == "2" && cols[3] == "1").then_some(out)
     });
     let wide = ns.kubectl(&["get", "whr", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
@@ -225,7 +230,7 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
 #[test]
 fn problems_are_reported_in_status_and_fixed_without_restarts() {
     let ns = Namespace::create("whr-problems");
-    let mut redis = RedisServer::start();
+    let mut redis = cluster_redis();
     let op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
     let relay = |timeout: &str| {
         format!(
@@ -248,7 +253,7 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
     // Fixing the Secret makes it Ready (retried with backoff, no restart).
     ns.kubectl(&["delete", "secret", "hooks-redis"]);
     ns.kubectl(&["create", "secret", "generic", "hooks-redis", &format!("--from-literal=url={}", redis.url())]);
-    ns.wait_condition("hooks", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "hooks", "Ready", "True", None);
     wait_for("Deployment hooks-relay", || ns.get::<Deployment>("hooks-relay"));
 
     // A spec the schema accepts but the relay cannot run: InvalidSpec naming the field.
@@ -256,7 +261,7 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
     let msg = ns.wait_condition("hooks", "Ready", "False", Some("InvalidSpec")).message;
     assert!(msg.contains("spec.destination.timeout"), "{msg}");
     ns.apply(&relay("5s"));
-    ns.wait_condition("hooks", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "hooks", "Ready", "True", None);
 
     // A Redis that would lose data is reported; CONFIG refusal would be Unknown.
     redis.cli(&["CONFIG", "SET", "appendonly", "no"]);
@@ -273,17 +278,17 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
     assert!(!msg.contains(&redis.url()), "{msg}");
     ns.wait_condition("hooks", "Ready", "False", Some("RedisUnreachable"));
     redis.start_again();
-    ns.wait_condition("hooks", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "hooks", "Ready", "True", None);
 
     // A user without CONFIG (as on managed Redis): persistence Unknown, still Ready; the
     // password in the URL appears nowhere.
     redis.cli(&["ACL", "SETUSER", "relay", "on", ">s3cret-pass", "~*", "&*", "+@all", "-config"]);
-    let acl_url = format!("redis://relay:s3cret-pass@127.0.0.1:{}/", redis.port);
+    let acl_url = format!("redis://relay:s3cret-pass@{}:{}/", redis.host, redis.port);
     let patch = serde_json::json!({ "stringData": { "url": acl_url } }).to_string();
     ns.kubectl(&["patch", "secret", "hooks-redis", "--type", "merge", "-p", &patch]);
     let msg = ns.wait_condition("hooks", "RedisPersistent", "Unknown", Some("ConfigRefused")).message;
     assert!(!msg.contains("s3cret-pass"), "{msg}");
-    assert_eq!(ns.condition("hooks", "Ready").unwrap().status, "True");
+    ns.wait_condition_within(Duration::from_secs(120), "hooks", "Ready", "True", None);
     assert!(!ns.kubectl(&["get", "whr", "hooks", "-o", "yaml"]).contains("s3cret-pass"));
     assert!(!ns.events_text().contains("s3cret-pass"));
 
@@ -296,16 +301,19 @@ fn problems_are_reported_in_status_and_fixed_without_restarts() {
 #[test]
 fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     let ns = Namespace::create("whr-sidecar");
-    let redis = RedisServer::start();
+    let redis = cluster_redis();
     ns.example_secrets(&redis.url());
-    let app = |image: &str| {
+    // The app: the test downstream on 8081, clear of the relay's ports.
+    let app = |version: &str| {
         format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders-api}}\nspec:\n  replicas: 1\n  \
              selector: {{matchLabels: {{app: orders-api}}}}\n  template:\n    metadata: {{labels: {{app: orders-api}}}}\n    \
-             spec:\n      containers:\n      - {{name: app, image: '{image}', ports: [{{containerPort: 8081}}]}}\n"
+             spec:\n      containers:\n      - {{name: app, image: '{DOWNSTREAM_IMAGE}', imagePullPolicy: Never, \
+             env: [{{name: LISTEN, value: '0.0.0.0:8081'}}, {{name: VERSION, value: '{version}'}}], \
+             ports: [{{containerPort: 8081}}]}}\n"
         )
     };
-    ns.apply(&app("orders-api:1"));
+    ns.apply(&app("1"));
     // The schema refuses ports that clash (also with a default) or are privileged.
     for (ports, message) in [
         ("{ http: 9090 }", "http and admin must be different ports"),
@@ -369,16 +377,18 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
     assert!(ns.get::<Deployment>("orders-sidecar-relay").is_none());
     let r = ns.relay("orders-sidecar").unwrap();
     assert_eq!(r.metadata.finalizers.as_deref(), Some(&["webhookrelay.dev/sidecar-cleanup".to_string()][..]));
-    ns.wait_condition("orders-sidecar", "Ready", "True", None);
+    let ready = ns.wait_condition_within(Duration::from_secs(120), "orders-sidecar", "Ready", "True", None);
+    assert!(ready.message.contains("Deployment orders-api: 1/1 relay pods available"), "{}", ready.message);
 
     // Rotating a Secret the relay reads rolls the target's pods too.
     let d = rotate_signing_secret(&ns, "orders-api", "rotated-sidecar-secret-value");
     assert_eq!(template_annotation(&d, CONFIG_HASH_ANNOTATION), Some(config_hash));
 
     // The app's owner re-applies its manifest (client-side apply): the relay container stays.
-    ns.apply(&app("orders-api:2"));
+    ns.apply(&app("2"));
     let d = ns.get::<Deployment>("orders-api").unwrap();
-    assert_eq!(container(&d, "app").unwrap().image.as_deref(), Some("orders-api:2"));
+    let version = container(&d, "app").unwrap().env.iter().flatten().find(|e| e.name == "VERSION").cloned();
+    assert_eq!(version.and_then(|e| e.value).as_deref(), Some("2"));
     assert!(container(&d, "webhook-relay").is_some(), "re-apply removed the relay container");
 
     // Switching to Standalone takes the container out and gives the relay its own
@@ -436,7 +446,7 @@ fn sidecar_mode_injects_into_the_target_and_removes_on_delete() {
 #[test]
 fn sidecar_target_missing_is_reported() {
     let ns = Namespace::create("whr-notarget");
-    let redis = RedisServer::start();
+    let redis = cluster_redis();
     ns.example_secrets(&redis.url());
     let _op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
     ns.apply(&example("webhookrelay-sidecar.yaml"));

@@ -2,7 +2,6 @@
 //! Genesys Cloud that the relay's `spec.genesys.apiBaseUrl`/`loginBaseUrl` point at.
 
 use std::time::Duration;
-use testkit::RedisServer;
 use testkit::genesys_fake::{CLIENT_ID, CLIENT_SECRET, FakeGenesys, TOKEN_PREFIX};
 use testkit::kube::*;
 use testkit::wait::wait_for;
@@ -26,7 +25,7 @@ fn relay(fake: &FakeGenesys, host: &str, integration: &str) -> String {
 }
 
 /// Example Secrets, with the OAuth client the fake accepts.
-fn secrets(ns: &Namespace, redis: &RedisServer) {
+fn secrets(ns: &Namespace, redis: &testkit::RedisServer) {
     ns.example_secrets(&redis.url());
     set_client_secret(ns, CLIENT_SECRET);
 }
@@ -58,7 +57,7 @@ fn assert_no_secrets(ns: &Namespace, op: &Operator) {
 #[test]
 fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     let ns = Namespace::create("whr-genesys");
-    let redis = RedisServer::start();
+    let redis = cluster_redis();
     let fake = FakeGenesys::start_blocking("127.0.0.1:0");
     fake.set_integration(INTEGRATION, ENDPOINT);
     secrets(&ns, &redis);
@@ -69,7 +68,7 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     // The integration posts to status.endpoint: True.
     let msg = ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches")).message;
     assert!(msg.contains(INTEGRATION) && msg.contains(ENDPOINT), "{msg}");
-    ns.wait_condition("orders", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
     println!(
         "$ kubectl get whr orders -o jsonpath='{{.status.conditions[?(@.type==\"{CONDITION}\")]}}'\n{}\n",
         ns.jsonpath("orders", &format!("{{.status.conditions[?(@.type==\"{CONDITION}\")]}}"))
@@ -143,7 +142,7 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
         &format!("--from-literal=clientSecret={CLIENT_SECRET}"),
     ]);
     ns.wait_condition("orders", CONDITION, "True", Some("WebhookUrlMatches"));
-    ns.wait_condition("orders", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
 
     // Each change of the result was announced; no secret value went anywhere.
     let want = [
@@ -172,13 +171,13 @@ fn genesys_webhook_url_is_verified_and_problems_are_reported() {
     // Without spec.genesys there is no such condition.
     ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", r#"{"spec":{"genesys":null}}"#]);
     wait_for("GenesysWebhookVerified removed", || ns.condition("orders", CONDITION).is_none().then_some(()));
-    ns.wait_condition("orders", "Ready", "True", None);
+    ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
 }
 
 #[test]
 fn genesys_webhook_is_rechecked_on_its_period() {
     let ns = Namespace::create("whr-genesys-period");
-    let redis = RedisServer::start();
+    let redis = cluster_redis();
     let fake = FakeGenesys::start_blocking("127.0.0.1:0");
     fake.set_integration(INTEGRATION, ENDPOINT);
     secrets(&ns, &redis);

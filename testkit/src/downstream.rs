@@ -7,9 +7,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What the downstream answers for (event id, attempt): a status and an optional `Retry-After`.
 pub type Script = Arc<dyn Fn(&str, u32) -> (u16, Option<&'static str>) + Send + Sync>;
@@ -29,8 +31,41 @@ pub fn refuse_prefix(prefix: &'static str, bad_status: u16) -> Script {
     Arc::new(move |id, _| if id.starts_with(prefix) { (bad_status, None) } else { (200, None) })
 }
 
+/// A script as data, for the downstream running as its own process or pod
+/// (`PUT /control/script`): the first rule whose prefix matches the event id decides, else
+/// `status`; the first `failFirst` attempts of every event get 503 with `Retry-After: 1`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScriptSpec {
+    /// The answer when no rule matches (default 200).
+    pub status: Option<u16>,
+    pub rules: Vec<Rule>,
+    pub fail_first: u32,
+}
+
+/// `status` for event ids starting with `prefix`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub prefix: String,
+    pub status: u16,
+}
+
+impl ScriptSpec {
+    /// The script this spec describes.
+    pub fn script(&self) -> Script {
+        let spec = self.clone();
+        Arc::new(move |id, attempt| {
+            if attempt <= spec.fail_first {
+                return (503, Some("1"));
+            }
+            let status = spec.rules.iter().find(|r| id.starts_with(&r.prefix)).map(|r| r.status);
+            (status.or(spec.status).unwrap_or(200), None)
+        })
+    }
+}
+
 /// One request the downstream saw.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hit {
     /// `X-Relay-Event-Id`.
     pub id: String,
@@ -42,6 +77,8 @@ pub struct Hit {
     pub content_type: String,
     /// Every request header, lower-case names.
     pub headers: Vec<(String, String)>,
+    /// When it arrived, Unix ms (this host's clock).
+    pub at_ms: i64,
 }
 
 impl Hit {
@@ -87,6 +124,32 @@ impl Downstream {
         Downstream { url, shared, _runtime: None }
     }
 
+    /// Starts on `addr` with the control endpoints of a downstream running as a process:
+    /// `GET /control/hits` (every request so far, JSON), `PUT /control/script` (a
+    /// [`ScriptSpec`]), `GET /healthz`. Every other request is an event.
+    pub async fn start_controlled(addr: &str, spec: ScriptSpec) -> Self {
+        let shared = Shared { script: Arc::new(Mutex::new(spec.script())), delay: Duration::ZERO, log: Arc::default() };
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/control/hits",
+                get(|State(s): State<Shared>| async move { axum::Json(s.log.lock().unwrap().clone()) }),
+            )
+            .route(
+                "/control/script",
+                axum::routing::put(|State(s): State<Shared>, axum::Json(spec): axum::Json<ScriptSpec>| async move {
+                    *s.script.lock().unwrap() = spec.script();
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .fallback(hit)
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Downstream { url, shared, _runtime: None }
+    }
+
     /// Starts on a runtime of its own, for tests that are not async.
     pub fn start_blocking(addr: &str, script: Script) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -126,10 +189,50 @@ async fn hit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Byte
     let script = s.script.lock().unwrap().clone();
     let (status, retry_after) = script(&id, attempt);
     let all = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-    s.log.lock().unwrap().push(Hit { id, attempt, status, body: body.to_vec(), content_type, headers: all });
+    let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    s.log.lock().unwrap().push(Hit { id, attempt, status, body: body.to_vec(), content_type, headers: all, at_ms });
     let mut r = (StatusCode::from_u16(status).unwrap(), "downstream says hi").into_response();
     if let Some(ra) = retry_after {
         r.headers_mut().insert("retry-after", ra.parse().unwrap());
     }
     r
+}
+
+/// A downstream running elsewhere (a pod, a process) read and steered through its control
+/// endpoints, from a synchronous test.
+pub struct RemoteDownstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl RemoteDownstream {
+    /// Every request it saw so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        let r = crate::http::request(&self.host, self.port, "GET", "/control/hits", &[], "")
+            .unwrap_or_else(|| panic!("downstream {}:{} did not answer", self.host, self.port));
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("hits: {e}: {}", r.body))
+    }
+
+    /// Count of 2xx answers per event id.
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for h in self.hits().into_iter().filter(|h| (200..300).contains(&h.status)) {
+            *m.entry(h.id).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Replaces its script.
+    pub fn set_script(&self, spec: &ScriptSpec) {
+        let body = serde_json::to_string(spec).unwrap();
+        let r = crate::http::request(
+            &self.host,
+            self.port,
+            "PUT",
+            "/control/script",
+            &[("Content-Type", "application/json")],
+            &body,
+        );
+        assert_eq!(r.map(|r| r.status), Some(204), "PUT /control/script");
+    }
 }

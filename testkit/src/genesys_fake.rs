@@ -287,14 +287,116 @@ fn integration_json(id: &str, webhook_url: &str) -> Value {
     })
 }
 
-/// Serves the fake's routes on `listener` until dropped.
-async fn serve(listener: tokio::net::TcpListener, fake: Arc<Fake>) {
-    let app = Router::new()
+/// The fake's Genesys Cloud routes.
+fn routes() -> Router<Arc<Fake>> {
+    Router::new()
         .route("/oauth/token", post(token))
         .route("/api/v2/conversations/messaging/integrations/open/{id}", get(integration))
         .route("/api/v2/conversations/messages/{id}/inbound/open/receipt", post(receipt))
-        .with_state(fake);
-    axum::serve(listener, app).await.unwrap();
+}
+
+/// Serves the fake's routes on `listener` until dropped.
+async fn serve(listener: tokio::net::TcpListener, fake: Arc<Fake>) {
+    axum::serve(listener, routes().with_state(fake)).await.unwrap();
+}
+
+/// What `POST /control/send` sends: signed Open Messaging events, as Genesys posts them to
+/// an integration's Outbound Notification Webhook URL.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRequest {
+    /// The webhook URL (an Ingress host and path).
+    pub url: String,
+    /// Connect to this address for the URL's host (`ip:port`), as DNS would answer.
+    #[serde(default)]
+    pub resolve: Option<String>,
+    /// Accept the server's certificate whatever signed it (a test Ingress's self-signed one).
+    #[serde(default)]
+    pub insecure: bool,
+    /// The integration's signature secret.
+    pub secret: String,
+    /// One event per id, in order.
+    pub ids: Vec<String>,
+    /// `channel.to.id` of the events (the customer).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// What each sent event was answered: (id, status; 0 when the request failed).
+pub type SendResults = Vec<(String, u16)>;
+
+/// Sends the events of `req` one after the other.
+pub async fn send_events(req: &SendRequest) -> Result<SendResults, String> {
+    let mut client =
+        reqwest::Client::builder().danger_accept_invalid_certs(req.insecure).timeout(Duration::from_secs(10));
+    if let Some(addr) = &req.resolve {
+        let host = url::Url::parse(&req.url).map_err(|e| e.to_string())?.host_str().unwrap_or_default().to_string();
+        client = client.resolve(&host, addr.parse().map_err(|e| format!("resolve {addr}: {e}"))?);
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(req.ids.len());
+    for id in &req.ids {
+        let body = crate::relay::event_body_to(id, req.to.as_deref().unwrap_or("cust-1"));
+        let sig = webhook_relay_util::signature::sign_genesys(req.secret.as_bytes(), body.as_bytes());
+        let status = client
+            .post(&req.url)
+            .header("content-type", "application/json")
+            .header(webhook_relay_util::signature::GENESYS_HEADER, sig)
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        out.push((id.clone(), status));
+    }
+    Ok(out)
+}
+
+impl FakeGenesys {
+    /// Starts the fake on `addr` with the control endpoints of a fake running as a process
+    /// or pod: `PUT /control/integrations/{id}` (`{"webhookUrl": ...}`), `GET
+    /// /control/receipts`, `GET /control/requests`, `POST /control/send` (a [`SendRequest`];
+    /// answers [`SendResults`]) and `GET /healthz`.
+    pub async fn start_controlled(addr: &str) -> Self {
+        let fake = Arc::new(Fake::default());
+        fake.integrations.lock().unwrap().insert(
+            INTEGRATION_ID.to_owned(),
+            integration_json(INTEGRATION_ID, "https://hooks.example.com/webhooks/genesys"),
+        );
+        let app = routes()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/control/integrations/{id}",
+                axum::routing::put(|State(f): State<Arc<Fake>>, Path(id): Path<String>, axum::Json(v): axum::Json<Value>| async move {
+                    let url = v["webhookUrl"].as_str().unwrap_or_default().to_string();
+                    f.integrations.lock().unwrap().insert(id.clone(), integration_json(&id, &url));
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .route("/control/receipts", get(|State(f): State<Arc<Fake>>| async move { axum::Json(f.receipts.lock().unwrap().clone()) }))
+            .route(
+                "/control/requests",
+                get(|State(f): State<Arc<Fake>>| async move {
+                    let r = f.requests.lock().unwrap();
+                    let n = |route| r.get(&route).copied().unwrap_or(0);
+                    axum::Json(json!({"token": n(Route::Token), "integration": n(Route::Integration), "receipt": n(Route::Receipt)}))
+                }),
+            )
+            .route(
+                "/control/send",
+                post(|axum::Json(req): axum::Json<SendRequest>| async move {
+                    match send_events(&req).await {
+                        Ok(results) => axum::Json(results).into_response(),
+                        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                    }
+                }),
+            )
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base_url, fake, server, _runtime: None }
+    }
 }
 
 async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {

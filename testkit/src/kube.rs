@@ -6,7 +6,7 @@
 //! without one a test fails saying how to start it.
 
 use crate::process::{ChildProcess, free_port, output_within_stdin, root, text, workspace_bin};
-use crate::wait::{WAIT, wait_for};
+use crate::wait::{WAIT, wait_for, wait_for_within};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
@@ -536,4 +536,183 @@ pub fn template_annotation(d: &k8s_openapi::api::apps::v1::Deployment, key: &str
 /// The pod spec of a Deployment's template.
 pub fn pod_spec(d: &k8s_openapi::api::apps::v1::Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
     d.spec.template.spec.as_ref().expect("a pod template spec")
+}
+
+/// The test cluster's addresses (`STATE/env` of tests/cluster/up; `CLUSTER_ENV` names
+/// another file): `HOST_IP`, `NODE_IP`, `POD_CIDR`, ... by name.
+pub fn cluster_env() -> std::collections::HashMap<String, String> {
+    let path = std::env::var("CLUSTER_ENV").map(PathBuf::from).unwrap_or_else(|_| {
+        // Next to the KUBECONFIG up wrote, else the default state dir.
+        kubeconfig().parent().map(|d| d.join("env")).unwrap_or_else(|| root().join("target/cluster/run/env"))
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; these tests need the test cluster (tests/cluster/up writes it; make test runs it)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export ").or(Some(l.trim())))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// The host's address on the cluster's network: servers a test starts there (Redis, a
+/// fake Genesys) are reached by pods and by processes on the host alike.
+pub fn host_ip() -> String {
+    cluster_env().get("HOST_IP").cloned().expect("HOST_IP in the cluster env")
+}
+
+/// `kubectl port-forward` to `target` (`svc/name` or `pod/name`) `remote` port, from a free
+/// local port; stopped on drop.
+pub struct PortForward {
+    pub local_port: u16,
+    _process: ChildProcess,
+}
+
+impl PortForward {
+    pub fn start(ns: &str, target: &str, remote: u16) -> Self {
+        let local_port = free_port();
+        let cmd = kubectl_cmd(None, &["port-forward", "-n", ns, target, &format!("{local_port}:{remote}")]);
+        let process = ChildProcess::spawn("port-forward", tempfile::tempdir().unwrap(), cmd);
+        let pf = PortForward { local_port, _process: process };
+        wait_for(&format!("port-forward to {target}:{remote}"), || {
+            pf._process.log_text().contains("Forwarding from").then_some(())
+        });
+        pf
+    }
+
+    /// `http://127.0.0.1:<local port>`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.local_port)
+    }
+}
+
+/// The ClusterIP of Service `name` in `ns` (reachable from the host through its routes).
+pub fn cluster_ip(ns: &Namespace, name: &str) -> String {
+    use k8s_openapi::api::core::v1::Service;
+    wait_for(&format!("Service {name}"), || ns.get::<Service>(name)?.spec?.cluster_ip)
+}
+
+/// Waits until Deployment `name` has `replicas` updated, available replicas; returns it.
+pub fn wait_available(ns: &Namespace, name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    use k8s_openapi::api::apps::v1::Deployment;
+    wait_for_within(Duration::from_secs(120), &format!("Deployment {name} {replicas}/{replicas} available"), || {
+        let d = ns.get::<Deployment>(name)?;
+        let s = d.status.as_ref()?;
+        let current = s.observed_generation >= d.metadata.generation;
+        (current
+            && s.available_replicas == Some(replicas)
+            && s.updated_replicas == Some(replicas)
+            && s.replicas == Some(replicas))
+        .then_some(d)
+    })
+}
+
+/// The pods of `ns` matching `labels`.
+pub fn pods(ns: &Namespace, labels: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    ns.list(labels)
+}
+
+/// A Deployment and ClusterIP Service `name` of one test image: `image` listening on `port`,
+/// with `args` and `env`, non-root with a read-only root filesystem. Returns once available.
+pub fn run_app(ns: &Namespace, name: &str, image: &str, port: u16, args: &[&str], env: &[(&str, &str)]) {
+    let args = serde_json::to_string(args).unwrap();
+    let env: Vec<Value> = env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect();
+    let env = serde_json::to_string(&env).unwrap();
+    ns.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      enableServiceLinks: false
+      automountServiceAccountToken: false
+      containers:
+      - name: {name}
+        image: {image}
+        imagePullPolicy: Never
+        args: {args}
+        env: {env}
+        ports: [{{containerPort: {port}}}]
+        readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+        securityContext: {{runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: {port}, targetPort: {port}}}]
+"#
+    ));
+    wait_available(ns, name, 1);
+}
+
+/// A Redis pod (`localhost/redis:dev`, AOF on, noeviction) with a Service `redis`; returns
+/// the URL through the Service's ClusterIP, which pods and the host both reach.
+pub fn run_redis(ns: &Namespace) -> String {
+    run_app_writable(
+        ns,
+        "redis",
+        REDIS_IMAGE,
+        6379,
+        &["--protected-mode", "no", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+    );
+    format!("redis://{}:6379/", cluster_ip(ns, "redis"))
+}
+
+/// The Redis image of the test cluster.
+pub const REDIS_IMAGE: &str = "localhost/redis:dev";
+/// The scripted downstream (`testkit`'s `test-downstream`) as an image.
+pub const DOWNSTREAM_IMAGE: &str = "localhost/test-downstream:dev";
+/// The fake Genesys Cloud (`testkit`'s `fake-genesys`) as an image.
+pub const FAKE_GENESYS_IMAGE: &str = "localhost/fake-genesys:dev";
+
+/// Like [`run_app`] for an image that writes its working dir (Redis' /data, an emptyDir).
+fn run_app_writable(ns: &Namespace, name: &str, image: &str, port: u16, args: &[&str]) {
+    let args = serde_json::to_string(args).unwrap();
+    ns.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  strategy: {{type: Recreate}}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      enableServiceLinks: false
+      automountServiceAccountToken: false
+      volumes: [{{name: data, emptyDir: {{}}}}]
+      containers:
+      - name: {name}
+        image: {image}
+        imagePullPolicy: Never
+        args: {args}
+        ports: [{{containerPort: {port}}}]
+        readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+        securityContext: {{runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: {port}, targetPort: {port}}}]
+"#
+    ));
+    wait_available(ns, name, 1);
+}
+
+/// A Redis on the host's cluster address (AOF on): pods and host processes reach it alike.
+pub fn cluster_redis() -> crate::redis::RedisServer {
+    crate::redis::RedisServer::start_bound(&host_ip(), &[])
 }

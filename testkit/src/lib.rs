@@ -10,6 +10,7 @@ pub mod genesys_fake;
 pub mod http;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod oci;
 pub mod process;
 pub mod proxy;
 pub mod redis;

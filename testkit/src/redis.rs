@@ -150,7 +150,7 @@ impl RedisServer {
         args.extend(
             [
                 "--bind",
-                "127.0.0.1",
+                self.host.as_str(),
                 "--dir",
                 &dir,
                 "--appendonly",

@@ -1,7 +1,12 @@
-// Traefik v3 (Ingress controller for tests/cluster), built from its module.
+// Traefik v3 (the Ingress controller of tests/cluster), built from its module:
+// `go build github.com/traefik/traefik/v3/cmd/traefik` here (tools.go).
 // The replace and exclude directives are the ones in traefik's own go.mod
-// (replace directives of a dependency are ignored, so they are repeated here);
-// the dynamic/ext module is not served by the proxy: ./ext stands in for it.
+// (replace directives of a dependency are ignored, so they are repeated here),
+// except that the dynamic/ext module, not served by the proxy, is ./ext and the
+// go-http-auth fork is at the commit traefik v3.6 uses. lego's DNS-01 provider
+// list is replaced at build time (override/files). `go mod tidy -e`: 14 modules
+// that only those providers import are refused by the proxy.
+// See tests/control-plane/README.md (Versions).
 module controlplane/traefik
 
 go 1.26.0
