@@ -21,8 +21,8 @@ lint:           ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-image:          ## OCI archives in target/image/ (relay, redis, pause) for the test cluster; no Docker
-	scripts/image
+image:          ## OCI archives in target/image/ (relay, redis, pause, downstream): release builds, no Docker
+	scripts/image relay redis pause downstream
 
 cluster-up:     ## single-node test cluster (pods run; tests/cluster/README.md); prints KUBECONFIG=...
 	tests/cluster/up

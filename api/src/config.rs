@@ -124,6 +124,12 @@ pub struct SourceConfig {
     /// sends can never exhaust memory. At least `maxBodyBytes`.
     #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: u64,
+    /// After SIGTERM, how long intake keeps taking events while `/readyz` already answers
+    /// 503 "shutting down", so that load balancers (a Kubernetes Service, an Ingress
+    /// controller) stop sending here before the listener closes. Then the drain begins.
+    /// Default 0s; the operator sets 5s for relays it runs.
+    #[serde(default, with = "crate::duration")]
+    pub shutdown_delay: Duration,
 }
 
 /// How intake verifies a request's signature.
@@ -379,6 +385,10 @@ pub mod defaults {
     }
     /// Extra lease time beyond the delivery timeout, for the ack round trip and clock skew.
     pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
+    /// Added to each drain bound: a store write or a receipt's last round trip.
+    pub const DRAIN_SLACK: Duration = Duration::from_secs(5);
+    /// How long `/readyz` keeps answering "shutting down" after the deliveries drained.
+    pub const ADMIN_LINGER: Duration = Duration::from_millis(200);
     pub fn dead_max_age() -> Duration {
         Duration::from_secs(168 * 3600)
     }
@@ -447,6 +457,33 @@ impl RelayConfig {
         serde_yaml::to_string(self).expect("RelayConfig always serializes")
     }
 
+    /// How long intake's open connections may finish their requests once it stops taking
+    /// events: reading a body (`source.readTimeout`) and storing it.
+    pub fn intake_drain(&self) -> Duration {
+        self.source.read_timeout + defaults::DRAIN_SLACK
+    }
+
+    /// How long in-flight deliveries may finish at shutdown before their leases are released.
+    pub fn delivery_drain(&self) -> Duration {
+        self.destination.timeout + defaults::DRAIN_SLACK
+    }
+
+    /// How long the receipts still queued at shutdown may take to send.
+    pub fn receipts_drain(&self) -> Duration {
+        self.destination.timeout + defaults::DRAIN_SLACK
+    }
+
+    /// The longest a relay takes from SIGTERM to exit: `source.shutdownDelay`, then intake
+    /// and deliveries draining side by side, then the receipts, then the admin listener's
+    /// last answers. A pod's `terminationGracePeriodSeconds` must be longer, or the kubelet
+    /// kills the relay mid-drain (nothing is lost then, but deliveries are repeated).
+    pub fn shutdown_budget(&self) -> Duration {
+        self.source.shutdown_delay
+            + self.intake_drain().max(self.delivery_drain())
+            + self.receipts_drain()
+            + defaults::ADMIN_LINGER
+    }
+
     /// The lease on a claimed event: `delivery.lease`, or the delivery timeout plus a margin.
     pub fn lease(&self) -> Duration {
         self.delivery.lease.unwrap_or(self.destination.timeout + defaults::LEASE_MARGIN)
@@ -475,6 +512,9 @@ impl RelayConfig {
         }
         if s.max_concurrent_requests == 0 || s.max_concurrent_requests > 100_000 {
             return Err(invalid("source.maxConcurrentRequests", "must be between 1 and 100000"));
+        }
+        if s.shutdown_delay > Duration::from_secs(300) {
+            return Err(invalid("source.shutdownDelay", "must be at most 5m"));
         }
         if s.max_buffered_bytes > 4 * 1024 * 1024 * 1024 {
             return Err(invalid("source.maxBufferedBytes", "must be at most 4294967296 (4 GiB)"));

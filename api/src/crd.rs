@@ -127,6 +127,12 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4294967296i64))]
     pub max_buffered_bytes: Option<i64>,
+    /// After SIGTERM, how long the relay keeps taking events while its readiness already
+    /// fails, so the Service and the Ingress controller stop routing to the pod before it
+    /// stops listening (default `5s`). The pod's terminationGracePeriodSeconds is set from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    pub shutdown_delay: Option<String>,
 }
 
 /// Signature verification.

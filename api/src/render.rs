@@ -20,6 +20,10 @@ use url::Url;
 pub const GENESYS_CLIENT_ID_KEY: &str = "clientId";
 /// Key of the Genesys OAuth client secret in `spec.genesys.credentialsSecretRef`.
 pub const GENESYS_CLIENT_SECRET_KEY: &str = "clientSecret";
+/// `source.shutdownDelay` of relays the operator runs unless `spec.source.shutdownDelay` says:
+/// long enough for the EndpointSlice change of a terminating pod to reach kube-proxy and
+/// the Ingress controller (Traefik batches provider updates for 2 s by default).
+pub const DEFAULT_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Where the relay container finds the Redis TLS files mounted from `spec.redis.tls`.
 pub const REDIS_TLS_DIR: &str = "/var/run/webhook-relay/redis-tls";
 /// File name of the CA certificate in [`REDIS_TLS_DIR`].
@@ -271,6 +275,7 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
             src.max_buffered_bytes,
             defaults::max_buffered_bytes,
         )?,
+        shutdown_delay: dur("spec.source.shutdownDelay", src.shutdown_delay.as_ref(), || DEFAULT_SHUTDOWN_DELAY)?,
     };
     let destination = DestinationConfig {
         url: url("spec.destination.url", &spec.destination.url)?,

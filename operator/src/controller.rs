@@ -17,6 +17,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -388,7 +389,13 @@ async fn apply_standalone(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> R
     let ns = relay.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = resources::child_name(relay);
-    apply(&deployments, &name, &resources::deployment(relay, &ctx.defaults, &plan.hashes), MANAGER).await?;
+    apply(&deployments, &name, &resources::deployment(relay, &ctx.defaults, &plan.hashes, &plan.config), MANAGER)
+        .await?;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    match resources::pod_disruption_budget(relay) {
+        Some(pdb) => drop(apply(&budgets, &name, &pdb, MANAGER).await?),
+        None => drop(delete_owned(&budgets, &name, relay).await?),
+    }
     release_sidecars(ctx, relay, &ns, None).await?;
     if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
         set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, false).await?;
@@ -417,7 +424,15 @@ async fn apply_sidecar(ctx: &Context, relay: &WebhookRelay, plan: &Plan, target:
         )
         .await;
     }
+    // The relay's own Deployment and budget, left from Standalone mode; the target's pods
+    // are the app's, and so is their disruption budget.
     delete_owned(&deployments, &resources::child_name(relay), relay).await?;
+    delete_owned(
+        &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
+        &resources::child_name(relay),
+        relay,
+    )
+    .await?;
     release_sidecars(ctx, relay, &ns, Some(target)).await?;
     Ok(())
 }
@@ -612,6 +627,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
         .owns(api_for::<Service>(&client, ns), owned.clone())
+        .owns(api_for::<PodDisruptionBudget>(&client, ns), owned.clone())
         .owns(api_for::<Ingress>(&client, ns), owned)
         .watches(api_for::<Deployment>(&client, ns), watcher::Config::default().labels(SIDECAR_OF_LABEL), |d| {
             let relay = d.labels().get(SIDECAR_OF_LABEL)?.clone();
@@ -693,7 +709,7 @@ mod tests {
         let mut o = observed();
         o.config_map = Some(resources::config_map(&r, &first.config));
         let defaults = WorkloadDefaults { relay_image: "img".into() };
-        o.own_deployment = Some(resources::deployment(&r, &defaults, &first.hashes));
+        o.own_deployment = Some(resources::deployment(&r, &defaults, &first.hashes, &first.config));
         let again = plan(&r, &o).unwrap();
         assert!(!again.config_changed && !again.secrets_changed, "unchanged");
         // A Secret rotated: new resourceVersion, a new secrets hash, a roll to report.

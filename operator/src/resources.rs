@@ -1,5 +1,5 @@
 //! Desired objects: pure functions from a `WebhookRelay` (and its rendered config) to the
-//! ConfigMap, Deployment, Service and Ingress the operator applies, and to the patch that
+//! ConfigMap, Deployment, PodDisruptionBudget, Service and Ingress the operator applies, and to the patch that
 //! injects the relay container into a target Deployment in Sidecar mode.
 //!
 //! Nothing here talks to the cluster; unit tests call these directly.
@@ -8,13 +8,14 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeProjection,
+    SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
     IngressTLS, ServiceBackendPort,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -227,7 +228,9 @@ pub fn relay_container(relay: &WebhookRelay, defaults: &WorkloadDefaults) -> Con
         ]),
         env: Some(env),
         liveness_probe: Some(probe("/healthz", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 5, 2)),
+        // Failing within 4 s, inside the default 5 s shutdownDelay: the pod turns NotReady
+        // while the relay still takes events.
+        readiness_probe: Some(probe("/readyz", 2, 2)),
         resources: Some(workload.resources.unwrap_or_else(default_resources)),
         volume_mounts: Some(volume_mounts(relay)),
         security_context: Some(SecurityContext {
@@ -300,9 +303,67 @@ fn volumes(relay: &WebhookRelay) -> Vec<Volume> {
     out
 }
 
+/// Standalone replicas: `spec.workload.replicas` or [`DEFAULT_REPLICAS`].
+pub fn replicas(relay: &WebhookRelay) -> i32 {
+    relay.spec.workload.as_ref().and_then(|w| w.replicas).unwrap_or(DEFAULT_REPLICAS)
+}
+
+/// The pod's `terminationGracePeriodSeconds`: the relay's whole shutdown
+/// ([`RelayConfig::shutdown_budget`]: `source.shutdownDelay`, the drains of intake and of
+/// in-flight deliveries, the receipts) plus [`GRACE_MARGIN_SECONDS`], so the kubelet never
+/// has to kill a relay that is still finishing its work.
+pub fn termination_grace_seconds(config: &RelayConfig) -> i64 {
+    config.shutdown_budget().as_secs_f64().ceil() as i64 + GRACE_MARGIN_SECONDS
+}
+
+/// Seconds beyond the relay's own shutdown bound in [`termination_grace_seconds`].
+pub const GRACE_MARGIN_SECONDS: i64 = 5;
+
+/// Spread the relay's pods across zones and nodes when the scheduler can
+/// (`ScheduleAnyway`: on one node, or one zone, they still schedule). `pod-template-hash`
+/// keeps a roll's new pods from being counted against the old ones.
+fn topology_spread(relay: &WebhookRelay) -> Vec<TopologySpreadConstraint> {
+    ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        .into_iter()
+        .map(|key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(relay)),
+                ..LabelSelector::default()
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect()
+}
+
+/// The PodDisruptionBudget of a Standalone relay with 2 or more replicas: voluntary
+/// disruptions (a node drain, a cluster upgrade) take at most one relay pod at a time.
+/// Pods that are not ready may always be evicted, so a crash-looping relay never blocks a
+/// drain. `None` with fewer replicas: a budget over one pod would block every drain.
+pub fn pod_disruption_budget(relay: &WebhookRelay) -> Option<PodDisruptionBudget> {
+    (replicas(relay) >= 2).then(|| PodDisruptionBudget {
+        metadata: meta(relay),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(relay)), ..LabelSelector::default() }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
 /// The relay's own Deployment (Standalone mode).
-pub fn deployment(relay: &WebhookRelay, defaults: &WorkloadDefaults, hashes: &TemplateHashes) -> Deployment {
-    let replicas = relay.spec.workload.as_ref().and_then(|w| w.replicas).unwrap_or(DEFAULT_REPLICAS);
+pub fn deployment(
+    relay: &WebhookRelay,
+    defaults: &WorkloadDefaults,
+    hashes: &TemplateHashes,
+    config: &RelayConfig,
+) -> Deployment {
+    let replicas = replicas(relay);
     let mut pod_labels = labels(relay);
     pod_labels.extend(selector_labels(relay));
     Deployment {
@@ -321,6 +382,8 @@ pub fn deployment(relay: &WebhookRelay, defaults: &WorkloadDefaults, hashes: &Te
                     volumes: Some(volumes(relay)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(config)),
+                    topology_spread_constraints: Some(topology_spread(relay)),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         seccomp_profile: Some(SeccompProfile {
@@ -454,6 +517,7 @@ pub fn endpoint(relay: &WebhookRelay) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use webhook_relay_api::render::relay_config;
 
     pub(crate) const EXAMPLE: &str = include_str!("../../examples/webhookrelay.yaml");
@@ -489,7 +553,7 @@ mod tests {
     #[test]
     fn deployment_runs_the_relay_locked_down() {
         let r = relay();
-        let d = deployment(&r, &settings(), &hashes("abc", "def"));
+        let d = deployment(&r, &settings(), &hashes("abc", "def"), &relay_config(&r).unwrap());
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(2));
         let tmpl = spec.template;
@@ -525,6 +589,44 @@ mod tests {
     }
 
     #[test]
+    fn pods_outlive_the_relays_shutdown_spread_out_and_a_budget_keeps_one_up() {
+        let mut r = relay();
+        let cfg = relay_config(&r).unwrap();
+        // 5s shutdownDelay + max(10s read + 5s, 5s timeout + 5s) + (5s + 5s) receipts + 0.2s.
+        assert_eq!(cfg.source.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(cfg.shutdown_budget(), Duration::from_millis(30_200));
+        let pod = deployment(&r, &settings(), &hashes("h", "s"), &cfg).spec.template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(31 + GRACE_MARGIN_SECONDS));
+        // A longer delivery timeout and shutdown delay: a longer grace period.
+        r.spec.destination.timeout = Some("20s".into());
+        r.spec.source.shutdown_delay = Some("10s".into());
+        let cfg = relay_config(&r).unwrap();
+        assert_eq!(cfg.shutdown_budget(), Duration::from_millis(10_000 + 25_000 + 25_000 + 200));
+        assert_eq!(termination_grace_seconds(&cfg), 61 + GRACE_MARGIN_SECONDS);
+
+        let spread = pod.topology_spread_constraints.unwrap();
+        let keys: Vec<&str> = spread.iter().map(|c| c.topology_key.as_str()).collect();
+        assert_eq!(keys, ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]);
+        for c in &spread {
+            assert_eq!((c.max_skew, c.when_unsatisfiable.as_str()), (1, "ScheduleAnyway"));
+            assert_eq!(c.label_selector.as_ref().unwrap().match_labels.as_ref(), Some(&selector_labels(&r)));
+        }
+
+        // 2 replicas (the default): a budget of one pod at a time over the relay's pods.
+        let pdb = pod_disruption_budget(&relay()).unwrap();
+        assert_eq!(pdb.metadata.name.as_deref(), Some("orders-relay"));
+        let spec = pdb.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.selector.unwrap().match_labels, Some(selector_labels(&r)));
+        assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+        // One replica: no budget (it would block every drain).
+        r.spec.workload.get_or_insert_with(Default::default).replicas = Some(1);
+        assert!(pod_disruption_budget(&r).is_none());
+        r.spec.workload.as_mut().unwrap().replicas = Some(3);
+        assert!(pod_disruption_budget(&r).is_some());
+    }
+
+    #[test]
     fn redis_tls_secrets_are_mounted_where_the_rendered_config_reads_them() {
         let mut r = relay();
         r.spec.redis.tls = Some(webhook_relay_api::crd::RedisTlsSpec {
@@ -536,7 +638,7 @@ mod tests {
         assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/ca.crt")));
         assert_eq!(tls.cert_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/tls.crt")));
         assert_eq!(tls.key_file.as_deref(), Some(std::path::Path::new("/var/run/webhook-relay/redis-tls/tls.key")));
-        let d = deployment(&r, &settings(), &hashes("h", "s"));
+        let d = deployment(&r, &settings(), &hashes("h", "s"), &relay_config(&r).unwrap());
         let pod = d.spec.template.spec.unwrap();
         let mount =
             pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == REDIS_TLS_VOLUME).unwrap();
@@ -559,7 +661,11 @@ mod tests {
             ]
         );
         // Without spec.redis.tls: no such volume.
-        let plain = deployment(&relay(), &settings(), &hashes("h", "s")).spec.template.spec.unwrap();
+        let plain = deployment(&relay(), &settings(), &hashes("h", "s"), &relay_config(&relay()).unwrap())
+            .spec
+            .template
+            .spec
+            .unwrap();
         assert!(plain.volumes.unwrap().iter().all(|v| v.name != REDIS_TLS_VOLUME));
     }
 
@@ -591,7 +697,7 @@ mod tests {
             limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("1".into()))])),
             ..ResourceRequirements::default()
         });
-        let d = deployment(&r, &settings(), &hashes("h", "s"));
+        let d = deployment(&r, &settings(), &hashes("h", "s"), &relay_config(&r).unwrap());
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(5));
         let c = &spec.template.spec.unwrap().containers[0];

@@ -229,7 +229,7 @@ fn operator_permissions(ns: &str, ops: &str, lease: &str) -> Vec<(bool, &'static
             yes(v, res, n(ns));
         }
     }
-    for res in ["deployments.apps", "ingresses.networking.k8s.io"] {
+    for res in ["deployments.apps", "ingresses.networking.k8s.io", "poddisruptionbudgets.policy"] {
         for v in ["get", "list", "watch", "create", "patch", "delete"] {
             yes(v, res, n(ns));
         }
@@ -324,10 +324,17 @@ fn helm_install_grants_the_operator_exactly_what_it_needs() {
     // The ClusterRole reaches every namespace: the operator watches them all by default.
     check(
         &sa,
-        ["webhookrelays.webhookrelay.dev", "deployments.apps", "configmaps", "services", "ingresses.networking.k8s.io"]
-            .iter()
-            .flat_map(|r| ["list", "watch"].map(|v| (true, v, r.to_string(), vec!["--all-namespaces".to_string()])))
-            .collect(),
+        [
+            "webhookrelays.webhookrelay.dev",
+            "deployments.apps",
+            "configmaps",
+            "services",
+            "ingresses.networking.k8s.io",
+            "poddisruptionbudgets.policy",
+        ]
+        .iter()
+        .flat_map(|r| ["list", "watch"].map(|v| (true, v, r.to_string(), vec!["--all-namespaces".to_string()])))
+        .collect(),
     );
     // And a real request is refused, not only predicted.
     let denied = run(kubectl_cmd(Some(&sa), &["get", "secrets", "-n", &elsewhere.name]), None);

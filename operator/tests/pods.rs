@@ -15,20 +15,14 @@ use testkit::wait::{wait_for, wait_for_within};
 use webhook_relay_operator::resources::CONFIG_HASH_ANNOTATION;
 use webhook_relay_util::signature::sign_genesys;
 
-/// The signing secret of `examples/secrets.yaml`.
-const SECRET: &str = "replace-with-the-integration-webhook-secret";
-
 fn relay_yaml(ns: &Namespace, max_attempts: u32, image: Option<&str>) -> String {
     let image = image.map(|i| format!(", image: '{i}'")).unwrap_or_default();
-    format!(
-        "apiVersion: webhookrelay.dev/v1alpha1\nkind: WebhookRelay\nmetadata: {{name: orders}}\nspec:\n  \
-         source: {{verify: {{scheme: genesys-open-messaging, secretRef: {{name: genesys-webhook, key: secret}}}}}}\n  \
-         destination: {{url: 'http://downstream.{}.svc:8080/events', timeout: 2s}}\n  \
-         delivery: {{maxAttempts: {max_attempts}, initialDelay: 200ms, maxDelay: 1s}}\n  \
-         redis: {{urlSecretRef: {{name: relay-redis, key: url}}}}\n  \
-         admin: {{tokenSecretRef: {{name: relay-admin, key: token}}}}\n  \
-         workload: {{replicas: 2{image}}}\n",
-        ns.name
+    relay_manifest(
+        "orders",
+        &format!("http://downstream.{}.svc:8080/events", ns.name),
+        &format!(
+            "  delivery: {{maxAttempts: {max_attempts}, initialDelay: 200ms, maxDelay: 1s}}\n  workload: {{replicas: 2{image}}}\n"
+        ),
     )
 }
 
@@ -36,7 +30,7 @@ fn relay_yaml(ns: &Namespace, max_attempts: u32, image: Option<&str>) -> String 
 fn send(pf: &PortForward, ids: &[String]) {
     for id in ids {
         let body = event_body(id);
-        let sig = sign_genesys(SECRET.as_bytes(), body.as_bytes());
+        let sig = sign_genesys(EXAMPLE_SIGNING_SECRET.as_bytes(), body.as_bytes());
         let r = testkit::http::post(
             pf.local_port,
             "/webhooks/genesys",
@@ -154,7 +148,9 @@ fn standalone_relay_pods_run_locked_down_deliver_survive_a_deleted_pod_and_roll_
     wait_for_within(Duration::from_secs(120), "the relay pods to roll onto the new config", || {
         let d = ns.get::<Deployment>("orders-relay")?;
         let rolled = template_annotation(&d, CONFIG_HASH_ANNOTATION) != hash_before;
-        let now = relay_pods(&ns);
+        // Old pods too must be gone, not only terminating: they keep delivering, with the
+        // old config, for their shutdownDelay.
+        let now = testkit::kube::pods(&ns, "app.kubernetes.io/instance=orders");
         let all_new = !now.is_empty() && names(&now).is_disjoint(&pods_before);
         (rolled && all_new).then_some(())
     });

@@ -21,7 +21,7 @@ pub fn router(relay: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(relay): State<Arc<AppState>>) -> Response {
-    if relay.is_shutting_down() {
+    if relay.is_leaving() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else if !relay.redis_up() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("redis cannot store events: {}\n", relay.redis_problem()))

@@ -14,8 +14,6 @@ use webhook_relay_store::{Conn, ConnectOptions, MIN_REDIS_VERSION, Store, StoreE
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Header read timeout of the admin listener (operators and scrapers, not the internet).
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time beyond the read timeout for a request in progress to be stored and answered.
-const STORE_SLACK: Duration = Duration::from_secs(5);
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +160,7 @@ pub async fn run(run_config: RunConfig) -> Result<(), RunError> {
     let worker = tokio::spawn(crate::delivery::run(relay.clone()));
 
     // Requests still being read or stored when shutdown begins get the read timeout to finish.
-    let intake_limits =
-        Limits { header_read_timeout: cfg.source.read_timeout, drain: cfg.source.read_timeout + STORE_SLACK };
+    let intake_limits = Limits { header_read_timeout: cfg.source.read_timeout, drain: cfg.intake_drain() };
     let admin_limits = Limits { header_read_timeout: ADMIN_HEADER_TIMEOUT, drain: ADMIN_HEADER_TIMEOUT };
     let r = relay.clone();
     let intake_server =
@@ -172,7 +169,7 @@ pub async fn run(run_config: RunConfig) -> Result<(), RunError> {
     let admin_server = tokio::spawn(serve(admin, crate::admin::router(relay.clone()), admin_limits, async move {
         r.shutting_down().await;
         // Keep /readyz answering "shutting down" while the worker drains.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(webhook_relay_api::config::defaults::ADMIN_LINGER).await;
     }));
     if let Err(e) = intake_server.await {
         tracing::error!(error = %e, "intake server failed");
@@ -192,10 +189,28 @@ async fn signals(relay: Arc<AppState>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: no new events; finishing in-flight deliveries"),
-        _ = int.recv() => tracing::info!("SIGINT: no new events; finishing in-flight deliveries"),
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    // Not ready first, still taking events: whatever routes here by readiness (a Service,
+    // an Ingress controller) has `source.shutdownDelay` to stop before the listener closes.
+    // A second signal cuts the delay short.
+    let delay = relay.config().source.shutdown_delay;
+    if !delay.is_zero() {
+        relay.begin_drain();
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "{name}: not ready; still taking events for source.shutdownDelay"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {},
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+            _ = relay.shutting_down() => {},
+        }
     }
+    tracing::info!("{name}: no new events; finishing in-flight deliveries");
     relay.begin_shutdown();
 }
 

@@ -216,7 +216,7 @@ pub async fn run(relay: Arc<AppState>) {
             _ = relay.shutting_down() => break,
         }
     }
-    drain(&relay, tasks, in_flight, cfg.destination.timeout + Duration::from_secs(5)).await;
+    drain(&relay, tasks, in_flight, cfg.delivery_drain()).await;
 }
 
 async fn drain(relay: &AppState, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<HashMap<u64, Lease>>>, limit: Duration) {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     wake: Notify,
     shutdown: watch::Sender<bool>,
+    /// Set by [`begin_drain`](Self::begin_drain): `/readyz` fails, intake still takes events.
+    draining: AtomicBool,
     /// Whether Redis can store events right now (writes succeed, not merely reads).
     redis_up: AtomicBool,
     /// Why Redis cannot store, for `/readyz` (no secret in it).
@@ -70,6 +72,7 @@ impl AppState {
             body_budget: BodyBudget::new(settings_budget),
             wake: Notify::new(),
             shutdown,
+            draining: AtomicBool::new(false),
             redis_up: AtomicBool::new(true),
             redis_problem: Mutex::new(String::new()),
             fatal: Mutex::new(None),
@@ -118,8 +121,14 @@ impl AppState {
     /// counted and logged as failed, never dropped silently.
     pub async fn finish_receipts(&self) {
         if let Some(r) = &self.receipts {
-            r.drain(self.config().destination.timeout + std::time::Duration::from_secs(5)).await;
+            r.drain(self.config().receipts_drain()).await;
         }
+    }
+
+    /// The first step of a shutdown with `source.shutdownDelay`: `/readyz` turns false while
+    /// intake and deliveries go on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Starts a graceful shutdown: intake stops, the worker drains, `/readyz` turns false.
@@ -130,6 +139,11 @@ impl AppState {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Whether a shutdown has begun, counting its delay (`/readyz` answers "shutting down").
+    pub fn is_leaving(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || self.is_shutting_down()
     }
 
     /// Resolves when shutdown begins.
@@ -191,6 +205,6 @@ impl AppState {
 
     /// Ready to take events: Redis reachable and not shutting down.
     pub fn ready(&self) -> bool {
-        self.redis_up() && !self.is_shutting_down()
+        self.redis_up() && !self.is_leaving()
     }
 }

@@ -325,6 +325,47 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_shutdown_delay_fails_readiness_first_and_keeps_taking_events_meanwhile() {
+    let redis = RedisServer::start();
+    let ds = Downstream::start(ok_after(0), Duration::ZERO).await;
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let yaml = config("t/delay", l, a, &ds.url, "  maxAttempts: 3")
+        .replace("  dedupWindow: 1h\n", "  dedupWindow: 1h\n  shutdownDelay: 2s\n");
+    let mut relay = RelayProcess::start(&yaml, &redis.url(), l, a);
+    let client = reqwest::Client::new();
+    let readyz = || async {
+        let r = client.get(format!("{}/readyz", relay.admin)).send().await.ok()?;
+        Some((r.status().as_u16(), r.text().await.unwrap_or_default()))
+    };
+    assert_eq!(readyz().await.map(|r| r.0), Some(200));
+
+    let t0 = std::time::Instant::now();
+    let kill = std::process::Command::new("kill").args(["-TERM", &relay.pid().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let not_ready = eventually(Duration::from_secs(1), || async {
+        readyz().await.is_some_and(|(s, b)| s == 503 && b.contains("shutting down"))
+    })
+    .await;
+    let not_ready_after = t0.elapsed();
+    assert!(not_ready, "/readyz still {:?} after SIGTERM", readyz().await);
+    // Readiness fails, yet intake still stores and acknowledges events.
+    let (status, body) = send(&client, &relay.intake, "during-delay").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let accepted_after = t0.elapsed();
+    let exit = relay.wait_exit(Duration::from_secs(20)).expect("exited within 20s");
+    let exited_after = t0.elapsed();
+    assert!(exit.success(), "exit status {exit:?}; log:\n{}", relay.log_text());
+    assert!(exited_after >= Duration::from_secs(2), "exited {exited_after:?} after SIGTERM, before shutdownDelay");
+    assert_eq!(ds.delivered().get("during-delay"), Some(&1), "the event taken during the delay was delivered");
+    println!(
+        "shutdownDelay 2s: /readyz 503 {:.0} ms after SIGTERM; an event acknowledged at {:.0} ms; exit 0 at {:.2} s",
+        not_ready_after.as_secs_f64() * 1000.0,
+        accepted_after.as_secs_f64() * 1000.0,
+        exited_after.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_redis_never_deliver_the_same_claim_twice() {
     let redis = RedisServer::start();
     let ds = Downstream::start(ok_after(0), Duration::from_millis(2)).await;

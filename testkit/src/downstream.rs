@@ -4,12 +4,13 @@
 //! ([`Downstream::start_blocking`]).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,9 @@ pub struct ScriptSpec {
     pub status: Option<u16>,
     pub rules: Vec<Rule>,
     pub fail_first: u32,
+    /// Milliseconds to wait before answering each event (a slow downstream keeps
+    /// deliveries in flight).
+    pub delay_ms: u64,
 }
 
 /// `status` for event ids starting with `prefix`.
@@ -79,6 +83,9 @@ pub struct Hit {
     pub headers: Vec<(String, String)>,
     /// When it arrived, Unix ms (this host's clock).
     pub at_ms: i64,
+    /// The address it came from (`127.0.0.1:<port>` from a relay in the same pod).
+    #[serde(default)]
+    pub peer: String,
 }
 
 impl Hit {
@@ -96,7 +103,7 @@ impl Hit {
 #[derive(Clone)]
 struct Shared {
     script: Arc<Mutex<Script>>,
-    delay: Duration,
+    delay: Arc<Mutex<Duration>>,
     log: Arc<Mutex<Vec<Hit>>>,
 }
 
@@ -116,11 +123,14 @@ impl Downstream {
 
     /// Starts on `addr` (e.g. an address pods of the test cluster reach).
     pub async fn start_on(addr: &str, script: Script, delay: Duration) -> Self {
-        let shared = Shared { script: Arc::new(Mutex::new(script)), delay, log: Arc::default() };
+        let shared =
+            Shared { script: Arc::new(Mutex::new(script)), delay: Arc::new(Mutex::new(delay)), log: Arc::default() };
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let app = Router::new().fallback(hit).with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+        });
         Downstream { url, shared, _runtime: None }
     }
 
@@ -128,7 +138,11 @@ impl Downstream {
     /// `GET /control/hits` (every request so far, JSON), `PUT /control/script` (a
     /// [`ScriptSpec`]), `GET /healthz`. Every other request is an event.
     pub async fn start_controlled(addr: &str, spec: ScriptSpec) -> Self {
-        let shared = Shared { script: Arc::new(Mutex::new(spec.script())), delay: Duration::ZERO, log: Arc::default() };
+        let shared = Shared {
+            script: Arc::new(Mutex::new(spec.script())),
+            delay: Arc::new(Mutex::new(Duration::from_millis(spec.delay_ms))),
+            log: Arc::default(),
+        };
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let app = Router::new()
@@ -141,12 +155,15 @@ impl Downstream {
                 "/control/script",
                 axum::routing::put(|State(s): State<Shared>, axum::Json(spec): axum::Json<ScriptSpec>| async move {
                     *s.script.lock().unwrap() = spec.script();
+                    *s.delay.lock().unwrap() = Duration::from_millis(spec.delay_ms);
                     StatusCode::NO_CONTENT
                 }),
             )
             .fallback(hit)
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+        });
         Downstream { url, shared, _runtime: None }
     }
 
@@ -178,19 +195,35 @@ impl Downstream {
     }
 }
 
-async fn hit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn hit(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let id = value("x-relay-event-id");
     let attempt = value("x-relay-attempt").parse().unwrap_or(0);
     let content_type = value("content-type");
-    if !s.delay.is_zero() {
-        tokio::time::sleep(s.delay).await;
+    let delay = *s.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let script = s.script.lock().unwrap().clone();
     let (status, retry_after) = script(&id, attempt);
     let all = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    s.log.lock().unwrap().push(Hit { id, attempt, status, body: body.to_vec(), content_type, headers: all, at_ms });
+    let peer = peer.to_string();
+    s.log.lock().unwrap().push(Hit {
+        id,
+        attempt,
+        status,
+        body: body.to_vec(),
+        content_type,
+        headers: all,
+        at_ms,
+        peer,
+    });
     let mut r = (StatusCode::from_u16(status).unwrap(), "downstream says hi").into_response();
     if let Some(ra) = retry_after {
         r.headers_mut().insert("retry-after", ra.parse().unwrap());

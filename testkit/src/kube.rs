@@ -274,6 +274,22 @@ impl Drop for Namespace {
     }
 }
 
+/// The signing secret of `examples/secrets.yaml` (Secret `genesys-webhook`).
+pub const EXAMPLE_SIGNING_SECRET: &str = "replace-with-the-integration-webhook-secret";
+
+/// A WebhookRelay `name` over the example Secrets ([`Namespace::example_secrets`]: signing
+/// secret, Redis URL, admin token) delivering to `destination`; `extra` are more lines of
+/// its `spec` (each indented two spaces, newline-terminated).
+pub fn relay_manifest(name: &str, destination: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: webhookrelay.dev/v1alpha1\nkind: WebhookRelay\nmetadata: {{name: {name}}}\nspec:\n  \
+         source: {{verify: {{scheme: genesys-open-messaging, secretRef: {{name: genesys-webhook, key: secret}}}}}}\n  \
+         destination: {{url: '{destination}', timeout: 2s}}\n  \
+         redis: {{urlSecretRef: {{name: relay-redis, key: url}}}}\n  \
+         admin: {{tokenSecretRef: {{name: relay-admin, key: token}}}}\n{extra}"
+    )
+}
+
 /// Reads a file of `examples/`.
 pub fn example(name: &str) -> String {
     std::fs::read_to_string(root().join("examples").join(name)).unwrap()
@@ -665,6 +681,87 @@ pub fn run_redis(ns: &Namespace) -> String {
         &["--protected-mode", "no", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
     );
     format!("redis://{}:6379/", cluster_ip(ns, "redis"))
+}
+
+/// A Redis as production runs it: a StatefulSet pod `redis-0` (AOF on, `appendfsync
+/// everysec`, noeviction) whose `/data` is a directory on the node, so the AOF outlives the
+/// pod: `kubectl delete pod redis-0` stops Redis (which writes its AOF out on SIGTERM) and
+/// the StatefulSet starts it again on the same data, only once the old pod is gone. Returns
+/// the URL through the Service's ClusterIP. (No volume provisioner runs on the test
+/// cluster; the directory lives in the node's `/var/lib` overlay, under the state dir, and
+/// goes with `down`.)
+pub fn run_redis_on_volume(ns: &Namespace) -> String {
+    let dir = format!("/var/lib/whr-test/{}/redis", ns.name);
+    let uid = 999; // the Redis image's user (scripts/image)
+    node_exec(&["mkdir", "-p", &dir]);
+    node_exec(&["chown", &format!("{uid}:{uid}"), &dir]);
+    ns.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: redis}}
+spec:
+  serviceName: redis
+  replicas: 1
+  selector: {{matchLabels: {{app: redis}}}}
+  template:
+    metadata: {{labels: {{app: redis}}}}
+    spec:
+      enableServiceLinks: false
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 30
+      volumes: [{{name: data, hostPath: {{path: '{dir}', type: Directory}}}}]
+      containers:
+      - name: redis
+        image: {REDIS_IMAGE}
+        imagePullPolicy: Never
+        args: [--protected-mode, "no", --appendonly, "yes", --appendfsync, everysec, --maxmemory-policy, noeviction]
+        ports: [{{containerPort: 6379}}]
+        readinessProbe: {{tcpSocket: {{port: 6379}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+        securityContext: {{runAsNonRoot: true, runAsUser: {uid}, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: redis}}
+spec:
+  selector: {{app: redis}}
+  ports: [{{port: 6379, targetPort: 6379}}]
+"#
+    ));
+    wait_for_within(Duration::from_secs(120), "StatefulSet redis 1/1 ready", || {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        (ns.get::<StatefulSet>("redis")?.status?.ready_replicas? == 1).then_some(())
+    });
+    format!("redis://{}:6379/", cluster_ip(ns, "redis"))
+}
+
+/// Runs `args` in the test cluster's node (its network and mount namespaces:
+/// `tests/cluster/node-exec`); fails the test if it fails.
+pub fn node_exec(args: &[&str]) -> String {
+    let mut cmd = Command::new(root().join("tests/cluster/node-exec"));
+    cmd.args(args);
+    if let Some(state) = kubeconfig().parent() {
+        cmd.env("CLUSTER_DIR", state);
+    }
+    ok(&format!("node-exec {}", args.join(" ")), run(cmd, None))
+}
+
+/// The IP of a running pod.
+pub fn pod_ip(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a running pod has an IP")
+}
+
+/// Asks the API once to evict pod `name` (what `kubectl drain` does, honouring
+/// PodDisruptionBudgets): `Ok` when it is evicted, else the API's refusal (`TooManyRequests`
+/// and its message when a budget forbids it). Through `kubectl create --raw`, as kube-rs'
+/// client retries a 429 until it passes.
+pub fn evict(ns: &Namespace, name: &str) -> Result<(), String> {
+    let body = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "Eviction", "metadata": { "name": name, "namespace": ns.name }
+    });
+    let path = format!("/api/v1/namespaces/{}/pods/{name}/eviction", ns.name);
+    let out = kubectl_output(&["create", "--raw", &path, "-f", "-"], Some(&body.to_string()));
+    if out.status.success() { Ok(()) } else { Err(text(&out.stderr).trim().to_string()) }
 }
 
 /// The Redis image of the test cluster.

@@ -3,13 +3,14 @@
 //! ([`proxy`]), child processes and commands under deadlines ([`process`]), bounded waits
 //! ([`wait`]), small HTTP clients ([`http`]), the relay binary and signed events ([`relay`]),
 //! a scripted downstream ([`downstream`]), a fake Genesys Cloud that follows the documented
-//! API ([`genesys_fake`]) and, with the `kube` feature, the test cluster ([`kube`]).
+//! API ([`genesys_fake`]), a steady load of signed webhooks ([`load`]) and, with the `kube` feature, the test cluster ([`kube`]).
 
 pub mod downstream;
 pub mod genesys_fake;
 pub mod http;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod load;
 pub mod oci;
 pub mod process;
 pub mod proxy;

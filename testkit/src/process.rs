@@ -138,8 +138,14 @@ impl ChildProcess {
 
     /// SIGTERM, then waits (bounded by `limit`) for the exit status; SIGKILL after it.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
+        let c = self.child.as_ref()?;
         let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        self.wait_exit(limit)
+    }
+
+    /// Waits (bounded by `limit`) for the process to exit by itself; SIGKILL after it.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(s) = c.try_wait().unwrap() {

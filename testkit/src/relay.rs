@@ -169,6 +169,11 @@ impl RelayProcess {
         self.process.terminate(limit)
     }
 
+    /// Waits (bounded) for it to exit by itself, e.g. after a signal sent meanwhile.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(limit)
+    }
+
     /// Starts the same binary again with the same config and ports.
     pub fn restart(&mut self) {
         let cmd = Self::command(self.process.dir(), &self.env, self.clear_env);

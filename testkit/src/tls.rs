@@ -74,6 +74,11 @@ impl Ca {
         self.issue(name, "serverAuth,clientAuth", Some("IP:127.0.0.1,DNS:localhost"))
     }
 
+    /// A server certificate for host name `dns` (an Ingress host).
+    pub fn server_for(&self, name: &str, dns: &str) -> CertFiles {
+        self.issue(name, "serverAuth", Some(&format!("DNS:{dns}")))
+    }
+
     /// A client certificate (for mutual TLS).
     pub fn client(&self, name: &str) -> CertFiles {
         self.issue(name, "clientAuth", None)
