@@ -250,36 +250,25 @@ mod tests {
 
     #[test]
     fn lossy_redis_is_reported_but_still_ready() {
-        let p = ok_probe(Persistence::AppendOnlyOff);
-        let s = desired_status(
-            &relay(),
-            &Outcome::Probed { probe: &p, workload: Some(&running()) },
-            "e".into(),
-            None,
-            Timestamp::now(),
-        );
+        let status_with = |persistence| {
+            let p = ok_probe(persistence);
+            desired_status(
+                &relay(),
+                &Outcome::Probed { probe: &p, workload: Some(&running()) },
+                "e".into(),
+                None,
+                Timestamp::now(),
+            )
+        };
+        let s = status_with(Persistence::AppendOnlyOff);
         assert_eq!(
             (get(&s, REDIS_PERSISTENT).status.as_str(), get(&s, REDIS_PERSISTENT).reason.as_str()),
             ("False", "AppendOnlyOff")
         );
         assert_eq!(get(&s, READY).status, "True");
-        let p = ok_probe(Persistence::Eviction("allkeys-lru".into()));
-        let s = desired_status(
-            &relay(),
-            &Outcome::Probed { probe: &p, workload: Some(&running()) },
-            "e".into(),
-            None,
-            Timestamp::now(),
-        );
+        let s = status_with(Persistence::Eviction("allkeys-lru".into()));
         assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
-        let p = ok_probe(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
-        let s = desired_status(
-            &relay(),
-            &Outcome::Probed { probe: &p, workload: Some(&running()) },
-            "e".into(),
-            None,
-            Timestamp::now(),
-        );
+        let s = status_with(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
     }
 

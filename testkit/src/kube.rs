@@ -634,21 +634,42 @@ pub fn pods(ns: &Namespace, labels: &str) -> Vec<k8s_openapi::api::core::v1::Pod
 /// A Deployment and ClusterIP Service `name` of one test image: `image` listening on `port`,
 /// with `args` and `env`, non-root with a read-only root filesystem. Returns once available.
 pub fn run_app(ns: &Namespace, name: &str, image: &str, port: u16, args: &[&str], env: &[(&str, &str)]) {
+    deploy_app(ns, name, image, port, args, env, false);
+}
+
+/// [`run_app`]; with `writable_data` the pod gets an emptyDir at `/data` (Redis' working
+/// dir) and is replaced by `Recreate`, so two never share it.
+fn deploy_app(
+    ns: &Namespace,
+    name: &str,
+    image: &str,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+    writable_data: bool,
+) {
     let args = serde_json::to_string(args).unwrap();
     let env: Vec<Value> = env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect();
     let env = serde_json::to_string(&env).unwrap();
+    let (strategy, volumes, mounts) = if writable_data {
+        ("{type: Recreate}", "[{name: data, emptyDir: {}}]", "[{name: data, mountPath: /data}]")
+    } else {
+        ("{type: RollingUpdate}", "[]", "[]")
+    };
     ns.apply(&format!(
         r#"apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}}}
 spec:
   replicas: 1
+  strategy: {strategy}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata: {{labels: {{app: {name}}}}}
     spec:
       enableServiceLinks: false
       automountServiceAccountToken: false
+      volumes: {volumes}
       containers:
       - name: {name}
         image: {image}
@@ -657,6 +678,7 @@ spec:
         env: {env}
         ports: [{{containerPort: {port}}}]
         readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+        volumeMounts: {mounts}
         securityContext: {{runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
 ---
 apiVersion: v1
@@ -673,12 +695,14 @@ spec:
 /// A Redis pod (`localhost/redis:dev`, AOF on, noeviction) with a Service `redis`; returns
 /// the URL through the Service's ClusterIP, which pods and the host both reach.
 pub fn run_redis(ns: &Namespace) -> String {
-    run_app_writable(
+    deploy_app(
         ns,
         "redis",
         REDIS_IMAGE,
         6379,
         &["--protected-mode", "no", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+        &[],
+        true,
     );
     format!("redis://{}:6379/", cluster_ip(ns, "redis"))
 }
@@ -770,44 +794,6 @@ pub const REDIS_IMAGE: &str = "localhost/redis:dev";
 pub const DOWNSTREAM_IMAGE: &str = "localhost/test-downstream:dev";
 /// The fake Genesys Cloud (`testkit`'s `fake-genesys`) as an image.
 pub const FAKE_GENESYS_IMAGE: &str = "localhost/fake-genesys:dev";
-
-/// Like [`run_app`] for an image that writes its working dir (Redis' /data, an emptyDir).
-fn run_app_writable(ns: &Namespace, name: &str, image: &str, port: u16, args: &[&str]) {
-    let args = serde_json::to_string(args).unwrap();
-    ns.apply(&format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: 1
-  strategy: {{type: Recreate}}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      enableServiceLinks: false
-      automountServiceAccountToken: false
-      volumes: [{{name: data, emptyDir: {{}}}}]
-      containers:
-      - name: {name}
-        image: {image}
-        imagePullPolicy: Never
-        args: {args}
-        ports: [{{containerPort: {port}}}]
-        readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
-        volumeMounts: [{{name: data, mountPath: /data}}]
-        securityContext: {{runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: {port}, targetPort: {port}}}]
-"#
-    ));
-    wait_available(ns, name, 1);
-}
 
 /// A Redis on the host's cluster address (AOF on): pods and host processes reach it alike.
 pub fn cluster_redis() -> crate::redis::RedisServer {
