@@ -1,11 +1,17 @@
 //! `relay-bench`: a load generator for webhook-relay on loopback. It starts a real
-//! redis-server (AOF on), a downstream that answers 204, a no-op HTTP server (the same
-//! axum stack answering 200 at once, as the baseline), and the relay binary; then prints:
+//! redis-server (AOF on), a downstream that answers 204 (or 400 when told to), a no-op HTTP
+//! server (the same axum stack answering 200 at once, as the baseline), and the relay
+//! binary; then prints:
 //!
-//! - durable-ack throughput and p50/p99 latency, relay beside the no-op server (closed loop);
-//! - ack latency p50/p99 at a fixed 1,000 events/s (open loop), relay beside the no-op;
-//! - end-to-end deliveries per second (first send to last delivery);
-//! - the relay's peak RSS (VmHWM).
+//! 1. durable-ack throughput and p50/p99 latency, relay beside the no-op server (closed loop);
+//! 2. ack latency p50/p99 at a fixed 5,000 events/s (open loop), relay beside the no-op;
+//! 3. the relay's CPU time per delivered event at a fixed 2,000 events/s (from /proc);
+//! 4. end-to-end deliveries per second beside the no-op server's requests per second, and
+//!    the Redis commands per delivered event in that run (`INFO commandstats`: script calls
+//!    and the commands inside them);
+//! 5. Redis memory per stored event beyond its body;
+//! 6. the drain rate of a replayed 100k dead-letter backlog beside a 10k one;
+//! 7. the relay's peak RSS (VmHWM).
 //!
 //! Figures, not assertions: see BENCHMARKS.md for recorded runs and the command.
 
@@ -30,14 +36,25 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Seconds of the fixed-rate latency run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     rate_seconds: u64,
-    /// Events per second in the fixed-rate run.
-    #[arg(long, default_value_t = 1000)]
+    /// Events per second in the fixed-rate latency run.
+    #[arg(long, default_value_t = 5000)]
     rate: u64,
+    /// Events per second in the CPU run (as long as the latency run).
+    #[arg(long, default_value_t = 2000)]
+    cpu_rate: u64,
     /// Events for the end-to-end run.
     #[arg(long, default_value_t = 50_000)]
     e2e_events: usize,
+    /// Events stored for the memory figure.
+    #[arg(long, default_value_t = 20_000)]
+    memory_events: usize,
+    /// The small and the large dead-letter backlog replayed for the drain figure.
+    #[arg(long, default_value_t = 10_000)]
+    small_backlog: usize,
+    #[arg(long, default_value_t = 100_000)]
+    large_backlog: usize,
     /// Internal: serve a no-op HTTP server on this port and exit when killed.
     #[arg(long, hide = true)]
     serve_noop: Option<u16>,
@@ -47,6 +64,7 @@ struct Args {
 }
 
 const SECRET: &str = "bench-signing-secret-0123456789";
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 fn main() {
     let args = Args::parse();
@@ -74,18 +92,31 @@ fn serde_json_value() -> &'static str {
     r#"{"status":"accepted","id":"noop"}"#
 }
 
+/// Counts 204s; after `POST /refuse` answers 400 (counted apart) until `POST /accept`.
+#[derive(Default)]
+struct Downstream {
+    delivered: AtomicU64,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
 async fn serve_downstream(port: u16) {
-    let count = Arc::new(AtomicU64::new(0));
+    use axum::http::StatusCode;
+    type Ds = State<Arc<Downstream>>;
     let app = Router::new()
         .route(
             "/events",
-            post(|State(c): State<Arc<AtomicU64>>, _b: axum::body::Bytes| async move {
-                c.fetch_add(1, Ordering::Relaxed);
-                axum::http::StatusCode::NO_CONTENT
+            post(|State(d): Ds, _b: axum::body::Bytes| async move {
+                if d.refusing.load(Ordering::Relaxed) {
+                    return StatusCode::BAD_REQUEST;
+                }
+                d.delivered.fetch_add(1, Ordering::Relaxed);
+                StatusCode::NO_CONTENT
             }),
         )
-        .route("/count", get(|State(c): State<Arc<AtomicU64>>| async move { c.load(Ordering::Relaxed).to_string() }))
-        .with_state(count);
+        .route("/count", get(|State(d): Ds| async move { d.delivered.load(Ordering::Relaxed).to_string() }))
+        .route("/refuse", post(|State(d): Ds| async move { d.refusing.store(true, Ordering::Relaxed) }))
+        .route("/accept", post(|State(d): Ds| async move { d.refusing.store(false, Ordering::Relaxed) }))
+        .with_state(Arc::new(Downstream::default()));
     let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     axum::serve(l, app).await.unwrap();
 }
@@ -217,6 +248,84 @@ async fn fixed_rate(client: &reqwest::Client, url: &str, first: usize, rate: u64
     Run { ok: latencies_us.len(), failed, elapsed, latencies_us }
 }
 
+/// User + system CPU time of a process so far, in µs (from /proc/<pid>/stat).
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the relay's /proc stat");
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks * 1e6 / hz
+}
+
+/// Calls and µs per command from `INFO commandstats`, busiest first.
+fn command_stats(redis: &testkit::RedisServer) -> Vec<(String, f64, f64)> {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let field = |line: &str, name: &str| -> f64 {
+        line.split(name).nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+    };
+    let mut out: Vec<(String, f64, f64)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            Some((name.to_string(), field(rest, "calls="), field(rest, "usec=")))
+        })
+        .filter(|(name, _, _)| !matches!(name.as_str(), "info" | "config" | "ping" | "hello" | "client" | "select"))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+fn used_memory(redis: &testkit::RedisServer) -> f64 {
+    let info = redis.cli(&["INFO", "memory"]);
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap()
+}
+
+async fn admin_json(client: &reqwest::Client, admin: &str, method: reqwest::Method, path: &str) -> serde_json::Value {
+    let r = client.request(method, format!("{admin}{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Dead-letters `n` events (the downstream refuses them, one attempt each), then replays
+/// them all at once and returns the drain rate: events delivered per second from the
+/// replay request until the last delivery.
+async fn drain_rate(client: &reqwest::Client, b: &Bench<'_>, first: usize, n: usize) -> f64 {
+    let ds = format!("http://127.0.0.1:{}", b.ds_port);
+    client.post(format!("{ds}/refuse")).send().await.unwrap();
+    let sent = closed_loop(client, b.relay_url, first, n, b.concurrency * 2).await;
+    assert_eq!(sent.ok, n, "backlog events not acknowledged");
+    let start = Instant::now();
+    loop {
+        let dead = admin_json(client, b.admin, reqwest::Method::GET, "/v1/stats").await["dead"].as_u64().unwrap();
+        if dead as usize >= n {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "only {dead} of {n} dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.post(format!("{ds}/accept")).send().await.unwrap();
+    let before = downstream_count(client, b.ds_port).await;
+    let start = Instant::now();
+    let replayed = admin_json(client, b.admin, reqwest::Method::POST, "/v1/dead/replay").await;
+    assert_eq!(replayed["replayed"].as_u64(), Some(n as u64));
+    assert!(wait_drained(client, b.ds_port, before + n as u64).await, "the replayed backlog did not drain");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Bench<'a> {
+    relay_url: &'a str,
+    admin: &'a str,
+    ds_port: u16,
+    concurrency: usize,
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -247,7 +356,8 @@ async fn bench(a: Args) {
         format!(
             "relay: bench/orders\nlisten: 127.0.0.1:{in_port}\nadminListen: 127.0.0.1:{admin_port}\n\
              source:\n  path: /webhooks/genesys\n  verify: {{ scheme: genesys-open-messaging, secretEnv: RELAY_SIGNING_SECRET }}\n\
-             destination:\n  url: http://127.0.0.1:{ds_port}/events\n  timeout: 5s\ndelivery:\n  concurrency: 128\n"
+             destination:\n  url: http://127.0.0.1:{ds_port}/events\n  timeout: 5s\n\
+             delivery:\n  concurrency: 128\n  maxAttempts: 1\n  deadLetter: {{ maxEntries: 1000000 }}\n"
         ),
     )
     .unwrap();
@@ -256,6 +366,7 @@ async fn bench(a: Args) {
         .arg(&cfg)
         .env("REDIS_URL", redis.url())
         .env("RELAY_SIGNING_SECRET", SECRET)
+        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -298,45 +409,110 @@ async fn bench(a: Args) {
         println!("   {:<18} {:>12.0} {:>10.2} {:>10.2} {:>8}", name, r.rate(), r.pct(0.5), r.pct(0.99), r.failed);
     }
     println!("   relay/no-op p99 ratio: {:.2}", relay_r.pct(0.99) / noop_r.pct(0.99));
-    let before = (2000 + a.throughput_events + relay_r.ok) as u64;
-    wait_drained(&client, ds_port, before).await;
+    let mut delivered = (2000 + a.throughput_events + relay_r.ok) as u64;
+    wait_drained(&client, ds_port, delivered).await;
 
+    let cpu_before = cpu_us(relay_pid);
+    let cpu_run = fixed_rate(&client, &relay_url, 1_500_000, a.cpu_rate, a.rate_seconds).await;
+    delivered += cpu_run.ok as u64;
+    wait_drained(&client, ds_port, delivered).await;
+    let cpu = cpu_us(relay_pid) - cpu_before;
+    println!(
+        "\n3. relay CPU at {} events/s for {} s: {:.0} us per delivered event (intake, store, delivery; {} events)",
+        a.cpu_rate,
+        a.rate_seconds,
+        cpu / cpu_run.ok as f64,
+        cpu_run.ok
+    );
+
+    // The no-op server under the end-to-end load (64 senders) is the end-to-end baseline.
+    let noop_e2e = closed_loop(&client, &noop_url, 0, a.e2e_events, a.concurrency * 2).await;
+    redis.cli(&["CONFIG", "RESETSTAT"]);
     let start = Instant::now();
     let e2e = closed_loop(&client, &relay_url, 2_000_000, a.e2e_events, a.concurrency * 2).await;
     let acked_in = start.elapsed();
-    let target = before + e2e.ok as u64;
+    let target = delivered + e2e.ok as u64;
     let done = wait_drained(&client, ds_port, target).await;
     let total = start.elapsed();
-    println!("\n3. end to end: {} events sent with {} senders", a.e2e_events, a.concurrency * 2);
+    let commands = command_stats(&redis);
+    let e2e_rate = e2e.ok as f64 / total.as_secs_f64();
+    println!("\n4. end to end: {} events sent with {} senders", a.e2e_events, a.concurrency * 2);
     println!(
         "   acknowledged {} in {:.2} s ({:.0}/s); all delivered downstream after {:.2} s: {:.0} deliveries/s end to end{}",
         e2e.ok,
         acked_in.as_secs_f64(),
         e2e.rate(),
         total.as_secs_f64(),
-        e2e.ok as f64 / total.as_secs_f64(),
+        e2e_rate,
         if done { "" } else { " (NOT all delivered within the wait)" }
     );
-    println!("\n4. relay peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(relay_pid).unwrap_or(0) as f64 / 1024.0);
-    // Redis work per event over the whole run (warm-up included).
-    let stats = redis.cli(&["INFO", "commandstats"]);
-    let all_events = (target + 2000) as f64;
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_eval:")) {
-        let calls: f64 =
-            line.split("calls=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
-        let usec: f64 = line
-            .split("usec_per_call=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0);
-        println!(
-            "   redis {}: {:.2} script calls per event, {:.1} us per call",
-            line.split(':').next().unwrap_or("").trim_start_matches("cmdstat_"),
-            calls / all_events,
-            usec
-        );
+    println!("   no-op server, same senders: {:.0} requests/s", noop_e2e.rate());
+    println!("   relay end-to-end / no-op ratio: {:.2}", e2e_rate / noop_e2e.rate());
+    let per_event = |calls: f64| calls / e2e.ok as f64;
+    let all_calls: f64 = commands.iter().map(|c| c.1).sum();
+    // A script's time includes the commands inside it: Redis time is the top-level calls'.
+    let top_level_usec: f64 = commands.iter().filter(|c| matches!(c.0.as_str(), "evalsha" | "eval")).map(|c| c.2).sum();
+    println!(
+        "   redis: {:.2} commands per delivered event (scripts' inner commands included), {:.1} us of script time per event",
+        per_event(all_calls),
+        per_event(top_level_usec)
+    );
+    let top: Vec<String> = commands
+        .iter()
+        .take(12)
+        .map(|(name, calls, us)| format!("{name} {:.2} ({:.1} us)", per_event(*calls), us / calls))
+        .collect();
+    println!("   per event (us per call): {}", top.join(", "));
+
+    // Memory: events stored through the store itself (same scripts) under a relay id of
+    // their own, nothing delivered; used_memory before and after, bodies subtracted.
+    let conn =
+        webhook_relay_store::Conn::connect(&webhook_relay_store::ConnectOptions::new(redis.url())).await.unwrap();
+    let store = webhook_relay_store::Store::new(conn, "bench/memory");
+    store.prepare().await.unwrap();
+    let before = used_memory(&redis);
+    let mut body_bytes = 0usize;
+    for chunk in (0..a.memory_events).collect::<Vec<_>>().chunks(500) {
+        let events: Vec<webhook_relay_store::NewEvent> = chunk
+            .iter()
+            .map(|&i| {
+                let (b, _) = body(5_000_000 + i);
+                body_bytes += b.len();
+                webhook_relay_store::NewEvent {
+                    id: webhook_relay_store::EventId::new(format!("bench-{}", 5_000_000 + i)).unwrap(),
+                    body: b.into_bytes().into(),
+                    content_type: "application/json".into(),
+                }
+            })
+            .collect();
+        store.enqueue_many(&events, Duration::from_secs(86400)).await.unwrap();
     }
+    let grown = used_memory(&redis) - before;
+    println!(
+        "\n5. redis memory: {} events stored (bodies {:.0} bytes each): {:.0} bytes per event beyond its body",
+        a.memory_events,
+        body_bytes as f64 / a.memory_events as f64,
+        (grown - body_bytes as f64) / a.memory_events as f64
+    );
+
+    let b = Bench {
+        relay_url: &relay_url,
+        admin: &format!("http://127.0.0.1:{admin_port}"),
+        ds_port,
+        concurrency: a.concurrency,
+    };
+    let small = drain_rate(&client, &b, 6_000_000, a.small_backlog).await;
+    let large = drain_rate(&client, &b, 7_000_000, a.large_backlog).await;
+    println!(
+        "\n6. replayed dead-letter backlog drain: {} events {:.0}/s, {} events {:.0}/s; ratio large/small {:.2}",
+        a.small_backlog,
+        small,
+        a.large_backlog,
+        large,
+        large / small
+    );
+
+    println!("\n7. relay peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(relay_pid).unwrap_or(0) as f64 / 1024.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -81,6 +81,27 @@ fn version_problem(v: &webhook_relay_store::ServerVersion) -> Option<String> {
     (!v.supported()).then(|| format!("redis {v} is too old: webhook-relay needs Redis {a}.{b}.{c} or newer"))
 }
 
+/// Checks the server holding the relay's keys before anything else touches them: its
+/// version, then the store format (migrating format-1 keys in place). `Err(Some(why))`: a
+/// problem only a change fixes (too old a Redis, keys of a newer format, an untrusted
+/// certificate); `Err(None)`: Redis does not answer yet.
+async fn check_server(run_config: &RunConfig, store: &Store) -> Result<(), Option<String>> {
+    let setup = |e: &StoreError| match e {
+        StoreError::NewerFormat { .. } => Some(e.to_string()),
+        _ => redis_setup_problem(run_config, e),
+    };
+    let v = store.server_version().await.map_err(|e| setup(&e))?;
+    if let Some(why) = version_problem(&v) {
+        return Err(Some(why));
+    }
+    let prepared = store.prepare().await.map_err(|e| setup(&e))?;
+    if prepared.migrated > 0 {
+        tracing::info!(events = prepared.migrated, "store format 1 migrated to format 2 in place");
+    }
+    tracing::info!(redis_version = %v, store_format = webhook_relay_store::scripts::FORMAT, "redis version supported");
+    Ok(())
+}
+
 /// Connects and builds the shared state (no listeners yet). A Redis that answers but cannot
 /// run the relay (too old, an untrusted certificate) is an error; one that does not answer
 /// yet is not: the relay starts, answers 503 and checks again once it answers.
@@ -99,21 +120,13 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
         }
     };
     let store = Store::new(conn, run_config.config.relay.as_str());
-    let version_checked = match store.server_version().await {
-        Ok(v) => match version_problem(&v) {
-            Some(why) => return Err(RunError::RedisSetup(why)),
-            None => {
-                tracing::info!(redis_version = %v, "redis version supported");
-                true
-            }
-        },
-        Err(e) => match redis_setup_problem(&run_config, &e) {
-            Some(why) => return Err(RunError::RedisSetup(why)),
-            None => {
-                tracing::warn!(error = %e, "redis not reachable at start; answering 503 until it is");
-                false
-            }
-        },
+    let server_checked = match check_server(&run_config, &store).await {
+        Ok(()) => true,
+        Err(Some(why)) => return Err(RunError::RedisSetup(why)),
+        Err(None) => {
+            tracing::warn!("redis not reachable at start; answering 503 until it is");
+            false
+        }
     };
     let http = http_client(&run_config)?;
     let metrics = Arc::new(Metrics::new());
@@ -125,10 +138,10 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
         None => None,
     };
     let relay = AppState::new(run_config, store, http, metrics, receipts);
-    if !version_checked {
+    if !server_checked {
         relay.set_redis_down("not reachable yet");
     }
-    relay.version_checked.store(version_checked, std::sync::atomic::Ordering::Relaxed);
+    relay.server_checked.store(server_checked, std::sync::atomic::Ordering::Relaxed);
     Ok(relay)
 }
 
@@ -244,21 +257,14 @@ async fn sample(relay: Arc<AppState>) {
             _ = tick.tick() => {},
             _ = relay.shutting_down() => return,
         }
-        if !relay.version_checked.load(Ordering::Relaxed) {
-            match relay.store.server_version().await {
-                Ok(v) => {
-                    if let Some(why) = version_problem(&v) {
-                        relay.fail(why);
-                        return;
-                    }
-                    relay.version_checked.store(true, Ordering::Relaxed);
+        if !relay.server_checked.load(Ordering::Relaxed) {
+            match check_server(&relay.run_config, &relay.store).await {
+                Ok(()) => relay.server_checked.store(true, Ordering::Relaxed),
+                Err(Some(why)) => {
+                    relay.fail(why);
+                    return;
                 }
-                Err(e) => {
-                    if let Some(why) = redis_setup_problem(&relay.run_config, &e) {
-                        relay.fail(why);
-                        return;
-                    }
-                }
+                Err(None) => continue,
             }
         }
         let mark = relay.health_mark();

@@ -298,13 +298,15 @@ async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) {
 
 /// Most acks sent to Redis in one script call.
 const ACK_BATCH: usize = 256;
+/// Ack calls in Redis at once.
+const ACK_PARALLEL: usize = 2;
 
 /// Acks from all deliveries go through one [`Batcher`]: at high rates one script call
 /// acks many events. Each item says whether it retries an ack whose reply was lost.
 type Acker = Batcher<(Lease, bool), bool>;
 
 fn start_acker(relay: Arc<AppState>) -> Acker {
-    Batcher::start(ACK_BATCH, move |leases: Vec<(Lease, bool)>| {
+    Batcher::start(ACK_BATCH, ACK_PARALLEL, move |leases: Vec<(Lease, bool)>| {
         let relay = relay.clone();
         async move { relay.store.ack_batch(&leases).await }
     })

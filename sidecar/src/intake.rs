@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -217,16 +217,10 @@ async fn intake(relay: &AppState, headers: &HeaderMap, body: Body) -> Result<(En
         tracing::warn!(reason = %e, header, "refused a request with a bad signature");
         Refusal::Unauthorized(format!("{e} ({header})"))
     })?;
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| Refusal::Invalid(format!("body is not JSON: {e}")))?;
-    let id = match doc.pointer(&source.id_pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(Refusal::Invalid(format!(
-                "no string or number id at {} (source.idPointer)",
-                source.id_pointer
-            )));
-        }
+    let found = crate::event_id::find(&body, &source.id_pointer)
+        .map_err(|e| Refusal::Invalid(format!("body is not JSON: {e}")))?;
+    let Some(id) = found else {
+        return Err(Refusal::Invalid(format!("no string or number id at {} (source.idPointer)", source.id_pointer)));
     };
     let id = EventId::new(id).map_err(Refusal::Invalid)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");

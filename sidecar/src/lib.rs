@@ -10,6 +10,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod delivery;
+pub mod event_id;
 pub mod intake;
 pub mod metrics;
 pub mod receipts;

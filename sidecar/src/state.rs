@@ -15,6 +15,8 @@ use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store};
 
 /// Most intake events stored in one script call.
 const ENQUEUE_BATCH: usize = 64;
+/// Enqueue calls in Redis at once: while one is answered the next is already on its way.
+const ENQUEUE_PARALLEL: usize = 4;
 
 /// Everything a relay process shares; built once, held in an `Arc`.
 pub struct AppState {
@@ -38,8 +40,9 @@ pub struct AppState {
     redis_problem: Mutex<String>,
     /// Set when the relay must stop with an error (e.g. a Redis too old for the scripts).
     fatal: Mutex<Option<String>>,
-    /// Whether the Redis version was checked (at start, or once it first answered).
-    pub version_checked: AtomicBool,
+    /// Whether the Redis version and the store format were checked (at start, or once Redis
+    /// first answered), format-1 keys migrated.
+    pub server_checked: AtomicBool,
     /// Counts store failures, so a health check that began before one cannot undo it.
     failures: std::sync::atomic::AtomicU64,
 }
@@ -57,7 +60,7 @@ impl AppState {
         let settings_budget = run_config.config.source.max_buffered_bytes;
         let enqueuer = {
             let (store, window) = (store.clone(), run_config.config.source.dedup_window);
-            Batcher::start(ENQUEUE_BATCH, move |events: Vec<NewEvent>| {
+            Batcher::start(ENQUEUE_BATCH, ENQUEUE_PARALLEL, move |events: Vec<NewEvent>| {
                 let store = store.clone();
                 async move { store.enqueue_many(&events, window).await }
             })
@@ -76,7 +79,7 @@ impl AppState {
             redis_up: AtomicBool::new(true),
             redis_problem: Mutex::new(String::new()),
             fatal: Mutex::new(None),
-            version_checked: AtomicBool::new(false),
+            server_checked: AtomicBool::new(false),
             failures: std::sync::atomic::AtomicU64::new(0),
         })
     }

@@ -186,9 +186,8 @@ async fn list_show_replay_delete_and_stats() {
     // Delete: payload and metadata go; a second delete is a 404.
     let (st, _, _) = call(&app, Method::DELETE, "/v1/events/dead-2", Some(TOKEN)).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    assert!(!hexists(&s, "whr:{t/api}:body", "dead-2").await, "payload survived delete");
-    assert!(!hexists(&s, "whr:{t/api}:meta", "dead-2").await, "metadata survived delete");
-    assert!(hexists(&s, "whr:{t/api}:body", "dead-1").await);
+    assert!(!hexists(&s, "whr:{t/api}:ev", "dead-2").await, "the record (payload, metadata) survived delete");
+    assert!(hexists(&s, "whr:{t/api}:ev", "dead-1").await);
     assert_eq!(call(&app, Method::DELETE, "/v1/events/dead-2", Some(TOKEN)).await.0, StatusCode::NOT_FOUND);
 
     let (st, stats) = get(&app, "/v1/stats").await;

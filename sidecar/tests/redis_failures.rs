@@ -134,6 +134,23 @@ async fn a_wrong_ca_is_a_clear_error_naming_redis_tls_ca_file() {
     assert!(!out.log.contains(&plain.url()), "the URL is a secret and is not printed: {}", out.log);
 }
 
+/// Keys a newer webhook-relay wrote (store format 3) stop this one at start, saying so,
+/// before it touches them.
+#[tokio::test]
+async fn keys_of_a_newer_store_format_stop_the_relay_at_start() {
+    let server = RedisServer::start();
+    server.cli(&["SET", "whr:{t/newer}:format", "3"]);
+    let ds = Downstream::start(always(200), Duration::ZERO).await;
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let out =
+        run_to_exit(&config("t/newer", l, a, &ds.url, "  maxAttempts: 3"), &server.url(), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", out.log);
+    let last = out.log.lines().rev().find(|l| l.starts_with("webhook-relay: ")).unwrap_or_default().to_string();
+    assert!(last.contains("store format 3") && last.contains("format 2 at most"), "{last}");
+    assert_eq!(server.cli(&["GET", "whr:{t/newer}:format"]), "3", "the refused keys were changed");
+    println!("newer format: exit 1, {last}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_stall_past_the_client_timeout_neither_strands_nor_burns_an_attempt() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);

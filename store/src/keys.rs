@@ -15,20 +15,23 @@ pub struct Keys {
     pub dead: String,
     /// `whr:{R}:inflight` ZSET: event id -> lease deadline, Unix ms.
     pub inflight: String,
-    /// `whr:{R}:lease` HASH: event id -> fencing token of its current lease.
+    /// `whr:{R}:lease` HASH: event id -> `<token> <attempt> <seen until>` of its current lease.
     pub lease: String,
-    /// `whr:{R}:body` HASH: event id -> raw request body, byte for byte.
-    pub body: String,
-    /// `whr:{R}:meta` HASH: event id -> JSON metadata (received at, content type, last outcome).
-    pub meta: String,
-    /// `whr:{R}:attempts` HASH: event id -> attempts started.
-    pub attempts: String,
-    /// `whr:{R}:pending` ZSET: event id -> time it became undelivered (due or in flight), Unix ms.
+    /// `whr:{R}:ev` HASH: event id -> its record (attempts, received at, dedup window end,
+    /// last outcome, content type, body byte for byte; see `store/README.md`).
+    pub ev: String,
+    /// `whr:{R}:pending` ZSET: event id -> time it became undelivered, Unix ms, for events
+    /// attempted at least once since (never-attempted ones are scored so in `due`).
     pub pending: String,
-    /// `whr:{R}:seen` ZSET: event id -> end of its dedup window, Unix ms.
+    /// `whr:{R}:seen` ZSET: event id -> end of its dedup window, Unix ms, for events no
+    /// longer stored (a stored event's record is its dedup entry).
     pub seen: String,
-    /// `whr:{R}:fence` STRING: the last fencing token issued.
+    /// `whr:{R}:fence` HASH: field `token`, the last fencing token issued.
     pub fence: String,
+    /// `whr:{R}:format` STRING: the store format of this relay's keys (2).
+    pub format: String,
+    /// Format 1's `whr:{R}:body`, `meta` and `attempts` hashes, read only to migrate them.
+    pub v1: V1Keys,
     /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
     /// because only a write shows that Redis can store (reads still work when it is out of memory).
     pub alive: String,
@@ -47,12 +50,12 @@ impl Keys {
             dead: k("dead"),
             inflight: k("inflight"),
             lease: k("lease"),
-            body: k("body"),
-            meta: k("meta"),
-            attempts: k("attempts"),
+            ev: k("ev"),
             pending: k("pending"),
             seen: k("seen"),
             fence: k("fence"),
+            format: k("format"),
+            v1: V1Keys { body: k("body"), meta: k("meta"), attempts: k("attempts") },
             alive: k("alive"),
             claim_prefix: k("claim:"),
         }
@@ -62,6 +65,17 @@ impl Keys {
     pub fn claim(&self, claim_id: u64) -> String {
         format!("{}{claim_id:016x}", self.claim_prefix)
     }
+}
+
+/// The hashes of store format 1, which format 2 folds into `ev`.
+#[derive(Clone, Debug)]
+pub struct V1Keys {
+    /// `whr:{R}:body` HASH: event id -> raw request body.
+    pub body: String,
+    /// `whr:{R}:meta` HASH: event id -> JSON metadata.
+    pub meta: String,
+    /// `whr:{R}:attempts` HASH: event id -> attempts started.
+    pub attempts: String,
 }
 
 /// Braces would break the hash tag; `RelayId` already forbids them, this keeps `Keys` total.
@@ -79,6 +93,8 @@ mod tests {
         assert_eq!(k.due, "whr:{cx/orders}:due");
         assert_eq!(k.dead, "whr:{cx/orders}:dead");
         assert_eq!(k.inflight, "whr:{cx/orders}:inflight");
+        assert_eq!(k.ev, "whr:{cx/orders}:ev");
+        assert_eq!(k.format, "whr:{cx/orders}:format");
         assert_eq!(Keys::new("a{b}").due, "whr:{a_b_}:due");
         assert_eq!(k.claim(255), "whr:{cx/orders}:claim:00000000000000ff");
     }

@@ -31,6 +31,21 @@ pub enum StoreError {
     /// Redis answered something this version does not understand.
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// The relay's keys are in a store format newer than this version knows: a newer
+    /// webhook-relay wrote them, and this one must not touch them.
+    #[error(
+        "redis holds this relay's events in store format {found} (key {key}); this webhook-relay \
+         reads format {known} at most: run the newer webhook-relay that wrote them, or another relay id"
+    )]
+    NewerFormat { found: String, known: u32, key: String },
+}
+
+/// What [`Store::prepare`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// Events moved from format 1 by this call (0 when the keys were already format 2,
+    /// or new, or another relay migrated them meanwhile).
+    pub migrated: u64,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -100,6 +115,35 @@ impl Store {
         self.conn.clone()
     }
 
+    /// Makes this relay's keys format 2 before anything else touches them: new keys get
+    /// the format key; format-1 keys are migrated in place, [`MIGRATE_BATCH`] events per
+    /// atomic call (idempotent, and safe with several relays starting at once: each call
+    /// takes what is left); keys of a newer format are refused with
+    /// [`StoreError::NewerFormat`], touching nothing.
+    pub async fn prepare(&self) -> Result<Prepared> {
+        let k = &self.keys;
+        let batch = MIGRATE_BATCH.to_string();
+        let mut migrated = 0u64;
+        loop {
+            let (found, n): (i64, u64) = self
+                .run(
+                    &scripts::MIGRATE,
+                    &[&k.format, &k.ev, &k.lease, &k.seen, &k.fence, &k.v1.body, &k.v1.meta, &k.v1.attempts],
+                    &[batch.as_bytes()],
+                )
+                .await?;
+            migrated += n;
+            match found {
+                2 => return Ok(Prepared { migrated }),
+                1 => continue,
+                other => {
+                    let found = if other < 0 { "unknown".to_string() } else { other.to_string() };
+                    return Err(StoreError::NewerFormat { found, known: scripts::FORMAT, key: k.format.clone() });
+                }
+            }
+        }
+    }
+
     async fn run<T: FromRedisValue>(&self, script: &LuaScript, keys: &[&str], args: &[&[u8]]) -> Result<T> {
         let fut = self.conn.clone().eval(script, keys, args);
         match tokio::time::timeout(self.timeout, fut).await {
@@ -135,8 +179,7 @@ impl Store {
         for e in events {
             args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes()]);
         }
-        let reply: Vec<i64> =
-            self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.body, &k.meta, &k.attempts, &k.pending], &args).await?;
+        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev], &args).await?;
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StoreError::Protocol("enqueue answered nothing".into()));
         };
@@ -172,7 +215,19 @@ impl Store {
         let v: Value = self
             .run(
                 &scripts::CLAIM,
-                &[&k.due, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.fence, &k.pending, &record],
+                &[
+                    &k.due,
+                    &k.inflight,
+                    &k.lease,
+                    &k.ev,
+                    &k.fence,
+                    &k.pending,
+                    &record,
+                    &k.v1.body,
+                    &k.v1.meta,
+                    &k.v1.attempts,
+                    &k.seen,
+                ],
                 &[max_s.as_bytes(), lease_s.as_bytes()],
             )
             .await?;
@@ -206,7 +261,7 @@ impl Store {
             args.push(d.as_bytes());
         }
         let acked: Vec<i64> =
-            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending], &args).await?;
+            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.ev, &k.pending, &k.seen], &args).await?;
         if acked.len() != leases.len() {
             return Err(StoreError::Protocol(format!(
                 "ack answered {} results for {} leases",
@@ -218,7 +273,7 @@ impl Store {
     }
 
     /// Puts a failed event back in `due`, `delay` from now (server time), recording the
-    /// outcome in its metadata. Returns the new due score, or `None` if the lease was lost.
+    /// outcome (`meta`'s last status, error and attempt time) in its record. Returns the new due score, or `None` if the lease was lost.
     /// `retry`: this call repeats one whose reply was lost (see [`ack_batch`](Self::ack_batch)).
     pub async fn reschedule(
         &self,
@@ -230,13 +285,21 @@ impl Store {
         let k = &self.keys;
         let token = lease.token.to_string();
         let delay_s = ms(delay).to_string();
-        let meta = serde_json::to_vec(meta).expect("meta serializes");
+        let outcome = Outcome::of(meta);
         let deadline = retry_deadline(lease, retry);
         let at: Option<i64> = self
             .run(
                 &scripts::RESCHEDULE,
-                &[&k.inflight, &k.lease, &k.due, &k.meta, &k.body, &k.dead],
-                &[lease.id.as_str().as_bytes(), token.as_bytes(), delay_s.as_bytes(), &meta, deadline.as_bytes()],
+                &[&k.inflight, &k.lease, &k.due, &k.ev, &k.dead],
+                &[
+                    lease.id.as_str().as_bytes(),
+                    token.as_bytes(),
+                    delay_s.as_bytes(),
+                    outcome.at.as_bytes(),
+                    outcome.status.as_bytes(),
+                    outcome.error.as_bytes(),
+                    deadline.as_bytes(),
+                ],
             )
             .await?;
         Ok(at)
@@ -247,18 +310,20 @@ impl Store {
     pub async fn dead_letter(&self, lease: &Lease, meta: &EventMeta, bounds: DeadBounds, retry: bool) -> Result<bool> {
         let k = &self.keys;
         let token = lease.token.to_string();
-        let meta = serde_json::to_vec(meta).expect("meta serializes");
+        let outcome = Outcome::of(meta);
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
         let deadline = retry_deadline(lease, retry);
         let (ok, _trimmed): (i64, i64) = self
             .run(
                 &scripts::DEAD,
-                &[&k.inflight, &k.lease, &k.dead, &k.meta, &k.body, &k.attempts, &k.pending],
+                &[&k.inflight, &k.lease, &k.dead, &k.ev, &k.pending, &k.seen],
                 &[
                     lease.id.as_str().as_bytes(),
                     token.as_bytes(),
-                    &meta,
+                    outcome.at.as_bytes(),
+                    outcome.status.as_bytes(),
+                    outcome.error.as_bytes(),
                     age.as_bytes(),
                     count.as_bytes(),
                     deadline.as_bytes(),
@@ -273,7 +338,7 @@ impl Store {
         let k = &self.keys;
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
-        self.run(&scripts::TRIM, &[&k.dead, &k.body, &k.meta, &k.attempts], &[age.as_bytes(), count.as_bytes()]).await
+        self.run(&scripts::TRIM, &[&k.dead, &k.ev, &k.seen], &[age.as_bytes(), count.as_bytes()]).await
     }
 
     /// Gives a claimed event back, due now, without counting the attempt (for shutdown).
@@ -281,11 +346,7 @@ impl Store {
         let k = &self.keys;
         let token = lease.token.to_string();
         let n: i64 = self
-            .run(
-                &scripts::RELEASE,
-                &[&k.inflight, &k.lease, &k.due, &k.attempts],
-                &[lease.id.as_str().as_bytes(), token.as_bytes()],
-            )
+            .run(&scripts::RELEASE, &[&k.inflight, &k.lease, &k.due], &[lease.id.as_str().as_bytes(), token.as_bytes()])
             .await?;
         Ok(n == 1)
     }
@@ -294,15 +355,14 @@ impl Store {
     pub async fn recover_expired(&self, max: usize) -> Result<u64> {
         let k = &self.keys;
         let max_s = max.to_string();
-        self.run(&scripts::RECOVER, &[&k.inflight, &k.lease, &k.due], &[max_s.as_bytes()]).await
+        self.run(&scripts::RECOVER, &[&k.inflight, &k.lease, &k.due, &k.ev], &[max_s.as_bytes()]).await
     }
 
     /// Makes a dead or due event due now with its attempts reset.
     pub async fn replay(&self, id: &EventId) -> Result<Replayed> {
         let k = &self.keys;
-        let s: String = self
-            .run(&scripts::REPLAY, &[&k.due, &k.dead, &k.attempts, &k.pending, &k.inflight], &[id.as_str().as_bytes()])
-            .await?;
+        let s: String =
+            self.run(&scripts::REPLAY, &[&k.due, &k.dead, &k.ev, &k.inflight], &[id.as_str().as_bytes()]).await?;
         match s.as_str() {
             "dead" => Ok(Replayed::FromDead),
             "due" => Ok(Replayed::FromDue),
@@ -328,7 +388,7 @@ impl Store {
             let n: u64 = self
                 .run(
                     &scripts::REPLAY_DEAD_RANGE,
-                    &[&k.due, &k.dead, &k.attempts, &k.pending],
+                    &[&k.due, &k.dead, &k.ev],
                     &[since.as_bytes(), until.as_bytes(), batch_s.as_bytes()],
                 )
                 .await?;
@@ -347,7 +407,7 @@ impl Store {
         let n: i64 = self
             .run(
                 &scripts::DELETE,
-                &[&k.due, &k.dead, &k.inflight, &k.lease, &k.body, &k.meta, &k.attempts, &k.pending],
+                &[&k.due, &k.dead, &k.inflight, &k.ev, &k.pending, &k.seen],
                 &[id.as_str().as_bytes()],
             )
             .await?;
@@ -415,13 +475,19 @@ impl Store {
             Some(c) => (c.score_ms.to_string(), c.id.as_str()),
             None => (String::new(), ""),
         };
-        let rows: Vec<ListRow> = self
-            .run(&scripts::LIST, &[set, &k.attempts, &k.meta], &[fetch.as_bytes(), score.as_bytes(), id.as_bytes()])
+        let in_flight = if state == EventState::InFlight { "1" } else { "0" };
+        let budget = LIST_BYTES.to_string();
+        let (full, rows): (i64, Vec<ListRow>) = self
+            .run(
+                &scripts::LIST,
+                &[set, &k.ev, &k.lease],
+                &[fetch.as_bytes(), score.as_bytes(), id.as_bytes(), budget.as_bytes(), in_flight.as_bytes()],
+            )
             .await?;
-        let more = rows.len() > limit;
+        let more = full == 1 || rows.len() > limit;
         let mut events = Vec::with_capacity(limit.min(rows.len()));
-        for (id, score, attempts, meta) in rows.into_iter().take(limit) {
-            let meta = model::decode_meta(&meta, &id);
+        for (id, score, attempts, head) in rows.into_iter().take(limit) {
+            let meta = model::decode_record(&head, &id).meta;
             let id = EventId::new(id).map_err(StoreError::Protocol)?;
             events.push(ListedEvent { id, state, score_ms: score as i64, attempts, meta });
         }
@@ -436,28 +502,54 @@ impl Store {
     pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
         let k = &self.keys;
         let v: Option<GetReply> = self
-            .run(
-                &scripts::GET,
-                &[&k.due, &k.inflight, &k.dead, &k.body, &k.meta, &k.attempts],
-                &[id.as_str().as_bytes()],
-            )
+            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.ev, &k.lease], &[id.as_str().as_bytes()])
             .await?;
-        let Some((state, score, attempts, meta, body)) = v else { return Ok(None) };
-        let meta = model::decode_meta(&meta, id.as_str());
+        let Some((state, score, attempts, record)) = v else { return Ok(None) };
+        let record = Bytes::from(record);
+        let model::Record { meta, body_at } = model::decode_record(&record, id.as_str());
         let state = match state.as_str() {
             "due" => EventState::Due,
             "inflight" => EventState::InFlight,
             "dead" => EventState::Dead,
             _ => EventState::Unknown,
         };
-        Ok(Some(StoredEvent { id: id.clone(), state, score_ms: score as i64, attempts, meta, body: Bytes::from(body) }))
+        Ok(Some(StoredEvent {
+            id: id.clone(),
+            state,
+            score_ms: score as i64,
+            attempts,
+            meta,
+            body: record.slice(body_at..),
+        }))
     }
 }
 
-/// GET's reply: state, score, attempts, meta JSON, body.
-type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>);
-/// One LIST row: id, score, attempts, meta JSON.
+/// GET's reply: state, score, attempts, record.
+type GetReply = (String, f64, u32, Vec<u8>);
+/// One LIST row: id, score, attempts, record without its body.
 type ListRow = (String, f64, u32, Vec<u8>);
+
+/// Format-1 events one migration call moves.
+pub const MIGRATE_BATCH: usize = 500;
+/// Record bytes one LIST call reads before it ends its page early (a page of large bodies).
+const LIST_BYTES: usize = 8 << 20;
+
+/// An attempt's outcome as the scripts take it: last attempt time, status (0: none), error.
+struct Outcome {
+    at: String,
+    status: String,
+    error: String,
+}
+
+impl Outcome {
+    fn of(meta: &EventMeta) -> Self {
+        Outcome {
+            at: meta.last_attempt_at.unwrap_or(0).max(0).to_string(),
+            status: meta.last_status.unwrap_or(0).to_string(),
+            error: meta.last_error.clone().unwrap_or_default(),
+        }
+    }
+}
 
 /// What an outcome write passes as the lease deadline: the deadline on a retry, `0` (no
 /// inference about an earlier call) on a first call.

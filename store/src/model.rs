@@ -53,7 +53,7 @@ pub enum Enqueued {
     Duplicate,
 }
 
-/// Metadata kept beside each event's payload (`whr:{R}:meta`).
+/// What is kept of an event besides its body (in its record in `whr:{R}:ev`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventMeta {
@@ -204,13 +204,42 @@ pub struct Page {
     pub next: Option<ListCursor>,
 }
 
-/// An event's stored metadata. Corrupt JSON (a hand edit, a foreign writer) is logged and
-/// read as the default everywhere: the event is still delivered, listed and shown.
-pub(crate) fn decode_meta(bytes: &[u8], id: &str) -> EventMeta {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| {
-        tracing::warn!(event_id = %id, error = %e, "event metadata is not valid JSON; using defaults");
-        EventMeta::default()
+/// An event's record as stored in `whr:{R}:ev` (see `store/README.md`):
+/// `<attempts> <receivedAt> <seenUntil> <lastAttemptAt> <lastStatus> <ctLen> <errLen>\n`,
+/// then the content type, the last error and the body. A record that does not parse (a hand
+/// edit, a foreign writer) is logged and read as all body with default metadata everywhere:
+/// the event is still delivered, listed and shown, as the scripts read it too.
+pub(crate) struct Record {
+    pub meta: EventMeta,
+    /// Where the body starts in the record.
+    pub body_at: usize,
+}
+
+pub(crate) fn decode_record(record: &[u8], id: &str) -> Record {
+    parse_record(record).unwrap_or_else(|| {
+        tracing::warn!(event_id = %id, "event record has no valid header; reading it all as the body");
+        Record { meta: EventMeta::default(), body_at: 0 }
     })
+}
+
+fn parse_record(r: &[u8]) -> Option<Record> {
+    let nl = r.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&r[..nl]).ok()?;
+    let mut f = head.split(' ').map(|n| n.parse::<u64>().ok());
+    let mut next = || f.next().flatten();
+    let (_attempts, received, _seen, last_at, last_status, ct_len, err_len) =
+        (next()?, next()?, next()?, next()?, next()?, next()? as usize, next()? as usize);
+    let ct_end = (nl + 1).checked_add(ct_len).filter(|&e| e <= r.len())?;
+    let err_end = ct_end.checked_add(err_len).filter(|&e| e <= r.len())?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let meta = EventMeta {
+        received_at: received as i64,
+        content_type: text(&r[nl + 1..ct_end]),
+        last_status: u16::try_from(last_status).ok().filter(|&s| s > 0),
+        last_error: (err_len > 0).then(|| text(&r[ct_end..err_end])),
+        last_attempt_at: (last_at > 0).then_some(last_at as i64),
+    };
+    Some(Record { meta, body_at: err_end })
 }
 
 fn int(v: &Value) -> Result<i64, String> {
@@ -254,15 +283,16 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
     let mut out = Vec::with_capacity(events.len());
     for item in events {
         let Value::Array(f) = item else { return Err("claim event is not an array".into()) };
-        let [id, token, attempt, scheduled, body, meta, deadline]: [Value; 7] =
+        let [id, token, attempt, scheduled, record, deadline]: [Value; 6] =
             f.try_into().map_err(|_| "claim event has the wrong arity".to_string())?;
         let id = String::from_utf8(bytes(id)?).map_err(|e| e.to_string())?;
-        let meta = decode_meta(&bytes(meta)?, &id);
+        let record = Bytes::from(bytes(record)?);
+        let Record { meta, body_at } = decode_record(&record, &id);
         out.push(ClaimedEvent {
             lease: Lease { id: EventId(id), token: int(&token)? as u64, deadline_ms: int(&deadline)? },
             attempt: int(&attempt)? as u32,
             scheduled_ms: int(&scheduled)?,
-            body: Bytes::from(bytes(body)?),
+            body: record.slice(body_at..),
             meta,
         });
     }

@@ -1,10 +1,17 @@
-//! The Lua scripts behind every multi-step change. Each receives all its keys through
-//! `KEYS` (one relay, one hash tag, one cluster slot) and reads the clock with `TIME` on
-//! the server, so replicas with skewed clocks still agree on what is due.
+//! The Lua scripts behind every multi-step change (store format 2, see `store/README.md`).
+//! Each receives all its keys through `KEYS` (one relay, one hash tag, one cluster slot)
+//! and reads the clock with `TIME` on the server, so replicas with skewed clocks still
+//! agree on what is due.
 //!
-//! Key order is fixed per script and documented above each one.
+//! Work per event is what the format is designed around: an event is one field of `ev`
+//! (header, content type, last error and body in one string) and one member of `due`,
+//! `inflight` or `dead`; a batch touches each key with one variadic command instead of
+//! one command per event. Key order is fixed per script and documented above each one.
 
 use std::sync::LazyLock;
+
+/// The store format these scripts read and write (`whr:{R}:format`).
+pub const FORMAT: u32 = 2;
 
 /// A script's source and its SHA1 (the `EVALSHA` name).
 pub struct LuaScript {
@@ -21,8 +28,8 @@ impl LuaScript {
     }
 }
 
-/// The state moves every script shares, defined once: server time, fencing tokens,
-/// leaving a lease, freeing an event's data, reviving a dead letter, recovering expired leases.
+/// What every script shares, defined once: server time, integers, fencing tokens, the
+/// event record, the lease value, variadic commands, recovering expired leases.
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
@@ -38,40 +45,85 @@ end
 local function int(n)
   return string.format('%.0f', n)
 end
--- The base of the next fencing tokens (the first token is base + 1): above every token
--- issued before (the counter), and at least the server's clock in microseconds, so tokens
--- keep growing when Redis comes back from older data (a restart from an older AOF/RDB, a
--- failover to a lagging replica) that rolled the counter back. Microseconds stay exact in
--- Lua's doubles (below 2^53) until the year 2255.
-local function token_base(fence, now_us)
-  return math.max(tonumber(redis.call('GET', fence) or '0'), now_us - 1)
-end
--- The event is no longer claimed by anyone.
-local function unlease(inflight, lease, id)
-  redis.call('ZREM', inflight, id)
-  redis.call('HDEL', lease, id)
-end
--- Frees what an event holds besides its place in the sets.
-local function drop_payload(body, meta, attempts, id)
-  redis.call('HDEL', body, id)
-  redis.call('HDEL', meta, id)
-  redis.call('HDEL', attempts, id)
-end
--- A dead letter becomes due now, with its attempts reset, undelivered again.
-local function revive(dead, due, attempts, pending, id, now)
-  redis.call('ZREM', dead, id)
-  redis.call('ZADD', due, now, id)
-  redis.call('HSET', attempts, id, 0)
-  redis.call('ZADD', pending, now, id)
-end
--- Expired leases go back to due, at most `limit` per call so a script stays short.
-local function recover(inflight, lease, due, now, limit)
-  local ids = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(ids) do
-    unlease(inflight, lease, id)
-    redis.call('ZADD', due, now, id)
+-- One command over many arguments, in chunks Lua's unpack can take.
+local function many(cmd, key, args)
+  for i = 1, #args, 4000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 3999, #args)))
   end
+end
+-- The base of the next fencing tokens (the first token is base + 1): above every token
+-- issued before (the counter, field `token` of the `fence` hash), and at least the server's
+-- clock in microseconds, so tokens keep growing when Redis comes back from older data (a
+-- restart from an older AOF/RDB, a failover to a lagging replica) that rolled the counter
+-- back. Microseconds stay exact in Lua's doubles (below 2^53) until the year 2255.
+local function token_base(fence, now_us)
+  return math.max(tonumber(redis.call('HGET', fence, 'token') or '0'), now_us - 1)
+end
+-- The record of an event (a field of `ev`):
+--   '<attempts> <receivedAt> <seenUntil> <lastAttemptAt> <lastStatus> <ctLen> <errLen>\n'
+--   .. contentType .. lastError .. body
+-- attempts: finished or abandoned attempts (the one in flight is in the lease);
+-- seenUntil: end of the dedup window (0: none); lastAttemptAt, lastStatus: 0 for none.
+-- A record that does not parse reads as all body, no attempts (as the Rust side reads it).
+local function rec_head(r)
+  local nl = string.find(r, '\n', 1, true)
+  if nl then
+    local a, recv, seen, lat, ls, ctl, el =
+      string.match(string.sub(r, 1, nl - 1), '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+    if a then
+      return {a = tonumber(a), recv = recv, seen = tonumber(seen), lat = lat, ls = ls,
+        ctl = tonumber(ctl), el = tonumber(el), nl = nl}
+    end
+  end
+  return {a = 0, recv = '0', seen = 0, lat = '0', ls = '0', ctl = 0, el = 0, nl = 0}
+end
+local function rec_make(attempts, recv, seen, lat, ls, ct, err, body)
+  return int(attempts) .. ' ' .. recv .. ' ' .. int(seen) .. ' ' .. lat .. ' ' .. ls .. ' '
+    .. #ct .. ' ' .. #err .. '\n' .. ct .. err .. body
+end
+-- The record with new attempts and, when `err` is given, a new last outcome.
+local function rec_update(r, attempts, lat, ls, err)
+  local h = rec_head(r)
+  local ct = string.sub(r, h.nl + 1, h.nl + h.ctl)
+  if err == nil then
+    lat, ls, err = h.lat, h.ls, string.sub(r, h.nl + h.ctl + 1, h.nl + h.ctl + h.el)
+  end
+  return rec_make(attempts, h.recv, h.seen, lat, ls, ct, err, string.sub(r, h.nl + h.ctl + h.el + 1))
+end
+-- The value of `lease[id]`: '<token> <attempt> <seenUntil>'.
+local function lease_parse(v)
+  if not v then return false, 0, 0 end
+  local t, a, s = string.match(v, '^(%d+) (%d+) (%d+)$')
+  if not t then return v, 0, 0 end
+  return t, tonumber(a), tonumber(s)
+end
+-- Expired leases go back to due with their attempt counted, at most `limit` per call so
+-- a script stays short.
+local function recover(inflight, lease, due, ev, now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)
+  if #ids == 0 then return 0 end
+  local holders = redis.call('HMGET', lease, unpack(ids))
+  local back = {}
+  for i, id in ipairs(ids) do
+    local r = redis.call('HGET', ev, id)
+    if r then
+      local _, attempt = lease_parse(holders[i])
+      if attempt > 0 then redis.call('HSET', ev, id, rec_update(r, attempt)) end
+      back[#back + 1] = now
+      back[#back + 1] = id
+    end
+  end
+  redis.call('ZREM', inflight, unpack(ids))
+  redis.call('HDEL', lease, unpack(ids))
+  if #back > 0 then redis.call('ZADD', due, unpack(back)) end
   return #ids
+end
+-- Events leaving the store for good keep a dedup entry until their window ends.
+local function remember(seen_args, seen_until, id, now)
+  if seen_until > now then
+    seen_args[#seen_args + 1] = seen_until
+    seen_args[#seen_args + 1] = id
+  end
 end
 "#;
 
@@ -81,7 +133,69 @@ fn script(body: &str) -> LuaScript {
     LuaScript { source, hash }
 }
 
-/// KEYS: seen, due, body, meta, attempts, pending.
+/// Moves one format-1 event (`body`, `meta`, `attempts` hashes; lease value a bare token)
+/// into its format-2 record; returns the record, or false when format 1 has no such event.
+/// Shared by the migration and by `CLAIM`, which meets events a format-1 relay still running
+/// during an upgrade stored after the migration.
+const FROM_V1: &str = r#"
+local function from_v1(ev, lease, seen, v1body, v1meta, v1attempts, id)
+  local body = redis.call('HGET', v1body, id)
+  if not body then return false end
+  local ok, m = pcall(cjson.decode, redis.call('HGET', v1meta, id) or '{}')
+  if not ok or type(m) ~= 'table' then m = {} end
+  local function num(x) if type(x) == 'number' then return int(x) end return '0' end
+  local ct = type(m.contentType) == 'string' and m.contentType or ''
+  local err = type(m.lastError) == 'string' and m.lastError or ''
+  local attempts = tonumber(redis.call('HGET', v1attempts, id) or '0') or 0
+  local seen_until = tonumber(redis.call('ZSCORE', seen, id) or '0')
+  local held = redis.call('HGET', lease, id)
+  if held and not string.find(held, ' ', 1, true) then
+    -- In flight: format 1 counted the attempt at claim; format 2 keeps it in the lease.
+    redis.call('HSET', lease, id, held .. ' ' .. int(attempts) .. ' ' .. int(seen_until))
+    attempts = math.max(attempts - 1, 0)
+  end
+  local r = rec_make(attempts, num(m.receivedAt), seen_until, num(m.lastAttemptAt), num(m.lastStatus), ct, err, body)
+  redis.call('HSET', ev, id, r)
+  redis.call('HDEL', v1body, id)
+  redis.call('HDEL', v1meta, id)
+  redis.call('HDEL', v1attempts, id)
+  return r
+end
+"#;
+
+/// KEYS: format, ev, lease, seen, fence, v1 body, v1 meta, v1 attempts.
+/// ARGV: max events. Returns {format, migrated}: the format found when it is not 1 (2, or a
+/// newer one this version must not touch: nothing done), else migrates up to `max` events
+/// and returns 2 once none is left (the format key is set then) or 1 while some are.
+///
+/// Idempotent and safe to run from several relays at once: each call is atomic and takes
+/// whatever format-1 events are left. The first call turns `fence` into a hash, so a
+/// format-1 relay still running stops at its claim's `GET fence` (WRONGTYPE) before it
+/// takes anything.
+pub static MIGRATE: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(&format!(
+        "{FROM_V1}\n{}",
+        r#"
+local found = redis.call('GET', KEYS[1])
+if found then return {tonumber(found) or -1, 0} end
+if redis.call('TYPE', KEYS[5]).ok == 'string' then
+  local last = redis.call('GET', KEYS[5])
+  redis.call('DEL', KEYS[5])
+  redis.call('HSET', KEYS[5], 'token', last)
+end
+local ids = redis.call('HRANDFIELD', KEYS[6], tonumber(ARGV[1]))
+for _, id in ipairs(ids) do
+  from_v1(KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[7], KEYS[8], id)
+end
+if redis.call('HLEN', KEYS[6]) > 0 then return {1, #ids} end
+redis.call('DEL', KEYS[7], KEYS[8])
+redis.call('SET', KEYS[1], '2')
+return {2, #ids}
+"#
+    ))
+});
+
+/// KEYS: seen, due, ev.
 /// ARGV: dedup window ms, then (id, body, content type) per event.
 /// Returns {now, s1, s2, ...}: per event 1 when stored, 0 for a duplicate (seen within the
 /// window, still stored, or earlier in the same batch).
@@ -90,33 +204,35 @@ pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local now = now_ms()
 local window = tonumber(ARGV[1])
+local seen_until = 0
+if window > 0 then seen_until = now + window end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
 if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
-local out = {now}
+local out, due = {now}, {}
+local recv = int(now)
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local until_ms = redis.call('ZSCORE', KEYS[1], id)
-  if (until_ms and tonumber(until_ms) > now) or redis.call('HEXISTS', KEYS[3], id) == 1 then
+  if (until_ms and tonumber(until_ms) > now)
+    or redis.call('HSETNX', KEYS[3], id, rec_make(0, recv, seen_until, '0', '0', ARGV[i + 2], '', ARGV[i + 1])) == 0 then
     out[#out + 1] = 0
   else
-    if window > 0 then redis.call('ZADD', KEYS[1], now + window, id) end
-    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
-    redis.call('HSET', KEYS[4], id, cjson.encode({receivedAt = now, contentType = ARGV[i + 2]}))
-    redis.call('HSET', KEYS[5], id, 0)
-    redis.call('ZADD', KEYS[6], now, id)
-    redis.call('ZADD', KEYS[2], now, id)
+    due[#due + 1] = now
+    due[#due + 1] = id
     out[#out + 1] = 1
   end
 end
+if #due > 0 then many('ZADD', KEYS[2], due) end
 return out
 "#,
     )
 });
 
-/// KEYS: due, inflight, lease, body, meta, attempts, fence, pending, claim record.
+/// KEYS: due, inflight, lease, ev, fence, pending, claim record, v1 body, v1 meta,
+/// v1 attempts, seen.
 /// ARGV: max events, lease ms.
 /// Returns {now, next due score or false, next lease deadline or false, recovered, {{id, token,
-/// attempt, scheduled, body, meta, lease deadline}, ...}}.
+/// attempt, scheduled, record, lease deadline}, ...}}.
 ///
 /// The claim record (`whr:{R}:claim:<claim id>`, a key per call with an id the caller made
 /// up, expiring with the lease) makes a retried claim idempotent: when the reply of a claim
@@ -124,7 +240,8 @@ return out
 /// instead of claiming more it gets back the events the first call claimed and still holds,
 /// so they are not stranded in flight for a whole lease.
 pub static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{FROM_V1}\n{}",
         r#"
 local now, now_us = clock()
 local lease_ms = tonumber(ARGV[2])
@@ -134,53 +251,65 @@ local function next_scores()
   local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or false
   return next_due, next_lease
 end
-local prior = redis.call('GET', KEYS[9])
+local prior = redis.call('GET', KEYS[7])
 if prior then
   local first, n = string.match(prior, '^(%d+) (%d+)$')
   first, n = tonumber(first), tonumber(n)
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local token = tonumber(redis.call('HGET', KEYS[3], id) or '0')
+    local t, attempt = lease_parse(redis.call('HGET', KEYS[3], id))
+    local token = tonumber(t) or 0
     if token >= first and token < first + n then
-      local body = redis.call('HGET', KEYS[4], id)
-      if body then
-        out[#out + 1] = {id, token, tonumber(redis.call('HGET', KEYS[6], id) or '1'), now, body,
-          redis.call('HGET', KEYS[5], id) or '{}', redis.call('ZSCORE', KEYS[2], id)}
-      end
+      local r = redis.call('HGET', KEYS[4], id)
+      if r then out[#out + 1] = {id, token, attempt, now, r, redis.call('ZSCORE', KEYS[2], id)} end
     end
   end
   local next_due, next_lease = next_scores()
   return {now, next_due, next_lease, 0, out}
 end
-local recovered = recover(KEYS[2], KEYS[3], KEYS[1], now, 100)
+local recovered = recover(KEYS[2], KEYS[3], KEYS[1], KEYS[4], now, 100)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
-local base = token_base(KEYS[7], now_us)
-local token = base
-local deadline = now + lease_ms
-for i = 1, #due, 2 do
-  local id, scheduled = due[i], due[i + 1]
-  redis.call('ZREM', KEYS[1], id)
-  local body = redis.call('HGET', KEYS[4], id)
-  if body then
-    token = token + 1
-    redis.call('ZADD', KEYS[2], deadline, id)
-    redis.call('HSET', KEYS[3], id, int(token))
-    local attempt = redis.call('HINCRBY', KEYS[6], id, 1)
-    local meta = redis.call('HGET', KEYS[5], id) or '{}'
-    out[#out + 1] = {id, token, attempt, scheduled, body, meta, deadline}
-  else
-    -- A due id without a body was deleted by hand; drop what is left of it.
-    drop_payload(KEYS[4], KEYS[5], KEYS[6], id)
-    redis.call('ZREM', KEYS[8], id)
+if #due > 0 then
+  local ids, scheduled = {}, {}
+  for i = 1, #due, 2 do
+    ids[#ids + 1] = due[i]
+    scheduled[#scheduled + 1] = due[i + 1]
   end
-end
-if token > base then
-  redis.call('SET', KEYS[7], int(token))
-  redis.call('SET', KEYS[9], int(base + 1) .. ' ' .. int(token - base), 'PX', lease_ms)
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  local recs = redis.call('HMGET', KEYS[4], unpack(ids))
+  local base = token_base(KEYS[5], now_us)
+  local token = base
+  local deadline = now + lease_ms
+  local flying, leases, pending, gone = {}, {}, {}, {}
+  for i, id in ipairs(ids) do
+    local r = recs[i] or from_v1(KEYS[4], KEYS[3], KEYS[11], KEYS[8], KEYS[9], KEYS[10], id)
+    if r then
+      local h = rec_head(r)
+      token = token + 1
+      flying[#flying + 1] = deadline
+      flying[#flying + 1] = id
+      leases[#leases + 1] = id
+      leases[#leases + 1] = int(token) .. ' ' .. int(h.a + 1) .. ' ' .. int(h.seen)
+      pending[#pending + 1] = scheduled[i]
+      pending[#pending + 1] = id
+      out[#out + 1] = {id, token, h.a + 1, scheduled[i], r, deadline}
+    else
+      -- A due id without a record was deleted by hand; drop what is left of it.
+      gone[#gone + 1] = id
+    end
+  end
+  if #gone > 0 then redis.call('ZREM', KEYS[6], unpack(gone)) end
+  if token > base then
+    redis.call('ZADD', KEYS[2], unpack(flying))
+    redis.call('HSET', KEYS[3], unpack(leases))
+    redis.call('ZADD', KEYS[6], 'NX', unpack(pending))
+    redis.call('HSET', KEYS[5], 'token', int(token))
+    redis.call('SET', KEYS[7], int(base + 1) .. ' ' .. int(token - base), 'PX', lease_ms)
+  end
 end
 local next_due, next_lease = next_scores()
 return {now, next_due, next_lease, recovered, out}
-"#,
-    )
+"#
+    ))
 });
 
 /// Outcome writes (ack, reschedule, dead-letter) take the lease's deadline on a retry
@@ -196,7 +325,7 @@ local function first_call_ran(lease_holder, token, deadline, now)
 end
 "#;
 
-/// KEYS: inflight, lease, body, meta, attempts, pending.
+/// KEYS: inflight, lease, ev, pending, seen.
 /// ARGV: id1, token1, deadline1, id2, ... (deadline: see [`RETRIED`]). Returns one 1 (acked,
 /// now or by the first call of a retry) or 0 (the token no longer holds the lease) per
 /// event, so a worker can ack a batch in one call.
@@ -205,47 +334,58 @@ pub static ACK: LazyLock<LuaScript> = LazyLock::new(|| {
         "{RETRIED}\n{}",
         r#"
 local now = now_ms()
-local out = {}
-for i = 1, #ARGV, 3 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local holder = redis.call('HGET', KEYS[2], id)
+local ids = {}
+for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local holders = redis.call('HMGET', KEYS[2], unpack(ids))
+local out, gone, seen = {}, {}, {}
+for k, id in ipairs(ids) do
+  local token = ARGV[3 * k - 1]
+  local holder, _, seen_until = lease_parse(holders[k])
   if holder == token then
-    unlease(KEYS[1], KEYS[2], id)
-    drop_payload(KEYS[3], KEYS[4], KEYS[5], id)
-    redis.call('ZREM', KEYS[6], id)
+    gone[#gone + 1] = id
+    remember(seen, seen_until, id, now)
     out[#out + 1] = 1
-  elseif first_call_ran(holder, token, tonumber(ARGV[i + 2]), now) and redis.call('HEXISTS', KEYS[3], id) == 0 then
+  elseif first_call_ran(holder, token, tonumber(ARGV[3 * k]), now) and redis.call('HEXISTS', KEYS[3], id) == 0 then
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
+  redis.call('HDEL', KEYS[3], unpack(gone))
+  redis.call('ZREM', KEYS[4], unpack(gone))
+end
+if #seen > 0 then redis.call('ZADD', KEYS[5], unpack(seen)) end
 return out
 "#
     ))
 });
 
-/// KEYS: inflight, lease, due, meta, body, dead.
-/// ARGV: id, token, delay ms, meta JSON, deadline (see [`RETRIED`]). Returns the new due
-/// score, or false if the lease was lost.
+/// KEYS: inflight, lease, due, ev, dead.
+/// ARGV: id, token, delay ms, last attempt at, last status (0: none), last error, deadline
+/// (see [`RETRIED`]). Returns the new due score, or false if the lease was lost.
 pub static RESCHEDULE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
         "{RETRIED}\n{}",
         r#"
 local id = ARGV[1]
 local now = now_ms()
-local holder = redis.call('HGET', KEYS[2], id)
+local holder, attempt = lease_parse(redis.call('HGET', KEYS[2], id))
 if holder ~= ARGV[2] then
-  if first_call_ran(holder, ARGV[2], tonumber(ARGV[5]), now) and redis.call('HEXISTS', KEYS[5], id) == 1
-    and not redis.call('ZSCORE', KEYS[6], id) then
+  if first_call_ran(holder, ARGV[2], tonumber(ARGV[7]), now) and redis.call('HEXISTS', KEYS[4], id) == 1
+    and not redis.call('ZSCORE', KEYS[5], id) then
     return redis.call('ZSCORE', KEYS[3], id) or now
   end
   return false
 end
 local at = now + tonumber(ARGV[3])
-unlease(KEYS[1], KEYS[2], id)
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
 redis.call('ZADD', KEYS[3], at, id)
-redis.call('HSET', KEYS[4], id, ARGV[4])
+local r = redis.call('HGET', KEYS[4], id)
+if r then redis.call('HSET', KEYS[4], id, rec_update(r, attempt, ARGV[4], ARGV[5], ARGV[6])) end
 return at
 "#
     ))
@@ -253,27 +393,33 @@ return at
 
 /// Drops dead letters older than max age, then the oldest beyond max entries (bounded).
 const TRIM_DEAD: &str = r#"
-local function drop(dead, body, meta, attempts, id)
+local function drop(dead, ev, seen_args, id, now)
   redis.call('ZREM', dead, id)
-  drop_payload(body, meta, attempts, id)
+  local r = redis.call('HGET', ev, id)
+  if r then
+    remember(seen_args, rec_head(r).seen, id, now)
+    redis.call('HDEL', ev, id)
+  end
 end
-local function trim(dead, body, meta, attempts, now, max_age, max_entries, limit)
-  local n = 0
+local function trim(dead, ev, seen, now, max_age, max_entries, limit)
+  local n, seen_args = 0, {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. (now - max_age), 'LIMIT', 0, limit)) do
-    drop(dead, body, meta, attempts, id); n = n + 1
+    drop(dead, ev, seen_args, id, now); n = n + 1
   end
   local excess = redis.call('ZCARD', dead) - max_entries
   if excess > 0 then
     for _, id in ipairs(redis.call('ZRANGE', dead, 0, math.min(excess, limit) - 1)) do
-      drop(dead, body, meta, attempts, id); n = n + 1
+      drop(dead, ev, seen_args, id, now); n = n + 1
     end
   end
+  if #seen_args > 0 then many('ZADD', seen, seen_args) end
   return n
 end
 "#;
 
-/// KEYS: inflight, lease, dead, meta, body, attempts, pending.
-/// ARGV: id, token, meta JSON, max age ms, max entries, deadline (see [`RETRIED`]).
+/// KEYS: inflight, lease, dead, ev, pending, seen.
+/// ARGV: id, token, last attempt at, last status (0: none), last error, max age ms, max
+/// entries, deadline (see [`RETRIED`]).
 /// Returns {1, trimmed} when dead-lettered (now or by the first call of a retry), {0, 0} if
 /// the lease was lost.
 pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -282,90 +428,110 @@ pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local id = ARGV[1]
 local now = now_ms()
-local holder = redis.call('HGET', KEYS[2], id)
+local holder, attempt = lease_parse(redis.call('HGET', KEYS[2], id))
 if holder ~= ARGV[2] then
-  if first_call_ran(holder, ARGV[2], tonumber(ARGV[6]), now) and redis.call('ZSCORE', KEYS[3], id) then
+  if first_call_ran(holder, ARGV[2], tonumber(ARGV[8]), now) and redis.call('ZSCORE', KEYS[3], id) then
     return {1, 0}
   end
   return {0, 0}
 end
-unlease(KEYS[1], KEYS[2], id)
-redis.call('ZREM', KEYS[7], id)
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZREM', KEYS[5], id)
 redis.call('ZADD', KEYS[3], now, id)
-redis.call('HSET', KEYS[4], id, ARGV[3])
-return {1, trim(KEYS[3], KEYS[5], KEYS[4], KEYS[6], now, tonumber(ARGV[4]), tonumber(ARGV[5]), 100)}
+local r = redis.call('HGET', KEYS[4], id)
+if r then redis.call('HSET', KEYS[4], id, rec_update(r, attempt, ARGV[3], ARGV[4], ARGV[5])) end
+return {1, trim(KEYS[3], KEYS[4], KEYS[6], now, tonumber(ARGV[6]), tonumber(ARGV[7]), 100)}
 "#
     ))
 });
 
-/// KEYS: dead, body, meta, attempts. ARGV: max age ms, max entries. Returns how many were dropped.
+/// KEYS: dead, ev, seen. ARGV: max age ms, max entries. Returns how many were dropped.
 pub static TRIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
         "{TRIM_DEAD}\n{}",
-        "return trim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
+        "return trim(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
     ))
 });
 
-/// KEYS: inflight, lease, due, attempts.
-/// ARGV: id, token. Gives a claimed event back (due now) without counting the attempt.
+/// KEYS: inflight, lease, due.
+/// ARGV: id, token. Gives a claimed event back (due now) without counting the attempt: the
+/// record keeps the attempts it had before the claim.
 pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local id = ARGV[1]
-if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
-unlease(KEYS[1], KEYS[2], id)
+if lease_parse(redis.call('HGET', KEYS[2], id)) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[2], id)
 redis.call('ZADD', KEYS[3], now_ms(), id)
-local a = tonumber(redis.call('HGET', KEYS[4], id) or '1')
-if a > 0 then redis.call('HSET', KEYS[4], id, a - 1) end
 return 1
 "#,
     )
 });
 
-/// KEYS: inflight, lease, due. ARGV: max. Returns how many expired leases went back to due.
+/// KEYS: inflight, lease, due, ev. ARGV: max. Returns how many expired leases went back to due.
 pub static RECOVER: LazyLock<LuaScript> =
-    LazyLock::new(|| script("return recover(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]))"));
+    LazyLock::new(|| script("return recover(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]))"));
 
-/// KEYS: due, dead, attempts, pending, inflight.
+/// Stored events' attempts reset (they become due now: the caller adds them to `due`).
+const REVIVE: &str = r#"
+local function reset_attempts(ev, id)
+  local r = redis.call('HGET', ev, id)
+  if r and rec_head(r).a > 0 then redis.call('HSET', ev, id, rec_update(r, 0)) end
+end
+"#;
+
+/// KEYS: due, dead, ev, inflight.
 /// ARGV: id. Makes a dead or due event due now with attempts reset.
 /// Returns 'dead' or 'due' (its state before), 'inflight' (refused), or 'missing'.
 pub static REPLAY: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{REVIVE}\n{}",
         r#"
 local id = ARGV[1]
 local now = now_ms()
 if redis.call('ZSCORE', KEYS[2], id) then
-  revive(KEYS[2], KEYS[1], KEYS[3], KEYS[4], id, now)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], now, id)
+  reset_attempts(KEYS[3], id)
   return 'dead'
 end
 if redis.call('ZSCORE', KEYS[1], id) then
   redis.call('ZADD', KEYS[1], now, id)
-  redis.call('HSET', KEYS[3], id, 0)
+  reset_attempts(KEYS[3], id)
   return 'due'
 end
-if redis.call('ZSCORE', KEYS[5], id) then return 'inflight' end
+if redis.call('ZSCORE', KEYS[4], id) then return 'inflight' end
 return 'missing'
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: due, dead, attempts, pending.
+/// KEYS: due, dead, ev.
 /// ARGV: since ms, until ms, batch. Moves up to `batch` dead letters dead-lettered in
 /// [since, until] to due now. Returns how many moved.
 pub static REPLAY_DEAD_RANGE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{REVIVE}\n{}",
         r#"
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return 0 end
+many('ZREM', KEYS[2], ids)
+local due = {}
 for _, id in ipairs(ids) do
-  revive(KEYS[2], KEYS[1], KEYS[3], KEYS[4], id, now)
+  reset_attempts(KEYS[3], id)
+  due[#due + 1] = now
+  due[#due + 1] = id
 end
+many('ZADD', KEYS[1], due)
 return #ids
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: due, dead, inflight, lease, body, meta, attempts, pending.
+/// KEYS: due, dead, inflight, ev, pending, seen.
 /// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed,
 /// 0 if not, and -1 (nothing done) for an event in flight: its lease holder alone may end
 /// that state (outcome retries rely on it, see [`RETRIED`]).
@@ -374,51 +540,70 @@ pub static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local id = ARGV[1]
 if redis.call('ZSCORE', KEYS[3], id) then return -1 end
-local existed = redis.call('HEXISTS', KEYS[5], id)
+local r = redis.call('HGET', KEYS[4], id)
 redis.call('ZREM', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
-unlease(KEYS[3], KEYS[4], id)
-drop_payload(KEYS[5], KEYS[6], KEYS[7], id)
-redis.call('ZREM', KEYS[8], id)
-return existed
+redis.call('ZREM', KEYS[5], id)
+if not r then return 0 end
+local seen = {}
+remember(seen, rec_head(r).seen, id, now_ms())
+if #seen > 0 then redis.call('ZADD', KEYS[6], unpack(seen)) end
+redis.call('HDEL', KEYS[4], id)
+return 1
 "#,
     )
 });
 
 /// KEYS: due, inflight, dead, pending.
-/// Returns {due, inflight, dead, oldest pending score or false, now}.
+/// Returns {due, inflight, dead, oldest undelivered score or false, now}. The oldest
+/// undelivered event is the lowest of `pending` (events attempted at least once since they
+/// became undelivered, scored by when that was) and of `due` (where a never-attempted event
+/// is scored by when it was received or replayed).
 pub static STATS: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
-local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2] or false
+local p = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
+local d = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+local oldest = false
+if p and d then oldest = math.min(tonumber(p), tonumber(d)) else oldest = tonumber(p or d) or false end
+if oldest then oldest = int(oldest) end
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), oldest, now_ms()}
 "#,
     )
 });
 
-/// KEYS: due, inflight, dead, body, meta, attempts.
-/// ARGV: id. Returns {state, score, attempts, meta, body} or false when unknown.
+/// KEYS: due, inflight, dead, ev, lease.
+/// ARGV: id. Returns {state, score, attempts, record} or false when unknown; attempts of an
+/// event in flight count the attempt under way.
 pub static GET: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local id = ARGV[1]
-local body = redis.call('HGET', KEYS[4], id)
-if not body then return false end
+local r = redis.call('HGET', KEYS[4], id)
+if not r then return false end
 local state, score = 'unknown', '0'
 for i, name in ipairs({'due', 'inflight', 'dead'}) do
   local s = redis.call('ZSCORE', KEYS[i], id)
   if s then state, score = name, s; break end
 end
-return {state, score, redis.call('HGET', KEYS[6], id) or '0', redis.call('HGET', KEYS[5], id) or '{}', body}
+local attempts = rec_head(r).a
+if state == 'inflight' then
+  local _, a = lease_parse(redis.call('HGET', KEYS[5], id))
+  attempts = a
+end
+return {state, score, attempts, r}
 "#,
     )
 });
 
-/// KEYS: the state's set (due, inflight or dead), attempts, meta.
-/// ARGV: limit, cursor score ('' for the start), cursor id.
-/// Returns up to `limit` {id, score, attempts, meta}, oldest first, strictly after the
-/// cursor in the set's own order (score, then id byte by byte): a position, not an offset,
-/// so members that stay in the set are never skipped or repeated while others move.
+/// KEYS: the state's set (due, inflight or dead), ev, lease.
+/// ARGV: limit, cursor score ('' for the start), cursor id, most record bytes to read, '1'
+/// when the set is `inflight` (attempts then come from the lease).
+/// Returns {full, rows}: up to `limit` rows {id, score, attempts, record without its body},
+/// oldest first, strictly after the cursor in the set's own order (score, then id byte by
+/// byte): a position, not an offset, so members that stay in the set are never skipped or
+/// repeated while others move. `full` is 1 when the page stopped early because the records
+/// read reached the byte bound (a page of large bodies); the next page goes on after it.
 pub static LIST: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
@@ -431,7 +616,7 @@ local function bytes_after(a, b)
   end
   return #a > #b
 end
-local set, limit = KEYS[1], tonumber(ARGV[1])
+local set, limit, budget = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[4])
 local start = 0
 if ARGV[2] ~= '' then
   local score, after = ARGV[2], ARGV[3]
@@ -445,12 +630,21 @@ if ARGV[2] ~= '' then
   start = lo
 end
 local page = redis.call('ZRANGE', set, start, start + limit - 1, 'WITHSCORES')
-local out = {}
+local out, read = {}, 0
 for i = 1, #page, 2 do
   local id = page[i]
-  out[#out + 1] = {id, page[i + 1], redis.call('HGET', KEYS[2], id) or '0', redis.call('HGET', KEYS[3], id) or '{}'}
+  local r = redis.call('HGET', KEYS[2], id) or ''
+  read = read + #r
+  local h = rec_head(r)
+  local attempts = h.a
+  if ARGV[5] == '1' then
+    local _, a = lease_parse(redis.call('HGET', KEYS[3], id))
+    attempts = a
+  end
+  out[#out + 1] = {id, page[i + 1], attempts, string.sub(r, 1, h.nl + h.ctl + h.el)}
+  if read >= budget and i + 1 < #page then return {1, out} end
 end
-return out
+return {0, out}
 "#,
     )
 });

@@ -23,7 +23,9 @@ async fn store(cluster: bool, relay: &str) -> (Backend, Store) {
         (Backend::Single(Box::new(s)), opts)
     };
     let conn = Conn::connect(&opts).await.expect("connect to redis");
-    (backend, Store::new(conn, relay))
+    let store = Store::new(conn, relay);
+    store.prepare().await.expect("format 2 keys");
+    (backend, store)
 }
 
 fn id(s: &str) -> EventId {
@@ -244,7 +246,7 @@ async fn dead_set_is_trimmed_by_count_and_age(cluster: bool) {
     let n = s.trim_dead(DeadBounds { max_age: Duration::from_millis(1), max_entries: 5 }).await.unwrap();
     assert_eq!(n, 5);
     assert_eq!(s.stats().await.unwrap().dead, 0);
-    assert_eq!(redis_hlen(&s, &s.keys().body.clone()).await, 0, "trimmed payloads are freed");
+    assert_eq!(redis_hlen(&s, &s.keys().ev.clone()).await, 0, "trimmed records are freed");
 }
 
 async fn replay_one_range_and_delete(cluster: bool) {
@@ -279,10 +281,8 @@ async fn replay_one_range_and_delete(cluster: bool) {
     assert_eq!(s.delete(&id("p5")).await.unwrap(), Deleted::Deleted);
     assert!(s.get(&id("p5")).await.unwrap().is_none());
     assert_eq!(s.delete(&id("p5")).await.unwrap(), Deleted::NotFound);
-    let meta: bool = matches!(
-        s.conn().cmd(redis::cmd("HEXISTS").arg(&s.keys().meta).arg("p5")).await.unwrap(),
-        redis::Value::Int(1)
-    );
+    let meta: bool =
+        matches!(s.conn().cmd(redis::cmd("HEXISTS").arg(&s.keys().ev).arg("p5")).await.unwrap(), redis::Value::Int(1));
     assert!(!meta, "metadata survived delete");
 }
 
