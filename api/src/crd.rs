@@ -43,6 +43,13 @@ pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0
     printcolumn(name = "Dead", type_ = "integer", json_path = ".status.queue.dead", description = "Dead letters"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why Ready is what it is (ApplyFailed, SecretNotFound, ...)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Endpoint",
         type_ = "string",
         json_path = ".status.endpoint",

@@ -94,11 +94,15 @@ fn key(relay: &WebhookRelay) -> String {
     format!("{}/{}", relay.namespace().unwrap_or_default(), relay.name_any())
 }
 
+/// Server-side applies a child; a refusal by the API server names the child
+/// ([`Error::ApplyFailed`]).
 async fn apply<K>(api: &Api<K>, name: &str, obj: &K, manager: &str) -> Result<K>
 where
-    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
-    Ok(api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(obj)).await?)
+    api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(obj))
+        .await
+        .map_err(|e| Error::applying(format!("{} {name}", K::kind(&())), e))
 }
 
 /// Deletes `name` if it exists and this relay is its controller.
@@ -413,7 +417,10 @@ async fn apply_sidecar(ctx: &Context, relay: &WebhookRelay, plan: &Plan, target:
     }
     let patch = resources::sidecar_patch(relay, &ctx.defaults, target, &plan.hashes);
     let pp = PatchParams::apply(&resources::sidecar_manager(relay)).force();
-    deployments.patch(target, &pp, &Patch::Apply(&patch)).await?;
+    deployments
+        .patch(target, &pp, &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::applying(format!("the relay container in Deployment {target}"), e))?;
     if !injected {
         ctx.event(
             relay,

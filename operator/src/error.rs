@@ -42,6 +42,10 @@ pub enum Error {
     /// The Sidecar mode target Deployment does not exist.
     #[error("Deployment {name:?} named by spec.workload.targetRef does not exist in namespace {namespace:?}")]
     TargetNotFound { name: String, namespace: String },
+    /// The API server refused a child object: admission (a policy, a webhook), a quota, an
+    /// exhausted Service IP range, RBAC, ... Shown in status until the cause is gone.
+    #[error("the API server refused {child}: {message} ({code} {reason})")]
+    ApplyFailed { child: String, code: u16, reason: String, message: String },
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -58,8 +62,23 @@ impl Error {
             Error::SecretNotFound { .. } => "secret_not_found",
             Error::SecretKeyNotFound { .. } => "secret_key_not_found",
             Error::TargetNotFound { .. } => "target_not_found",
+            Error::ApplyFailed { .. } => "apply_failed",
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
+        }
+    }
+
+    /// An error writing `child`: the API server's answer becomes [`Error::ApplyFailed`]
+    /// (the user sees it in status); no answer at all (a connection error) stays transient.
+    pub fn applying(child: impl Into<String>, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) => Error::ApplyFailed {
+                child: child.into(),
+                code: s.code,
+                reason: if s.reason.is_empty() { "Failure".into() } else { s.reason.clone() },
+                message: s.message.clone(),
+            },
+            other => Error::Kube(other),
         }
     }
 
@@ -70,6 +89,7 @@ impl Error {
             Error::SecretNotFound { .. } => Some("SecretNotFound"),
             Error::SecretKeyNotFound { .. } => Some("SecretKeyNotFound"),
             Error::TargetNotFound { .. } => Some("TargetNotFound"),
+            Error::ApplyFailed { .. } => Some("ApplyFailed"),
             Error::Kube(_) | Error::Serialize(_) => None,
         }
     }
@@ -103,5 +123,14 @@ mod tests {
         assert_eq!(e.reason(), Some("InvalidSpec"));
         let e = Error::TargetNotFound { name: "api".into(), namespace: "cx".into() };
         assert!(e.to_string().contains("spec.workload.targetRef"));
+        let refused =
+            kube::core::Status::failure("services \"orders-relay\" is forbidden: no Services here", "Forbidden")
+                .with_code(403);
+        let e = Error::applying("Service orders-relay", kube::Error::Api(Box::new(refused)));
+        assert_eq!(e.reason(), Some("ApplyFailed"));
+        assert_eq!(
+            e.to_string(),
+            "the API server refused Service orders-relay: services \"orders-relay\" is forbidden: no Services here (403 Forbidden)"
+        );
     }
 }

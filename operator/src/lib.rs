@@ -59,7 +59,14 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            [("READY".into(), 0), ("DUE".into(), 0), ("DEAD".into(), 0), ("AGE".into(), 0), ("ENDPOINT".into(), 1)]
+            [
+                ("READY".into(), 0),
+                ("DUE".into(), 0),
+                ("DEAD".into(), 0),
+                ("AGE".into(), 0),
+                ("REASON".into(), 1),
+                ("ENDPOINT".into(), 1)
+            ]
         );
         let yaml = crd_yaml();
         for needle in [

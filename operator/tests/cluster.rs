@@ -172,9 +172,13 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     });
     let wide = ns.kubectl(&["get", "whr", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "DUE", "DEAD", "AGE", "ENDPOINT"], "{wide}");
+    assert_eq!(header, ["NAME", "READY", "DUE", "DEAD", "AGE", "REASON", "ENDPOINT"], "{wide}");
+    assert!(wide.contains("ScaledToZero"), "REASON shows why it is not Ready: {wide}");
     assert!(wide.contains("https://hooks.example.com/webhooks/genesys"), "{wide}");
-    assert!(!row.contains("https://"), "ENDPOINT should only show with -o wide: {row}");
+    assert!(
+        !row.contains("https://") && !row.contains("ScaledToZero"),
+        "REASON and ENDPOINT only show with -o wide: {row}"
+    );
 
     // A spec change: children and observedGeneration follow; the Ingress goes away.
     let patch =

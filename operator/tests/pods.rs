@@ -196,3 +196,84 @@ fn what_cannot_run_shows_in_ready_with_the_reason() {
     ns.apply(&relay_yaml(&ns, 8, None));
     ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
 }
+
+/// A ValidatingAdmissionPolicy refusing Services in one namespace, removed on drop.
+struct DenyServices(String);
+
+impl DenyServices {
+    fn start(ns: &Namespace) -> Self {
+        let name = format!("deny-services-{}", ns.name);
+        apply_yaml(
+            &ns.name,
+            &format!(
+                r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}}
+  validations:
+  - {{expression: "false", message: "no Services in this namespace (test policy)"}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"#,
+                ns = ns.name
+            ),
+        );
+        // In force once a Service of our own is refused.
+        wait_for("the test policy refuses Services", || {
+            let out = kubectl_output(&["-n", &ns.name, "create", "service", "clusterip", "probe", "--tcp=80"], None);
+            if out.status.success() {
+                kubectl(&["-n", &ns.name, "delete", "service", "probe"]);
+                None
+            } else {
+                String::from_utf8_lossy(&out.stderr).contains("test policy").then_some(())
+            }
+        });
+        DenyServices(name)
+    }
+}
+
+impl Drop for DenyServices {
+    fn drop(&mut self) {
+        let kinds = "validatingadmissionpolicybinding,validatingadmissionpolicy";
+        let _ = kubectl_output(&["delete", kinds, &self.0, "--ignore-not-found"], None);
+    }
+}
+
+#[test]
+fn a_child_the_api_server_refuses_shows_in_ready_and_clears_by_itself() {
+    let ns = Namespace::create("whr-refused");
+    let redis_url = run_redis(&ns);
+    ns.example_secrets(&redis_url);
+    let policy = DenyServices::start(&ns);
+    let _op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
+    ns.apply(&relay_yaml(&ns, 8, None));
+
+    // The Service is refused: Ready False naming it, with the API server's message.
+    let c = ns.wait_condition("orders", "Ready", "False", Some("ApplyFailed"));
+    assert!(c.message.contains("Service orders-relay"), "{}", c.message);
+    assert!(c.message.contains("no Services in this namespace (test policy)"), "{}", c.message);
+    println!("Ready: {} {}: {}", c.status, c.reason, c.message);
+    let wide = ns.kubectl(&["get", "whr", "-o", "wide"]);
+    println!("$ kubectl get whr -o wide -n {}\n{wide}", ns.name);
+    assert!(
+        wide.lines().any(|l| l.starts_with("orders") && l.contains("False") && l.contains("ApplyFailed")),
+        "{wide}"
+    );
+    wait_for("an ApplyFailed event", || ns.event_reasons("orders").iter().any(|r| r == "ApplyFailed").then_some(()));
+
+    // The policy goes: the operator's retry applies the Service and Ready turns True.
+    drop(policy);
+    ns.wait_condition_within(Duration::from_secs(120), "orders", "Ready", "True", None);
+    assert!(ns.get::<k8s_openapi::api::core::v1::Service>("orders-relay").is_some());
+}

@@ -53,4 +53,5 @@ fn the_readme_try_it_path_delivers_a_signed_test_event() {
     });
     println!("$ kubectl get whr -n cx\n{}", ns.kubectl(&["get", "whr"]));
     println!("$ kubectl get pods -n cx\n{}", ns.kubectl(&["get", "pods"]));
+    println!("$ kubectl get whr -n cx -o wide\n{}", ns.kubectl(&["get", "whr", "-o", "wide"]));
 }
