@@ -496,6 +496,11 @@ async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> Result<
 }
 
 async fn write_status(relay: &WebhookRelay, ctx: &Context, status: &WebhookRelayStatus) -> Result<()> {
+    // Unchanged (same conditions, transition times carried, same queue figures): no write,
+    // so a thousand idle relays cost the API server nothing between changes.
+    if relay.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api: Api<WebhookRelay> = Api::namespaced(ctx.client.clone(), &relay.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": WebhookRelay::api_version(&()),
