@@ -6,28 +6,15 @@
 mod v1;
 
 use std::time::Duration;
-use testkit::{RedisCluster, RedisServer};
+use testkit::RedisBackend;
 use webhook_relay_store::*;
 
 const DAY: Duration = Duration::from_secs(86400);
 
-/// Keeps the servers alive for the length of a test.
-#[allow(dead_code)]
-enum Backend {
-    Single(Box<RedisServer>),
-    Cluster(RedisCluster),
-}
-
-async fn connect(cluster: bool) -> (Backend, ConnectOptions) {
-    if cluster {
-        let c = RedisCluster::start();
-        let opts = ConnectOptions::new(c.cluster_url());
-        (Backend::Cluster(c), opts)
-    } else {
-        let s = RedisServer::start();
-        let opts = ConnectOptions::new(s.url());
-        (Backend::Single(Box::new(s)), opts)
-    }
+async fn connect(cluster: bool) -> (RedisBackend, ConnectOptions) {
+    let backend = RedisBackend::start(cluster);
+    let opts = ConnectOptions::new(backend.url());
+    (backend, opts)
 }
 
 /// Runs one of format 1's scripts with EVAL.

@@ -3,26 +3,12 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
-use testkit::{RedisCluster, RedisServer};
+use testkit::{RedisBackend, RedisServer};
 use webhook_relay_store::*;
 
-/// Keeps the servers alive for the length of a test.
-enum Backend {
-    Single(Box<RedisServer>),
-    Cluster(RedisCluster),
-}
-
-async fn store(cluster: bool, relay: &str) -> (Backend, Store) {
-    let (backend, opts) = if cluster {
-        let c = RedisCluster::start();
-        let opts = ConnectOptions::new(c.cluster_url());
-        (Backend::Cluster(c), opts)
-    } else {
-        let s = RedisServer::start();
-        let opts = ConnectOptions::new(s.url());
-        (Backend::Single(Box::new(s)), opts)
-    };
-    let conn = Conn::connect(&opts).await.expect("connect to redis");
+async fn store(cluster: bool, relay: &str) -> (RedisBackend, Store) {
+    let backend = RedisBackend::start(cluster);
+    let conn = Conn::connect(&ConnectOptions::new(backend.url())).await.expect("connect to redis");
     let store = Store::new(conn, relay);
     store.prepare().await.expect("format 2 keys");
     (backend, store)
@@ -307,8 +293,8 @@ async fn scripts_reload_after_script_flush(cluster: bool) {
     let (b, s) = store(cluster, "t/noscript").await;
     s.enqueue(&id("n1"), b"{}", "application/json", DAY).await.unwrap();
     match &b {
-        Backend::Single(r) => assert_eq!(r.cli(&["SCRIPT", "FLUSH"]), "OK"),
-        Backend::Cluster(c) => c.nodes.iter().for_each(|n| assert_eq!(n.cli(&["SCRIPT", "FLUSH"]), "OK")),
+        RedisBackend::Single(r) => assert_eq!(r.cli(&["SCRIPT", "FLUSH"]), "OK"),
+        RedisBackend::Cluster(c) => c.nodes.iter().for_each(|n| assert_eq!(n.cli(&["SCRIPT", "FLUSH"]), "OK")),
     }
     s.enqueue(&id("n2"), b"{}", "application/json", DAY).await.unwrap();
     assert_eq!(s.stats().await.unwrap().due, 2);

@@ -294,3 +294,29 @@ impl RedisCluster {
         format!("{scheme}://{}", hosts.join(","))
     }
 }
+
+/// A single server or a 3-node cluster, for tests that run each scenario on both; keeps
+/// the servers alive while it lives.
+pub enum RedisBackend {
+    Single(Box<RedisServer>),
+    Cluster(RedisCluster),
+}
+
+impl RedisBackend {
+    /// Starts a cluster when `cluster`, else one server.
+    pub fn start(cluster: bool) -> Self {
+        if cluster {
+            RedisBackend::Cluster(RedisCluster::start())
+        } else {
+            RedisBackend::Single(Box::new(RedisServer::start()))
+        }
+    }
+
+    /// The URL a client connects with (`redis+cluster://` for the cluster).
+    pub fn url(&self) -> String {
+        match self {
+            RedisBackend::Single(s) => s.url(),
+            RedisBackend::Cluster(c) => c.cluster_url(),
+        }
+    }
+}
