@@ -5,10 +5,11 @@
 //! Problems the user must fix (invalid spec, missing Secret or target) are not crashes:
 //! they become `Ready=False` with a reason, a Warning event, and a retry with backoff.
 
+use crate::children::{Applied, Caches, Writers};
 use crate::error::{Error, Result, SecretUse};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
-use crate::redis_probe::{self, Persistence, Probe};
+use crate::redis_probe::{Persistence, Pool, Probe};
 use crate::resources::{
     self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, TemplateHashes, WorkloadDefaults,
 };
@@ -18,8 +19,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -56,6 +59,13 @@ pub struct Context {
     pub refresh: Duration,
     /// The Genesys webhook check and its last verdict per relay.
     pub genesys: Checker,
+    /// One Redis connection per distinct Redis, for the status probes.
+    pub redis: Pool,
+    /// Metadata of the relays' children, from the controller's watches.
+    pub children: Caches,
+    /// What was last applied to each child, so unchanged children are not applied again.
+    pub applied: Applied,
+    writers: Mutex<Option<Writers>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -68,7 +78,27 @@ impl Context {
         refresh: Duration,
         genesys: Checker,
     ) -> Self {
-        Context { client, defaults, recorder, metrics, refresh, genesys, failures: Mutex::new(HashMap::new()) }
+        let (children, writers) = Caches::new();
+        Context {
+            client,
+            defaults,
+            recorder,
+            metrics,
+            refresh,
+            genesys,
+            redis: Pool::default(),
+            children,
+            applied: Applied::default(),
+            writers: Mutex::new(Some(writers)),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The refresh period with ±20 % jitter, so relays created together do not keep
+    /// refreshing (probing Redis, reading Secrets) in the same instant.
+    fn refresh_jittered(&self) -> Duration {
+        use rand::Rng;
+        self.refresh.mul_f64(rand::rng().random_range(0.8..=1.2))
     }
 
     fn backoff(&self, key: &str) -> Duration {
@@ -94,26 +124,62 @@ fn key(relay: &WebhookRelay) -> String {
     format!("{}/{}", relay.namespace().unwrap_or_default(), relay.name_any())
 }
 
-/// Server-side applies a child; a refusal by the API server names the child
-/// ([`Error::ApplyFailed`]).
-async fn apply<K>(api: &Api<K>, name: &str, obj: &K, manager: &str) -> Result<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(obj))
-        .await
-        .map_err(|e| Error::applying(format!("{} {name}", K::kind(&())), e))
+/// One server-side apply of a relay's child.
+struct ChildApply<'a, T> {
+    /// Object `name` of the Api's kind.
+    name: &'a str,
+    /// What to apply.
+    obj: &'a T,
+    /// The child's metadata now (`None`: absent), from a read or a watch cache.
+    current: Option<&'a ObjectMeta>,
+    manager: &'a str,
+    /// The child as messages name it: `Service orders-relay`.
+    what: String,
 }
 
-/// Deletes `name` if it exists and this relay is its controller.
-async fn delete_owned<K>(api: &Api<K>, name: &str, relay: &WebhookRelay) -> Result<bool>
+/// Server-side applies a child, unless this process applied the same object last time and
+/// the child has not been touched since (see [`crate::children`]); a refusal by the API
+/// server names the child ([`Error::ApplyFailed`]).
+async fn apply<K, T>(ctx: &Context, relay: &WebhookRelay, api: &Api<K>, child: ChildApply<'_, T>) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    T: Serialize + Debug,
+{
+    let relay_uid = relay.uid().unwrap_or_default();
+    let key = format!("{}:{}/{}", child.manager, K::kind(&()), child.name);
+    let desired = crate::children::digest(child.obj);
+    if ctx.applied.unchanged(&relay_uid, &key, &desired, child.current) {
+        ctx.metrics.applies_skipped.inc();
+        return Ok(());
+    }
+    let pp = PatchParams::apply(child.manager).force();
+    match api.patch(child.name, &pp, &Patch::Apply(child.obj)).await {
+        Ok(after) => {
+            ctx.applied.record(&relay_uid, &key, desired, after.meta());
+            Ok(())
+        }
+        Err(e) => {
+            ctx.applied.forget_child(&relay_uid, &key);
+            Err(Error::applying(child.what, e))
+        }
+    }
+}
+
+/// Deletes `name` (whose metadata is `current`, `None` when absent) if this relay is its
+/// controller.
+async fn delete_owned<K>(api: &Api<K>, name: &str, relay: &WebhookRelay, current: Option<&ObjectMeta>) -> Result<bool>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let Some(obj) = api.get_opt(name).await? else { return Ok(false) };
-    let ours = obj.owner_references().iter().any(|o| Some(&o.uid) == relay.meta().uid.as_ref());
+    let Some(meta) = current else { return Ok(false) };
+    let ours = meta.owner_references.iter().flatten().any(|o| Some(&o.uid) == relay.meta().uid.as_ref());
     if ours {
-        api.delete(name, &DeleteParams::background()).await?;
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            // Already gone: the cache had not seen the deletion yet.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(ours)
 }
@@ -129,12 +195,42 @@ async fn set_finalizer(api: &Api<WebhookRelay>, relay: &WebhookRelay, present: b
     Ok(())
 }
 
+/// Where the Deployments carrying a relay's container are looked up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The watch cache: enough where a miss is caught up by the next reconcile (the watch
+    /// triggers one when the cache learns of the Deployment).
+    Cache,
+    /// A list call: before the finalizer goes, nothing may be missed.
+    Fresh,
+}
+
 /// Takes the relay container out of every Deployment it was injected into, but `keep`.
-async fn release_sidecars(ctx: &Context, relay: &WebhookRelay, ns: &str, keep: Option<&str>) -> Result<()> {
+async fn release_sidecars(
+    ctx: &Context,
+    relay: &WebhookRelay,
+    ns: &str,
+    keep: Option<&str>,
+    lookup: Lookup,
+) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("{SIDECAR_OF_LABEL}={}", relay.name_any()));
-    for d in api.list(&lp).await? {
-        let name = d.name_any();
+    let carriers: Vec<String> = match lookup {
+        Lookup::Fresh => {
+            let lp = ListParams::default().labels(&format!("{SIDECAR_OF_LABEL}={}", relay.name_any()));
+            api.list_metadata(&lp).await?.into_iter().map(|d| d.name_any()).collect()
+        }
+        Lookup::Cache => ctx
+            .children
+            .sidecars
+            .state()
+            .iter()
+            .filter(|d| {
+                d.namespace().as_deref() == Some(ns) && d.labels().get(SIDECAR_OF_LABEL) == Some(&relay.name_any())
+            })
+            .map(|d| d.name_any())
+            .collect(),
+    };
+    for name in carriers {
         if Some(name.as_str()) == keep {
             continue;
         }
@@ -389,18 +485,31 @@ pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
 }
 
 /// Applies the Standalone children: the relay's own Deployment; any sidecar it had is released.
-async fn apply_standalone(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> Result<BTreeMap<String, String>> {
+async fn apply_standalone(
+    ctx: &Context,
+    relay: &WebhookRelay,
+    plan: &Plan,
+    observed: &Observed,
+) -> Result<BTreeMap<String, String>> {
     let ns = relay.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = resources::child_name(relay);
-    apply(&deployments, &name, &resources::deployment(relay, &ctx.defaults, &plan.hashes, &plan.config), MANAGER)
+    let deployment = resources::deployment(relay, &ctx.defaults, &plan.hashes, &plan.config);
+    let current = observed.own_deployment.as_ref().map(|d| &d.metadata);
+    let what = format!("Deployment {name}");
+    apply(ctx, relay, &deployments, ChildApply { name: &name, obj: &deployment, current, manager: MANAGER, what })
         .await?;
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = Caches::get(&ctx.children.budgets, &ns, &name);
     match resources::pod_disruption_budget(relay) {
-        Some(pdb) => drop(apply(&budgets, &name, &pdb, MANAGER).await?),
-        None => drop(delete_owned(&budgets, &name, relay).await?),
+        Some(pdb) => {
+            let what = format!("PodDisruptionBudget {name}");
+            let child = ChildApply { name: &name, obj: &pdb, current: current.as_ref(), manager: MANAGER, what };
+            apply(ctx, relay, &budgets, child).await?
+        }
+        None => drop(delete_owned(&budgets, &name, relay, current.as_ref()).await?),
     }
-    release_sidecars(ctx, relay, &ns, None).await?;
+    release_sidecars(ctx, relay, &ns, None, Lookup::Cache).await?;
     if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
         set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, false).await?;
     }
@@ -409,18 +518,23 @@ async fn apply_standalone(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> R
 
 /// Injects the relay container into `target` (holding the finalizer that takes it out
 /// again), and removes the relay's own Deployment left from Standalone mode.
-async fn apply_sidecar(ctx: &Context, relay: &WebhookRelay, plan: &Plan, target: &str, injected: bool) -> Result<()> {
+async fn apply_sidecar(
+    ctx: &Context,
+    relay: &WebhookRelay,
+    plan: &Plan,
+    observed: &Observed,
+    (target, injected): (&str, bool),
+) -> Result<()> {
     let ns = relay.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     if !relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
         set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, true).await?;
     }
     let patch = resources::sidecar_patch(relay, &ctx.defaults, target, &plan.hashes);
-    let pp = PatchParams::apply(&resources::sidecar_manager(relay)).force();
-    deployments
-        .patch(target, &pp, &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::applying(format!("the relay container in Deployment {target}"), e))?;
+    let manager = resources::sidecar_manager(relay);
+    let current = observed.target.as_ref().map(|d| &d.metadata);
+    let what = format!("the relay container in Deployment {target}");
+    apply(ctx, relay, &deployments, ChildApply { name: target, obj: &patch, current, manager: &manager, what }).await?;
     if !injected {
         ctx.event(
             relay,
@@ -433,38 +547,52 @@ async fn apply_sidecar(ctx: &Context, relay: &WebhookRelay, plan: &Plan, target:
     }
     // The relay's own Deployment and budget, left from Standalone mode; the target's pods
     // are the app's, and so is their disruption budget.
-    delete_owned(&deployments, &resources::child_name(relay), relay).await?;
-    delete_owned(
-        &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
-        &resources::child_name(relay),
-        relay,
-    )
-    .await?;
-    release_sidecars(ctx, relay, &ns, Some(target)).await?;
+    let name = resources::child_name(relay);
+    delete_owned(&deployments, &name, relay, observed.own_deployment.as_ref().map(|d| &d.metadata)).await?;
+    let budget = Caches::get(&ctx.children.budgets, &ns, &name);
+    let budgets = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns);
+    delete_owned(&budgets, &name, relay, budget.as_ref()).await?;
+    release_sidecars(ctx, relay, &ns, Some(target), Lookup::Cache).await?;
     Ok(())
 }
 
 /// Applies `plan`: the ConfigMap, the workload, the Service and the Ingress (deleted when
-/// the spec has none), then reports rolls and config changes as events.
-async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan) -> Result<()> {
+/// the spec has none), then reports rolls and config changes as events. Children that
+/// would not change are not applied (see [`apply`]).
+async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan, observed: &Observed) -> Result<()> {
     let ns = relay.namespace().unwrap_or_default();
     let client = ctx.client.clone();
     let name = resources::child_name(relay);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    apply(&config_maps, &name, &resources::config_map(relay, &plan.config), MANAGER).await?;
+    let config_map = resources::config_map(relay, &plan.config);
+    let current = observed.config_map.as_ref().map(|c| &c.metadata);
+    let what = format!("ConfigMap {name}");
+    apply(ctx, relay, &config_maps, ChildApply { name: &name, obj: &config_map, current, manager: MANAGER, what })
+        .await?;
     let (selector, workload, rolled) = match &plan.workload {
-        Workload::Standalone => (apply_standalone(ctx, relay, plan).await?, format!("Deployment {name}"), name.clone()),
+        Workload::Standalone => {
+            (apply_standalone(ctx, relay, plan, observed).await?, format!("Deployment {name}"), name.clone())
+        }
         Workload::Sidecar { target, selector, injected } => {
-            apply_sidecar(ctx, relay, plan, target, *injected).await?;
+            apply_sidecar(ctx, relay, plan, observed, (target, *injected)).await?;
             (selector.clone(), format!("the relay container in Deployment {target}"), target.clone())
         }
     };
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    apply(&services, &name, &resources::service(relay, selector), MANAGER).await?;
+    let service = resources::service(relay, selector);
+    let current = Caches::get(&ctx.children.services, &ns, &name);
+    let what = format!("Service {name}");
+    let child = ChildApply { name: &name, obj: &service, current: current.as_ref(), manager: MANAGER, what };
+    apply(ctx, relay, &services, child).await?;
     let ingresses: Api<Ingress> = Api::namespaced(client, &ns);
+    let current = Caches::get(&ctx.children.ingresses, &ns, &name);
     match resources::ingress(relay) {
-        Some(ing) => drop(apply(&ingresses, &name, &ing, MANAGER).await?),
-        None => drop(delete_owned(&ingresses, &name, relay).await?),
+        Some(ing) => {
+            let what = format!("Ingress {name}");
+            let child = ChildApply { name: &name, obj: &ing, current: current.as_ref(), manager: MANAGER, what };
+            apply(ctx, relay, &ingresses, child).await?
+        }
+        None => drop(delete_owned(&ingresses, &name, relay, current.as_ref()).await?),
     }
     if plan.secrets_changed {
         info!(deployment = %rolled, secrets_hash = %plan.hashes.secrets, "a referenced Secret changed; rolling the pods");
@@ -555,7 +683,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     if relay.meta().deletion_timestamp.is_some() {
         ctx.genesys.forget(&relay.uid().unwrap_or_default());
         if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
-            release_sidecars(&ctx, &relay, &ns, None).await?;
+            release_sidecars(&ctx, &relay, &ns, None, Lookup::Fresh).await?;
             let api: Api<WebhookRelay> = Api::namespaced(ctx.client.clone(), &ns);
             set_finalizer(&api, &relay, false).await?;
         }
@@ -567,9 +695,9 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     let credentials = relay.spec.genesys.as_ref().and_then(|g| observed.secret(&g.credentials_secret_ref.name));
     let outcome = async {
         let plan = plan(&relay, &observed)?;
-        apply_plan(&ctx, &relay, &plan).await?;
+        apply_plan(&ctx, &relay, &plan, &observed).await?;
         let r = &plan.redis;
-        Ok::<Probe, Error>(redis_probe::probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await)
+        Ok::<Probe, Error>(ctx.redis.probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await)
     };
     // The Genesys check (a call to Genesys Cloud when due) runs alongside apply and probe.
     let (probed, genesys) = tokio::join!(outcome, ctx.genesys.check(&relay, &endpoint, credentials, &ctx.metrics));
@@ -584,10 +712,10 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
             }
             if status::is_ready(Some(&s)) {
                 ctx.succeeded(&k);
-                Ok(Action::requeue(ctx.refresh))
+                Ok(Action::requeue(ctx.refresh_jittered()))
             } else {
                 ctx.metrics.failed("redis_unreachable");
-                Ok(Action::requeue(ctx.backoff(&k).min(ctx.refresh)))
+                Ok(Action::requeue(ctx.backoff(&k).min(ctx.refresh_jittered())))
             }
         }
         Err(e) if e.reason().is_some() => {
@@ -635,13 +763,49 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    // The children's watches trigger reconciles of their owner and, for the kinds read
+    // only to decide whether an apply or delete is needed, fill `ctx.children`.
+    let writers = ctx.writers.lock().expect("writers lock").take().expect("controller::run is called once");
+    let services = watcher(api_for::<PartialObjectMeta<Service>>(&client, ns), owned.clone())
+        .default_backoff()
+        .reflect(writers.services)
+        .touched_objects();
+    let budgets = watcher(api_for::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), owned.clone())
+        .default_backoff()
+        .reflect(writers.budgets)
+        .touched_objects();
+    let ingresses = watcher(api_for::<PartialObjectMeta<Ingress>>(&client, ns), owned.clone())
+        .default_backoff()
+        .reflect(writers.ingresses)
+        .touched_objects();
+    let sidecars = watcher(
+        api_for::<PartialObjectMeta<Deployment>>(&client, ns),
+        watcher::Config::default().labels(SIDECAR_OF_LABEL),
+    )
+    .default_backoff()
+    .reflect(writers.sidecars)
+    .touched_objects();
+    // Deleted relays are not reconciled; their records of what was applied go here.
+    let relays_now = reader.clone();
+    let pruner = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                every.tick().await;
+                let live: std::collections::HashSet<String> =
+                    relays_now.state().iter().filter_map(|r| r.uid()).collect();
+                ctx.applied.retain(|uid| live.contains(uid));
+            }
+        }
+    });
     Controller::for_stream(relay_stream, reader)
         .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api_for::<Deployment>(&client, ns), owned.clone())
-        .owns(api_for::<Service>(&client, ns), owned.clone())
-        .owns(api_for::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .owns(api_for::<Ingress>(&client, ns), owned)
-        .watches(api_for::<Deployment>(&client, ns), watcher::Config::default().labels(SIDECAR_OF_LABEL), |d| {
+        .owns(api_for::<Deployment>(&client, ns), owned)
+        .owns_stream(services)
+        .owns_stream(budgets)
+        .owns_stream(ingresses)
+        .watches_stream(sidecars, |d| {
             let relay = d.labels().get(SIDECAR_OF_LABEL)?.clone();
             Some(ObjectRef::new(&relay).within(&d.namespace()?))
         })
@@ -654,6 +818,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+    pruner.abort();
 }
 
 #[cfg(test)]

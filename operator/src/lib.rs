@@ -1,11 +1,13 @@
 //! `webhook-relay-operator`: reconciles `WebhookRelay` resources into configured relays.
 //!
 //! [`resources`] builds the desired objects (pure), [`status`] the status (pure),
-//! [`controller`] reads, applies and writes; [`redis_probe`] reads queue figures and
+//! [`controller`] reads, applies and writes, skipping applies that would change nothing
+//! ([`children`]); [`redis_probe`] reads queue figures and
 //! persistence settings from the relay's Redis; [`genesys_check`] verifies the Genesys
 //! Cloud integration's webhook URL; [`leader`] elects one active replica;
 //! [`metrics`] serves `/metrics` and `/healthz`.
 
+pub mod children;
 pub mod controller;
 pub mod error;
 pub mod genesys_check;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Genesys Cloud integration lookups, by the resulting condition reason.
     pub genesys_checks: Family<ReasonLabels, Counter>,
+    /// Applies of children not sent because nothing would change.
+    pub applies_skipped: Counter,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let leader = Gauge::default();
         let genesys_checks = Family::<ReasonLabels, Counter>::default();
+        let applies_skipped = Counter::default();
         registry.register("reconciliations", "Reconciles started", reconciliations.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error kind", failures.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
@@ -63,7 +66,12 @@ impl Default for Metrics {
             "Genesys Cloud integration lookups (GenesysWebhookVerified), by condition reason",
             genesys_checks.clone(),
         );
-        Metrics { registry, reconciliations, failures, duration, leader, genesys_checks }
+        registry.register(
+            "applies_skipped",
+            "Server-side applies of children not sent: the same object was applied last time and the child is untouched",
+            applies_skipped.clone(),
+        );
+        Metrics { registry, reconciliations, failures, duration, leader, genesys_checks, applies_skipped }
     }
 }
 

@@ -3,9 +3,16 @@
 //! acknowledged event (`appendonly yes`, `maxmemory-policy noeviction`).
 //!
 //! The Redis URL is a secret: it is used to connect and never appears in a message.
+//!
+//! Connections are pooled by [`Pool`]: one per distinct Redis (URL, cluster flag, TLS
+//! material), shared by every relay that uses it, so a thousand relays on one Redis cost
+//! it one client connection, not one per relay or per reconcile.
 
 use redis::{FromRedisValue, Value};
-use std::time::Duration;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use webhook_relay_store::{Conn, ConnectOptions, Stats, Store, StoreError, TlsMaterial};
 
 /// Time allowed for the whole probe of one relay.
@@ -104,10 +111,10 @@ async fn config_get(conn: &Conn, name: &str) -> Result<Option<String>, String> {
     Ok(config_value(v, name))
 }
 
-async fn probe_inner(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+async fn probe_inner(pool: &Pool, url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
     let unreachable =
         |e: ProbeError| Probe { stats: Err(e), persistence: Persistence::Unknown("not reachable".into()) };
-    let conn = match Conn::connect(&ConnectOptions::new(url).cluster(cluster).tls(tls)).await {
+    let conn = match pool.conn(url, cluster, tls).await {
         Ok(c) => c,
         Err(e) => return unreachable(ProbeError::new(ProbeFailure::Connect, &e, url)),
     };
@@ -139,26 +146,98 @@ async fn probe_inner(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_i
     Probe { stats, persistence }
 }
 
-/// Probes relay `relay_id`'s Redis at `url` within [`PROBE_TIMEOUT`], over TLS with `tls`
-/// (what the relay's `redis.tls` files hold) for a `rediss` URL; messages are redacted.
-pub async fn probe(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
-    let p = match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(url, cluster, tls, relay_id)).await {
-        Ok(p) => p,
-        Err(_) => Probe {
-            stats: Err(ProbeError {
-                kind: ProbeFailure::Timeout,
-                message: format!("no answer within {PROBE_TIMEOUT:?}"),
-            }),
-            persistence: Persistence::Unknown("not reachable".into()),
-        },
-    };
-    Probe {
-        stats: p.stats,
-        persistence: match p.persistence {
-            Persistence::Unknown(e) => Persistence::Unknown(redact(&e, url)),
-            other => other,
-        },
+/// A pooled connection unused this long is closed.
+pub const POOL_IDLE: Duration = Duration::from_secs(600);
+
+/// One Redis connection per distinct (URL, cluster flag, TLS material), reused by every
+/// probe of every relay that uses it. The connections reconnect by themselves; one whose
+/// probe could not reach Redis is dropped so the next probe starts afresh (a cluster's
+/// nodes may have moved), and one unused for [`POOL_IDLE`] is closed.
+#[derive(Default)]
+pub struct Pool {
+    conns: Mutex<HashMap<[u8; 32], (Conn, Instant)>>,
+}
+
+impl Pool {
+    /// The pool's key: a digest, so the map holds no URL (password) or key material.
+    fn key(url: &str, cluster: bool, tls: Option<&TlsMaterial>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let part = |h: &mut Sha256, bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        part(&mut h, url.as_bytes());
+        part(&mut h, &[u8::from(cluster)]);
+        let tls = tls.cloned().unwrap_or_default();
+        part(&mut h, tls.ca_pem.as_deref().unwrap_or(b"-"));
+        let (cert, key) = tls.client.unwrap_or_default();
+        part(&mut h, &cert);
+        part(&mut h, &key);
+        h.finalize().into()
     }
+
+    async fn conn(&self, url: &str, cluster: bool, tls: Option<TlsMaterial>) -> redis::RedisResult<Conn> {
+        let key = Self::key(url, cluster, tls.as_ref());
+        let now = Instant::now();
+        {
+            let mut conns = self.conns.lock().expect("pool lock");
+            conns.retain(|_, (_, used)| now.duration_since(*used) < POOL_IDLE);
+            if let Some((conn, used)) = conns.get_mut(&key) {
+                *used = now;
+                return Ok(conn.clone());
+            }
+        }
+        // Two reconciles may both connect here; the first connection stored wins.
+        let conn = Conn::connect(&ConnectOptions::new(url).cluster(cluster).tls(tls)).await?;
+        let mut conns = self.conns.lock().expect("pool lock");
+        Ok(conns.entry(key).or_insert((conn, now)).0.clone())
+    }
+
+    fn discard(&self, url: &str, cluster: bool, tls: Option<&TlsMaterial>) {
+        self.conns.lock().expect("pool lock").remove(&Self::key(url, cluster, tls));
+    }
+
+    /// How many connections the pool holds.
+    pub fn len(&self) -> usize {
+        self.conns.lock().expect("pool lock").len()
+    }
+
+    /// Whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Probes relay `relay_id`'s Redis at `url` within [`PROBE_TIMEOUT`], over TLS with
+    /// `tls` (what the relay's `redis.tls` files hold) for a `rediss` URL; messages are
+    /// redacted.
+    pub async fn probe(&self, url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+        let inner = probe_inner(self, url, cluster, tls.clone(), relay_id);
+        let p = match tokio::time::timeout(PROBE_TIMEOUT, inner).await {
+            Ok(p) => p,
+            Err(_) => Probe {
+                stats: Err(ProbeError {
+                    kind: ProbeFailure::Timeout,
+                    message: format!("no answer within {PROBE_TIMEOUT:?}"),
+                }),
+                persistence: Persistence::Unknown("not reachable".into()),
+            },
+        };
+        if p.stats.as_ref().is_err_and(|e| e.kind != ProbeFailure::Read) {
+            self.discard(url, cluster, tls.as_ref());
+        }
+        Probe {
+            stats: p.stats,
+            persistence: match p.persistence {
+                Persistence::Unknown(e) => Persistence::Unknown(redact(&e, url)),
+                other => other,
+            },
+        }
+    }
+}
+
+/// [`Pool::probe`] on a connection of its own (closed afterwards).
+pub async fn probe(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
+    Pool::default().probe(url, cluster, tls, relay_id).await
 }
 
 #[cfg(test)]

@@ -1,71 +1,119 @@
-//! Idle relays cost the API server no status writes: five Ready relays whose spec, Secrets,
-//! pods and queue do not change pass three refresh periods (2 s each) while the operator
-//! keeps reconciling them, and the API server counts no status write for WebhookRelays
-//! (`apiserver_request_total`, read from its /metrics). Its own test binary, so no other
-//! test's operator writes meanwhile.
+//! Idle relays cost the API server no writes: 50 relays whose spec, Secrets, pods and queue
+//! do not change pass three refresh periods (2 s each) while the operator keeps reconciling
+//! them, and the API server counts no write (APPLY, PATCH, UPDATE, CREATE, DELETE) of
+//! WebhookRelays or their status, ConfigMaps, Deployments, Services, Ingresses or
+//! PodDisruptionBudgets (`apiserver_request_total`, read from its /metrics). Two relays run
+//! a pod (their Deployments carry status that moves); 48 run none (`replicas: 0`) so the
+//! test needs no 50 pods. Its own test binary, so no other test's operator writes meanwhile.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 use testkit::kube::*;
 use testkit::wait::wait_for;
+use webhook_relay_api::crd::WebhookRelay;
 
-/// The API server's request count for `resource`/`subresource`, by verb.
-fn api_requests(resource: &str, subresource: &str) -> std::collections::BTreeMap<String, f64> {
+/// Resources (and subresource) whose writes the operator makes for a relay.
+const WRITTEN: &[(&str, &str)] = &[
+    ("webhookrelays", ""),
+    ("webhookrelays", "status"),
+    ("configmaps", ""),
+    ("deployments", ""),
+    ("services", ""),
+    ("ingresses", ""),
+    ("poddisruptionbudgets", ""),
+];
+const WRITE_VERBS: &[&str] = &["APPLY", "PATCH", "UPDATE", "CREATE", "DELETE", "POST", "PUT"];
+
+/// The API server's request counts by (resource/subresource, verb), for [`WRITTEN`].
+fn api_requests() -> BTreeMap<(String, String), f64> {
     let metrics = kubectl(&["get", "--raw", "/metrics"]);
-    let mut by_verb = std::collections::BTreeMap::new();
+    let mut counts = BTreeMap::new();
     for line in metrics.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let label = |name: &str| {
             line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
         };
-        if label("resource") == resource && label("subresource") == subresource {
+        let (resource, subresource) = (label("resource"), label("subresource"));
+        if WRITTEN.iter().any(|(r, s)| *r == resource && *s == subresource) {
             let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            *by_verb.entry(label("verb")).or_insert(0.0) += n;
+            *counts.entry((format!("{resource}/{subresource}"), label("verb"))).or_insert(0.0) += n;
         }
     }
-    by_verb
+    counts
 }
 
-/// `webhook_relay_operator_reconciliations_total` of a running operator.
-fn reconciliations(op: &Operator) -> f64 {
+/// Write requests counted between `before` and `after`, by (resource, verb).
+fn writes(before: &BTreeMap<(String, String), f64>, after: &BTreeMap<(String, String), f64>) -> Vec<String> {
+    after
+        .iter()
+        .filter(|((_, verb), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .filter_map(|(k, n)| {
+            let d = n - before.get(k).unwrap_or(&0.0);
+            (d > 0.0).then(|| format!("{} {}: {d}", k.0, k.1))
+        })
+        .collect()
+}
+
+/// A counter of a running operator's /metrics.
+fn counter(op: &Operator, name: &str) -> f64 {
     let body = op.http_get("/metrics").expect("operator metrics");
     body.lines()
-        .find_map(|l| l.strip_prefix("webhook_relay_operator_reconciliations_total "))
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
-        .expect("the reconciliations counter")
+        .unwrap_or_else(|| panic!("{name} on the operator's /metrics"))
 }
 
 #[test]
-fn idle_relays_get_no_status_writes_between_changes() {
+fn fifty_idle_relays_get_no_writes_between_changes() {
     let ns = Namespace::create("whr-idle");
     let redis_url = run_redis(&ns);
     ns.example_secrets(&redis_url);
     let op = Operator::start(&ns.name, RELAY_IMAGE, &[]);
-    let names: Vec<String> = (0..5).map(|i| format!("idle-{i}")).collect();
-    for n in &names {
-        let destination = format!("http://downstream.{}.svc:8080/events", ns.name);
-        ns.apply(&relay_manifest(n, &destination, "  workload: {replicas: 1}\n"));
+    let destination = format!("http://downstream.{}.svc:8080/events", ns.name);
+    let manifests: Vec<String> = (0..50)
+        .map(|i| {
+            let replicas = if i < 2 { 1 } else { 0 };
+            relay_manifest(&format!("idle-{i}"), &destination, &format!("  workload: {{replicas: {replicas}}}\n"))
+        })
+        .collect();
+    ns.apply(&manifests.join("---\n"));
+    for i in 0..2 {
+        ns.wait_condition_within(Duration::from_secs(120), &format!("idle-{i}"), "Ready", "True", None);
+        wait_available(&ns, &format!("idle-{i}-relay"), 1);
     }
-    for n in &names {
-        ns.wait_condition_within(Duration::from_secs(120), n, "Ready", "True", None);
-        wait_available(&ns, &format!("{n}-relay"), 1);
-    }
-    // Settled: one status write after the pods became available, then none.
-    wait_for("the relays' statuses to settle", || {
-        let before = api_requests("webhookrelays", "status");
+    wait_for("all 50 relays to have a Ready condition", || {
+        let relays = ns.list::<WebhookRelay>("");
+        let with_ready = relays
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready")))
+            .count();
+        (with_ready == 50).then_some(())
+    });
+    // Settled: the last writes (status after the pods became available) are done.
+    wait_for("the relays' writes to settle", || {
+        let before = api_requests();
         std::thread::sleep(Duration::from_secs(3));
-        (api_requests("webhookrelays", "status") == before).then_some(())
+        writes(&before, &api_requests()).is_empty().then_some(())
     });
 
-    let (writes_before, reconciles_before) = (api_requests("webhookrelays", "status"), reconciliations(&op));
-    let children_before = api_requests("deployments", "");
-    std::thread::sleep(Duration::from_secs(7)); // three refresh periods of 2 s, and some
-    let (writes_after, reconciles_after) = (api_requests("webhookrelays", "status"), reconciliations(&op));
-    let children_after = api_requests("deployments", "");
+    let (before, reconciles_before) = (api_requests(), counter(&op, "webhook_relay_operator_reconciliations_total"));
+    let skipped_before = counter(&op, "webhook_relay_operator_applies_skipped_total");
+    std::thread::sleep(Duration::from_secs(7)); // three refresh periods of 2 s (±20 %), and some
+    let (after, reconciles_after) = (api_requests(), counter(&op, "webhook_relay_operator_reconciliations_total"));
+    let skipped = counter(&op, "webhook_relay_operator_applies_skipped_total") - skipped_before;
     let reconciled = reconciles_after - reconciles_before;
-    assert!(reconciled >= 10.0, "the operator kept refreshing the 5 relays: {reconciled} reconciles");
-    assert_eq!(writes_after, writes_before, "status requests for unchanged relays ({reconciled} reconciles)");
-    let applies = children_after.get("APPLY").unwrap_or(&0.0) - children_before.get("APPLY").unwrap_or(&0.0);
+    assert!(reconciled >= 100.0, "the operator kept refreshing the 50 relays: {reconciled} reconciles");
+    let written = writes(&before, &after);
+    assert!(written.is_empty(), "writes for unchanged relays during {reconciled} reconciles: {written:?}");
+    // Each reconcile skips its ConfigMap, Deployment and Service (reconciles still running
+    // at either end of the window blur the count a little).
+    assert!(skipped >= 2.5 * reconciled, "{skipped} applies skipped in {reconciled} reconciles");
+    let reads: f64 = after
+        .iter()
+        .filter(|((_, verb), _)| !WRITE_VERBS.contains(&verb.as_str()))
+        .map(|(k, n)| n - before.get(k).unwrap_or(&0.0))
+        .sum();
     println!(
-        "idle: 5 relays, {reconciled} reconciles in 7 s, 0 status writes; Deployment applies meanwhile: {applies} \
-         (no-op applies of unchanged children are not skipped yet)"
+        "idle: 50 relays, {reconciled} reconciles in 7 s, 0 writes, {skipped} applies skipped, \
+         {reads} reads of the relays' own kinds (Secrets not counted)"
     );
 }

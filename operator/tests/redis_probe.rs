@@ -58,3 +58,43 @@ async fn probe_over_tls_trusts_the_relays_ca() {
     assert!(err.message.contains("certificate"), "{err}");
     assert_eq!(err.kind, webhook_relay_operator::redis_probe::ProbeFailure::Connect);
 }
+
+/// `total_connections_received` of `redis` (the redis-cli call reading it is one more).
+fn connections_received(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
+
+#[tokio::test]
+async fn relays_on_one_redis_share_one_pooled_connection() {
+    use webhook_relay_operator::redis_probe::Pool;
+    let mut redis = RedisServer::start();
+    let pool = Pool::default();
+    let before = connections_received(&redis);
+    for round in 0..3 {
+        for i in 0..30 {
+            let p = pool.probe(&redis.url(), false, None, &format!("ns/relay-{i}")).await;
+            assert!(p.stats.is_ok(), "round {round}, relay {i}: {:?}", p.stats);
+        }
+    }
+    let opened = connections_received(&redis) - before - 1;
+    assert_eq!(opened, 1, "90 probes of 30 relays on one Redis opened {opened} connections");
+    assert_eq!(pool.len(), 1);
+    // Another Redis (another URL): a connection of its own.
+    let other = RedisServer::start();
+    assert!(pool.probe(&other.url(), false, None, "ns/relay-0").await.stats.is_ok());
+    assert_eq!(pool.len(), 2);
+
+    // Redis goes away: the probe fails and the connection is dropped; once Redis is back
+    // the next probe connects afresh and succeeds.
+    redis.kill();
+    assert!(pool.probe(&redis.url(), false, None, "ns/relay-0").await.stats.is_err());
+    assert_eq!(pool.len(), 1, "the failed connection is not kept");
+    redis.start_again();
+    let p = pool.probe(&redis.url(), false, None, "ns/relay-0").await;
+    assert!(p.stats.is_ok(), "{:?}", p.stats);
+    println!("pool: 90 probes of 30 relays opened {opened} connection; after a Redis restart the pool reconnected");
+}
