@@ -1,5 +1,5 @@
 # Quick start: `make demo` runs the relay end to end; `make test` runs every test.
-.PHONY: test demo bench build crds lint image cluster-up cluster-down cluster-smoke
+.PHONY: test demo bench bench-operator build crds lint image cluster-up cluster-down cluster-smoke
 
 test:            ## install/start what the tests need (Redis, images, the test cluster), run all tests
 	scripts/test
@@ -9,6 +9,9 @@ demo:            ## Redis + scripted downstream + relay; signed Genesys events t
 
 bench:           ## load generator against relay + Redis + downstream on loopback; prints figures
 	scripts/bench
+
+bench-operator:  ## the operator with 100 and 1,000 WebhookRelays on the test cluster: time to reconcile, RSS, idle API load
+	scripts/bench-operator
 
 build:
 	cargo build --workspace --bins --locked

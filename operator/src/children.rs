@@ -1,16 +1,19 @@
 //! What the operator knows of the relays' children without asking the API server, so an
 //! idle relay costs it no writes and few reads:
 //!
-//! - [`Caches`]: watch caches (metadata only) of the owned Services, disruption budgets and
-//!   Ingresses, and of the Deployments carrying an injected relay container, fed by the
-//!   same watches that trigger reconciles;
+//! - [`Caches`]: watch caches of the owned ConfigMaps and Deployments (whole objects, less
+//!   their managedFields), of the owned Services, disruption budgets and Ingresses and of
+//!   the Deployments carrying an injected relay container (metadata only), fed by the same
+//!   watches that trigger reconciles;
+//! - [`SecretReads`]: reads of one Secret by many relays within a second share one `get`
+//!   (the operator may only `get` Secrets, not list or watch them);
 //! - [`Applied`]: per child, a digest of what this operator last applied and the child's
 //!   fingerprint (uid and generation, or resourceVersion where there is no generation)
 //!   right after. An apply whose rendered object equals the last one, on a child whose
 //!   fingerprint has not moved since (nobody edited, deleted or recreated it), is skipped.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A child's identity and version as its metadata says: changes when anyone but the
 /// status writers changes it, and when it is deleted and created again.
@@ -94,6 +98,8 @@ impl Applied {
 
 /// The writers of [`Caches`], driven by the controller's watches (see `controller::run`).
 pub struct Writers {
+    pub config_maps: reflector::store::Writer<ConfigMap>,
+    pub deployments: reflector::store::Writer<Deployment>,
     pub services: reflector::store::Writer<PartialObjectMeta<Service>>,
     pub budgets: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
     pub ingresses: reflector::store::Writer<PartialObjectMeta<Ingress>>,
@@ -103,6 +109,9 @@ pub struct Writers {
 /// Metadata of the relays' children, as the watches last saw it.
 #[derive(Clone)]
 pub struct Caches {
+    pub config_maps: Store<ConfigMap>,
+    /// The relays' own Deployments (Standalone mode).
+    pub deployments: Store<Deployment>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
@@ -113,14 +122,29 @@ pub struct Caches {
 impl Caches {
     /// Empty caches and the writers that fill them.
     pub fn new() -> (Caches, Writers) {
+        let (config_maps, wc) = reflector::store();
+        let (deployments, wdep) = reflector::store();
         let (services, ws) = reflector::store();
         let (budgets, wb) = reflector::store();
         let (ingresses, wi) = reflector::store();
         let (sidecars, wd) = reflector::store();
         (
-            Caches { services, budgets, ingresses, sidecars },
-            Writers { services: ws, budgets: wb, ingresses: wi, sidecars: wd },
+            Caches { config_maps, deployments, services, budgets, ingresses, sidecars },
+            Writers { config_maps: wc, deployments: wdep, services: ws, budgets: wb, ingresses: wi, sidecars: wd },
         )
+    }
+
+    /// Waits until every cache holds its watch's first full list, so a missing child means
+    /// it does not exist (not that the list is still on its way).
+    pub async fn ready(&self) {
+        let _ = tokio::join!(
+            self.config_maps.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.budgets.wait_until_ready(),
+            self.ingresses.wait_until_ready(),
+            self.sidecars.wait_until_ready(),
+        );
     }
 
     /// Metadata of `name` in `namespace` from `store`, if the watch has seen it.
@@ -130,6 +154,39 @@ impl Caches {
         PartialObjectMeta<K>: kube::Resource<DynamicType = ()> + Clone,
     {
         store.get(&ObjectRef::new(name).within(namespace)).map(|o| o.metadata.clone())
+    }
+}
+
+/// How long one read of a Secret serves other relays' reads of it.
+pub const SECRET_READ_REUSE: Duration = Duration::from_secs(1);
+
+/// Coalesces reads of one Secret: a read within [`SECRET_READ_REUSE`] of the last `get`
+/// of that Secret is served from it, so a thousand relays sharing a Redis URL Secret,
+/// reconciled in a burst, cost a few `get`s instead of a thousand. A rotated Secret is
+/// seen at most that much later. Expired reads are dropped as new ones come in.
+#[derive(Default)]
+pub struct SecretReads {
+    recent: Mutex<HashMap<SecretKey, (Instant, Option<Secret>)>>,
+}
+
+/// (namespace, name).
+type SecretKey = (String, String);
+
+impl SecretReads {
+    /// Secret `name` of `namespace` (`None`: it does not exist), read with `get` unless a
+    /// read of it is recent enough.
+    pub async fn get(&self, api: &kube::Api<Secret>, namespace: &str, name: &str) -> kube::Result<Option<Secret>> {
+        let key = (namespace.to_string(), name.to_string());
+        {
+            let mut recent = self.recent.lock().expect("secret reads lock");
+            recent.retain(|_, (at, _)| at.elapsed() < SECRET_READ_REUSE);
+            if let Some((_, secret)) = recent.get(&key) {
+                return Ok(secret.clone());
+            }
+        }
+        let secret = api.get_opt(name).await?;
+        self.recent.lock().expect("secret reads lock").insert(key, (Instant::now(), secret.clone()));
+        Ok(secret)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Problems the user must fix (invalid spec, missing Secret or target) are not crashes:
 //! they become `Ready=False` with a reason, a Warning event, and a retry with backoff.
 
-use crate::children::{Applied, Caches, Writers};
+use crate::children::{Applied, Caches, SecretReads, Writers};
 use crate::error::{Error, Result, SecretUse};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
@@ -49,6 +49,10 @@ use webhook_relay_util::retry::{Backoff, Jitter};
 /// per consecutive failure up to 5 minutes.
 pub const RETRY_BACKOFF: Backoff = Backoff::doubling(Duration::from_secs(5), Duration::from_secs(300), Jitter::None);
 
+/// Reconciles run at once by default: enough to keep the API server busy, few enough that
+/// a thousand relays created together do not open a thousand connections to it.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -57,6 +61,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Period of the status refresh (queue figures) for a healthy relay.
     pub refresh: Duration,
+    /// Reconciles run at once, at most (0: no limit).
+    pub concurrency: u16,
     /// The Genesys webhook check and its last verdict per relay.
     pub genesys: Checker,
     /// One Redis connection per distinct Redis, for the status probes.
@@ -65,6 +71,8 @@ pub struct Context {
     pub children: Caches,
     /// What was last applied to each child, so unchanged children are not applied again.
     pub applied: Applied,
+    /// Reads of Secrets, coalesced across relays.
+    pub secret_reads: SecretReads,
     writers: Mutex<Option<Writers>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -85,10 +93,12 @@ impl Context {
             recorder,
             metrics,
             refresh,
+            concurrency: DEFAULT_CONCURRENCY,
             genesys,
             redis: Pool::default(),
             children,
             applied: Applied::default(),
+            secret_reads: SecretReads::default(),
             writers: Mutex::new(Some(writers)),
             failures: Mutex::new(HashMap::new()),
         }
@@ -330,7 +340,7 @@ async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut observed = Observed::default();
     for name in referenced_secrets(relay) {
-        let secret = secrets.get_opt(&name).await?;
+        let secret = ctx.secret_reads.get(&secrets, &ns, &name).await?;
         observed.secrets.insert(name, secret);
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -340,8 +350,10 @@ async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
         observed.target = deployments.get_opt(&t.name).await?;
     }
     let name = resources::child_name(relay);
-    observed.own_deployment = deployments.get_opt(&name).await?;
-    observed.config_map = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    // The relay's own children from the watch caches: as fresh as the watch event that
+    // triggered this reconcile.
+    observed.own_deployment = ctx.children.deployments.get(&ObjectRef::new(&name).within(&ns)).map(|d| (*d).clone());
+    observed.config_map = ctx.children.config_maps.get(&ObjectRef::new(&name).within(&ns)).map(|c| (*c).clone());
     let running = if relay.mode() == WorkloadMode::Sidecar { &observed.target } else { &observed.own_deployment };
     if let Some(d) = running {
         let desired = d.spec.replicas.unwrap_or(1);
@@ -691,6 +703,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let endpoint = resources::endpoint(&relay);
+    ctx.children.ready().await;
     let observed = observe(&relay, &ctx).await?;
     let credentials = relay.spec.genesys.as_ref().and_then(|g| observed.secret(&g.credentials_secret_ref.name));
     let outcome = async {
@@ -760,6 +773,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     // queue figures would keep every relay reconciling in a loop. A period refreshes them.
     let relay_stream = watcher(relays, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|r| r.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
@@ -799,9 +813,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         }
     });
+    // Whole objects (read by `observe`), less managedFields: the caches' biggest part.
+    let config_maps = watcher(api_for::<ConfigMap>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|c| c.managed_fields_mut().clear())
+        .reflect(writers.config_maps)
+        .touched_objects();
+    let deployments = watcher(api_for::<Deployment>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|d| d.managed_fields_mut().clear())
+        .reflect(writers.deployments)
+        .touched_objects();
     Controller::for_stream(relay_stream, reader)
-        .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api_for::<Deployment>(&client, ns), owned)
+        .owns_stream(config_maps)
+        .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(budgets)
         .owns_stream(ingresses)
@@ -809,6 +834,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             let relay = d.labels().get(SIDECAR_OF_LABEL)?.clone();
             Some(ObjectRef::new(&relay).within(&d.namespace()?))
         })
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -43,6 +43,9 @@ struct RunArgs {
     /// How often a healthy relay's status (queue figures) is refreshed.
     #[arg(long, env = "REFRESH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     refresh: Duration,
+    /// Reconciles run at once, at most (0: no limit).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENCY)]
+    max_concurrent_reconciles: u16,
     /// How often a relay's Genesys Open Messaging integration is looked up to verify its
     /// webhook URL (at once when the spec, endpoint or credentials Secret changes).
     #[arg(long, env = "GENESYS_CHECK_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -69,10 +72,22 @@ fn default_identity() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
+/// The Kubernetes client (KUBECONFIG or in-cluster config), counting its requests in
+/// `webhook_relay_operator_kube_requests_total`.
+async fn kube_client(metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+    let config = kube::Config::infer().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster config)")?;
+    let counting = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        metrics.kube_request(&req);
+        req
+    });
+    let builder = kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    Ok(builder.with_layer(&counting).build())
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster config)")?;
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(Metrics::default());
+    let client = kube_client(metrics.clone()).await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -111,7 +126,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let genesys = Checker::new(http, args.genesys_check_interval);
-    let ctx = Arc::new(Context::new(client.clone(), defaults, recorder, metrics.clone(), args.refresh, genesys));
+    let mut ctx = Context::new(client.clone(), defaults, recorder, metrics.clone(), args.refresh, genesys);
+    ctx.concurrency = args.max_concurrent_reconciles;
+    let ctx = Arc::new(ctx);
     info!(image = %args.relay_image, namespace = ?args.namespace, "starting controller");
 
     if args.leader_elect {
