@@ -9,7 +9,7 @@ use crate::children::{Applied, Caches, SecretReads, Writers};
 use crate::error::{Error, Result, SecretUse};
 use crate::genesys_check::Checker;
 use crate::metrics::Metrics;
-use crate::redis_probe::{Persistence, Pool, Probe};
+use crate::redis_probe::{Persistence, Pool};
 use crate::resources::{
     self, MANAGER, SECRETS_HASH_ANNOTATION, SIDECAR_FINALIZER, SIDECAR_OF_LABEL, TemplateHashes, WorkloadDefaults,
 };
@@ -148,9 +148,10 @@ struct ChildApply<'a, T> {
 }
 
 /// Server-side applies a child, unless this process applied the same object last time and
-/// the child has not been touched since (see [`crate::children`]); a refusal by the API
-/// server names the child ([`Error::ApplyFailed`]).
-async fn apply<K, T>(ctx: &Context, relay: &WebhookRelay, api: &Api<K>, child: ChildApply<'_, T>) -> Result<()>
+/// the child has not been touched since (see [`crate::children`]): the child as the API
+/// server returned it, or `None` when skipped. A refusal by the API server names the child
+/// ([`Error::ApplyFailed`]).
+async fn apply<K, T>(ctx: &Context, relay: &WebhookRelay, api: &Api<K>, child: ChildApply<'_, T>) -> Result<Option<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
     T: Serialize + Debug,
@@ -160,13 +161,13 @@ where
     let desired = crate::children::digest(child.obj);
     if ctx.applied.unchanged(&relay_uid, &key, &desired, child.current) {
         ctx.metrics.applies_skipped.inc();
-        return Ok(());
+        return Ok(None);
     }
     let pp = PatchParams::apply(child.manager).force();
     match api.patch(child.name, &pp, &Patch::Apply(child.obj)).await {
         Ok(after) => {
             ctx.applied.record(&relay_uid, &key, desired, after.meta());
-            Ok(())
+            Ok(Some(after))
         }
         Err(e) => {
             ctx.applied.forget_child(&relay_uid, &key);
@@ -291,6 +292,18 @@ pub struct WorkloadState {
     pub problems: Vec<(String, String, String)>,
 }
 
+impl WorkloadState {
+    /// What Deployment `d` says of its replicas (no pod problems: those need a list).
+    pub fn of(d: &Deployment) -> Self {
+        WorkloadState {
+            deployment: d.name_any(),
+            desired: d.spec.replicas.unwrap_or(1),
+            available: d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0),
+            problems: vec![],
+        }
+    }
+}
+
 /// The kubelet's view of the relay container in `pod`, when it is not running and ready:
 /// (reason, message), e.g. `ErrImageNeverPull`, `CrashLoopBackOff`, `Unschedulable`.
 pub fn pod_problem(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
@@ -356,9 +369,8 @@ async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
     observed.config_map = ctx.children.config_maps.get(&ObjectRef::new(&name).within(&ns)).map(|c| (*c).clone());
     let running = if relay.mode() == WorkloadMode::Sidecar { &observed.target } else { &observed.own_deployment };
     if let Some(d) = running {
-        let desired = d.spec.replicas.unwrap_or(1);
-        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-        let mut state = WorkloadState { deployment: d.name_any(), desired, available, problems: vec![] };
+        let mut state = WorkloadState::of(d);
+        let (desired, available) = (state.desired, state.available);
         // Only a workload short of pods costs a list call: its pods say why.
         if available < desired {
             let selector = d.spec.selector.match_labels.clone().unwrap_or_default();
@@ -496,28 +508,30 @@ pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
     })
 }
 
-/// Applies the Standalone children: the relay's own Deployment; any sidecar it had is released.
+/// Applies the Standalone children: the relay's own Deployment (returned when it was
+/// applied); any sidecar it had is released.
 async fn apply_standalone(
     ctx: &Context,
     relay: &WebhookRelay,
     plan: &Plan,
     observed: &Observed,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<(BTreeMap<String, String>, Option<Deployment>)> {
     let ns = relay.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = resources::child_name(relay);
     let deployment = resources::deployment(relay, &ctx.defaults, &plan.hashes, &plan.config);
     let current = observed.own_deployment.as_ref().map(|d| &d.metadata);
     let what = format!("Deployment {name}");
-    apply(ctx, relay, &deployments, ChildApply { name: &name, obj: &deployment, current, manager: MANAGER, what })
-        .await?;
+    let applied =
+        apply(ctx, relay, &deployments, ChildApply { name: &name, obj: &deployment, current, manager: MANAGER, what })
+            .await?;
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
     let current = Caches::get(&ctx.children.budgets, &ns, &name);
     match resources::pod_disruption_budget(relay) {
         Some(pdb) => {
             let what = format!("PodDisruptionBudget {name}");
             let child = ChildApply { name: &name, obj: &pdb, current: current.as_ref(), manager: MANAGER, what };
-            apply(ctx, relay, &budgets, child).await?
+            drop(apply(ctx, relay, &budgets, child).await?)
         }
         None => drop(delete_owned(&budgets, &name, relay, current.as_ref()).await?),
     }
@@ -525,7 +539,7 @@ async fn apply_standalone(
     if relay.finalizers().iter().any(|f| f == SIDECAR_FINALIZER) {
         set_finalizer(&Api::namespaced(ctx.client.clone(), &ns), relay, false).await?;
     }
-    Ok(resources::selector_labels(relay))
+    Ok((resources::selector_labels(relay), applied))
 }
 
 /// Injects the relay container into `target` (holding the finalizer that takes it out
@@ -547,6 +561,7 @@ async fn apply_sidecar(
     let current = observed.target.as_ref().map(|d| &d.metadata);
     let what = format!("the relay container in Deployment {target}");
     apply(ctx, relay, &deployments, ChildApply { name: target, obj: &patch, current, manager: &manager, what }).await?;
+
     if !injected {
         ctx.event(
             relay,
@@ -570,8 +585,14 @@ async fn apply_sidecar(
 
 /// Applies `plan`: the ConfigMap, the workload, the Service and the Ingress (deleted when
 /// the spec has none), then reports rolls and config changes as events. Children that
-/// would not change are not applied (see [`apply`]).
-async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan, observed: &Observed) -> Result<()> {
+/// would not change are not applied (see [`apply`]). Returns the relay's own Deployment
+/// when it was applied.
+async fn apply_plan(
+    ctx: &Context,
+    relay: &WebhookRelay,
+    plan: &Plan,
+    observed: &Observed,
+) -> Result<Option<Deployment>> {
     let ns = relay.namespace().unwrap_or_default();
     let client = ctx.client.clone();
     let name = resources::child_name(relay);
@@ -581,13 +602,14 @@ async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan, observed: 
     let what = format!("ConfigMap {name}");
     apply(ctx, relay, &config_maps, ChildApply { name: &name, obj: &config_map, current, manager: MANAGER, what })
         .await?;
-    let (selector, workload, rolled) = match &plan.workload {
+    let (selector, own_deployment, workload, rolled) = match &plan.workload {
         Workload::Standalone => {
-            (apply_standalone(ctx, relay, plan, observed).await?, format!("Deployment {name}"), name.clone())
+            let (selector, applied) = apply_standalone(ctx, relay, plan, observed).await?;
+            (selector, applied, format!("Deployment {name}"), name.clone())
         }
         Workload::Sidecar { target, selector, injected } => {
             apply_sidecar(ctx, relay, plan, observed, (target, *injected)).await?;
-            (selector.clone(), format!("the relay container in Deployment {target}"), target.clone())
+            (selector.clone(), None, format!("the relay container in Deployment {target}"), target.clone())
         }
     };
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -596,13 +618,14 @@ async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan, observed: 
     let what = format!("Service {name}");
     let child = ChildApply { name: &name, obj: &service, current: current.as_ref(), manager: MANAGER, what };
     apply(ctx, relay, &services, child).await?;
+
     let ingresses: Api<Ingress> = Api::namespaced(client, &ns);
     let current = Caches::get(&ctx.children.ingresses, &ns, &name);
     match resources::ingress(relay) {
         Some(ing) => {
             let what = format!("Ingress {name}");
             let child = ChildApply { name: &name, obj: &ing, current: current.as_ref(), manager: MANAGER, what };
-            apply(ctx, relay, &ingresses, child).await?
+            drop(apply(ctx, relay, &ingresses, child).await?)
         }
         None => drop(delete_owned(&ingresses, &name, relay, current.as_ref()).await?),
     }
@@ -632,7 +655,7 @@ async fn apply_plan(ctx: &Context, relay: &WebhookRelay, plan: &Plan, observed: 
         )
         .await;
     }
-    Ok(())
+    Ok(own_deployment)
 }
 
 async fn write_status(relay: &WebhookRelay, ctx: &Context, status: &WebhookRelayStatus) -> Result<()> {
@@ -708,15 +731,19 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
     let credentials = relay.spec.genesys.as_ref().and_then(|g| observed.secret(&g.credentials_secret_ref.name));
     let outcome = async {
         let plan = plan(&relay, &observed)?;
-        apply_plan(&ctx, &relay, &plan, &observed).await?;
+        let applied = apply_plan(&ctx, &relay, &plan, &observed).await?;
         let r = &plan.redis;
-        Ok::<Probe, Error>(ctx.redis.probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await)
+        let probe = ctx.redis.probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await;
+        Ok::<_, Error>((probe, applied))
     };
     // The Genesys check (a call to Genesys Cloud when due) runs alongside apply and probe.
     let (probed, genesys) = tokio::join!(outcome, ctx.genesys.check(&relay, &endpoint, credentials, &ctx.metrics));
     match probed {
-        Ok(probe) => {
-            let outcome = Outcome::Probed { probe: &probe, workload: observed.workload.as_ref() };
+        Ok((probe, applied)) => {
+            // A Deployment this reconcile created is judged from the API server's answer,
+            // not reported as missing until the watch brings it.
+            let workload = observed.workload.clone().or_else(|| applied.as_ref().map(WorkloadState::of));
+            let outcome = Outcome::Probed { probe: &probe, workload: workload.as_ref() };
             let s = status::desired_status(&relay, &outcome, endpoint, genesys.as_ref(), Timestamp::now());
             write_status(&relay, &ctx, &s).await?;
             announce(&relay, &ctx, &s).await;

@@ -183,7 +183,7 @@ async fn measure(args: &Args, client: &Client, redis_url: &str, n: usize, ns: &s
     }
     let metrics_port = testkit::process::free_port();
     let log = std::fs::File::create(testkit::process::root().join(format!("target/bench-operator-{n}.log"))).unwrap();
-    let mut op = Command::new(&args.operator)
+    let op = Command::new(&args.operator)
         .args(["run", "--namespace", ns, "--relay-image", testkit::kube::RELAY_IMAGE])
         .args(["--refresh", &humantime::format_duration(args.refresh).to_string()])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -194,6 +194,8 @@ async fn measure(args: &Args, client: &Client, redis_url: &str, n: usize, ns: &s
         .spawn()
         .map_err(|e| format!("starting {}: {e}", args.operator.display()))?;
     let pid = op.id();
+    // Killed on every way out, a panic included (a closed stdout makes println! panic).
+    let mut op = KillOnDrop(Some(op));
     let result = async {
         testkit::wait::wait_for("operator /healthz", || testkit::http::get(metrics_port, "/healthz"));
         let relays: Api<WebhookRelay> = Api::namespaced(client.clone(), ns);
@@ -204,6 +206,7 @@ async fn measure(args: &Args, client: &Client, redis_url: &str, n: usize, ns: &s
             .for_each(|_| async {});
         let watching = tokio::spawn(watch);
         let destination = format!("http://downstream.{ns}.svc:8080/events");
+        let own_at_start = operator_requests(metrics_port);
         let start = Instant::now();
         let created = futures::stream::iter(0..n)
             .map(|i| {
@@ -234,11 +237,18 @@ async fn measure(args: &Args, client: &Client, redis_url: &str, n: usize, ns: &s
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         watching.abort();
+        let own_reconciled = operator_requests(metrics_port);
         println!(
             "{n} relays: created in {:.1}s, all reconciled (children applied, Redis probed, status written) {:.1}s after the first create; operator peak RSS so far {:.1} MiB",
             all_created.as_secs_f64(),
             all_reconciled.as_secs_f64(),
             peak_rss_mib(pid)
+        );
+        let (_, own_detail, _) = rates(&own_at_start, &own_reconciled, Duration::from_secs(60));
+        let total: f64 = own_reconciled.iter().map(|(k, v)| v - own_at_start.get(k).unwrap_or(&0.0)).sum();
+        println!(
+            "  the operator's requests until then: {total} ({:.1} per relay): {own_detail}",
+            total / n as f64
         );
         // Idle: nothing changes; let the last writes land, then count.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -271,12 +281,25 @@ async fn measure(args: &Args, client: &Client, redis_url: &str, n: usize, ns: &s
     .await;
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let stopped = Instant::now();
-    while op.try_wait().ok().flatten().is_none() && stopped.elapsed() < Duration::from_secs(20) {
+    while op.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        && stopped.elapsed() < Duration::from_secs(20)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = op.kill();
-    let _ = op.wait();
+    drop(op);
     result
+}
+
+/// The operator process, killed and reaped when dropped.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 #[tokio::main]
