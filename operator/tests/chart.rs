@@ -131,6 +131,7 @@ fn rendered_deployment_is_locked_down_and_runs_the_operator() {
             "--metrics-addr=0.0.0.0:8080",
             "--refresh=30s",
             "--genesys-check-interval=5m",
+            "--max-concurrent-reconciles=32",
             "--leader-elect",
             "--lease-name=whr-webhook-relay",
             "--log-json",
