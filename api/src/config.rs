@@ -141,12 +141,18 @@ pub enum VerifyConfig {
     GenesysOpenMessaging {
         #[serde(default = "defaults::signing_secret_env")]
         secret_env: String,
+        /// During a rotation: the env var holding the previous secret, also accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_secret_env: Option<String>,
     },
     /// A generic HMAC-SHA256 signature in a header of your choice.
     #[serde(rename_all = "camelCase")]
     HmacSha256 {
         #[serde(default = "defaults::signing_secret_env")]
         secret_env: String,
+        /// During a rotation: the env var holding the previous secret, also accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_secret_env: Option<String>,
         #[serde(default = "defaults::hmac_header")]
         header: String,
         #[serde(default)]
@@ -157,6 +163,20 @@ pub enum VerifyConfig {
     },
     /// No verification; for trusted networks and tests only.
     None,
+}
+
+impl VerifyConfig {
+    /// The env vars of the signing secret and, during a rotation, of the previous one;
+    /// `None` for scheme `none`.
+    pub fn secret_envs(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            VerifyConfig::GenesysOpenMessaging { secret_env, previous_secret_env }
+            | VerifyConfig::HmacSha256 { secret_env, previous_secret_env, .. } => {
+                Some((secret_env.as_str(), previous_secret_env.as_deref()))
+            }
+            VerifyConfig::None => None,
+        }
+    }
 }
 
 /// How a signature digest is written in its header.
@@ -528,15 +548,24 @@ impl RelayConfig {
                 ),
             ));
         }
-        match &s.verify {
-            VerifyConfig::GenesysOpenMessaging { secret_env } => check_env("source.verify.secretEnv", secret_env)?,
-            VerifyConfig::HmacSha256 { secret_env, header, .. } => {
-                check_env("source.verify.secretEnv", secret_env)?;
-                if http_header_name_ok(header).is_err() {
-                    return Err(invalid("source.verify.header", format!("{header:?} is not a valid HTTP header name")));
+        if let Some((current, previous)) = s.verify.secret_envs() {
+            check_env("source.verify.secretEnv", current)?;
+            if let Some(previous) = previous {
+                check_env("source.verify.previousSecretEnv", previous)?;
+                if previous == current {
+                    return Err(invalid(
+                        "source.verify.previousSecretEnv",
+                        format!(
+                            "names the same variable as source.verify.secretEnv ({current}); name the one holding the secret being replaced"
+                        ),
+                    ));
                 }
             }
-            VerifyConfig::None => {}
+        }
+        if let VerifyConfig::HmacSha256 { header, .. } = &s.verify
+            && http_header_name_ok(header).is_err()
+        {
+            return Err(invalid("source.verify.header", format!("{header:?} is not a valid HTTP header name")));
         }
         let d = &self.destination;
         if !matches!(d.url.scheme(), "http" | "https") {
@@ -777,8 +806,9 @@ genesys:
         )
         .unwrap();
         match c.source.verify {
-            VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix } => {
+            VerifyConfig::HmacSha256 { secret_env, previous_secret_env, header, encoding, prefix } => {
                 assert_eq!(secret_env, "RELAY_SIGNING_SECRET");
+                assert_eq!(previous_secret_env, None);
                 assert_eq!(header, "X-Signature");
                 assert_eq!(encoding, SignatureEncoding::Base64);
                 assert_eq!(prefix, "sha256=");

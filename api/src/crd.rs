@@ -156,6 +156,10 @@ pub struct VerifySpec {
     /// The shared signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// During a rotation of the signing secret: the previous one, also accepted until this
+    /// is removed (`webhook_relay_signatures_previous_secret_total` counts its use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_ref: Option<SecretKeyRef>,
     /// hmac-sha256: header carrying the signature (default `X-Signature`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), pattern(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"))]

@@ -80,6 +80,10 @@ pub fn relay_id(relay: &WebhookRelay) -> Result<RelayId, SpecError> {
 
 /// Every Secret key the relay needs, with the environment variable it is passed as.
 /// The values never leave the Secret: the operator writes `secretKeyRef`s.
+/// The env var the operator gives the previous signing secret
+/// (`spec.source.verify.previousSecretRef`).
+pub const PREVIOUS_SIGNING_SECRET_ENV: &str = "RELAY_PREVIOUS_SIGNING_SECRET";
+
 pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
     let mut out = vec![SecretEnv {
         env: defaults::redis_url_env(),
@@ -96,6 +100,14 @@ pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
             key: r.key.clone(),
             field: "spec.source.verify.secretRef",
         });
+        if let Some(p) = &spec.source.verify.previous_secret_ref {
+            out.push(SecretEnv {
+                env: PREVIOUS_SIGNING_SECRET_ENV.into(),
+                secret: p.name.clone(),
+                key: p.key.clone(),
+                field: "spec.source.verify.previousSecretRef",
+            });
+        }
     }
     if let Some(admin) = &spec.admin {
         out.push(SecretEnv {
@@ -248,10 +260,15 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
                 ));
             }
             let secret_env = defaults::signing_secret_env();
+            let previous_secret_env =
+                src.verify.previous_secret_ref.as_ref().map(|_| PREVIOUS_SIGNING_SECRET_ENV.to_string());
             match scheme {
-                VerifyScheme::GenesysOpenMessaging => VerifyConfig::GenesysOpenMessaging { secret_env },
+                VerifyScheme::GenesysOpenMessaging => {
+                    VerifyConfig::GenesysOpenMessaging { secret_env, previous_secret_env }
+                }
                 _ => VerifyConfig::HmacSha256 {
                     secret_env,
+                    previous_secret_env,
                     header: src.verify.header.clone().unwrap_or_else(defaults::hmac_header),
                     encoding: match src.verify.encoding {
                         Some(SignatureEncodingSpec::Base64) => SignatureEncoding::Base64,
@@ -396,13 +413,34 @@ spec:
     }
 
     #[test]
+    fn a_previous_signing_secret_becomes_an_env_var_and_a_config_setting() {
+        let r = with(|r| {
+            r.spec.source.verify.previous_secret_ref =
+                Some(crate::crd::SecretKeyRef { name: "genesys-webhook-old".into(), key: "secret".into() });
+        });
+        let c = relay_config(&r).unwrap();
+        assert_eq!(c.source.verify.secret_envs(), Some(("RELAY_SIGNING_SECRET", Some(PREVIOUS_SIGNING_SECRET_ENV))));
+        let env = secret_env(&r.spec);
+        let previous = env.iter().find(|e| e.env == PREVIOUS_SIGNING_SECRET_ENV).expect("the previous secret's env");
+        assert_eq!((previous.secret.as_str(), previous.key.as_str()), ("genesys-webhook-old", "secret"));
+        assert_eq!(previous.field, "spec.source.verify.previousSecretRef");
+        assert!(c.to_yaml().contains("previousSecretEnv: RELAY_PREVIOUS_SIGNING_SECRET"), "{}", c.to_yaml());
+        // Without it, neither appears.
+        let plain = relay_config(&relay(DESIGN_EXAMPLE)).unwrap();
+        assert!(!plain.to_yaml().contains("previousSecretEnv"));
+    }
+
+    #[test]
     fn design_example_translates() {
         let r = relay(DESIGN_EXAMPLE);
         assert_eq!(r.mode(), WorkloadMode::Standalone);
         let c = relay_config(&r).unwrap();
         assert_eq!(c.relay.as_str(), "cx/orders");
         assert_eq!(c.source.path, "/webhooks/genesys");
-        assert_eq!(c.source.verify, VerifyConfig::GenesysOpenMessaging { secret_env: "RELAY_SIGNING_SECRET".into() });
+        assert_eq!(
+            c.source.verify,
+            VerifyConfig::GenesysOpenMessaging { secret_env: "RELAY_SIGNING_SECRET".into(), previous_secret_env: None }
+        );
         assert_eq!(c.destination.url.as_str(), "http://orders.cx.svc:8080/events");
         assert_eq!(c.destination.timeout, Duration::from_secs(5));
         assert_eq!(c.delivery.max_delay, Duration::from_secs(3600));
@@ -475,7 +513,7 @@ spec:
             v.prefix = Some("sha256=".into());
         });
         match relay_config(&r).unwrap().source.verify {
-            VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix } => {
+            VerifyConfig::HmacSha256 { secret_env, header, encoding, prefix, .. } => {
                 assert_eq!(
                     (secret_env.as_str(), header.as_str(), prefix.as_str()),
                     ("RELAY_SIGNING_SECRET", "X-Sig", "sha256=")

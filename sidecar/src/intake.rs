@@ -212,11 +212,14 @@ async fn intake(relay: &AppState, headers: &HeaderMap, body: Body) -> Result<(En
         Ok(result) => result?,
         Err(_) => return Err(Refusal::Timeout(source.read_timeout)),
     };
-    relay.verifier().verify(headers, &body).map_err(|e| {
+    let signed = relay.verifier().verify_which(headers, &body).map_err(|e| {
         let header = relay.verifier().header().map(|h| h.as_str()).unwrap_or("");
         tracing::warn!(reason = %e, header, "refused a request with a bad signature");
         Refusal::Unauthorized(format!("{e} ({header})"))
     })?;
+    if signed == crate::signature::SignedWith::Previous {
+        relay.metrics.previous_secret.inc();
+    }
     let found = crate::event_id::find(&body, &source.id_pointer)
         .map_err(|e| Refusal::Invalid(format!("body is not JSON: {e}")))?;
     let Some(id) = found else {

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub dead: Gauge,
     pub oldest_due_age_seconds: Gauge<f64, AtomicU64>,
     pub redis_up: Gauge,
+    /// Events whose signature matched the previous signing secret (a rotation in progress).
+    pub previous_secret: Counter,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,13 @@ impl Metrics {
         );
         let redis_up = Gauge::default();
         registry.register("redis_up", "1 when the last Redis check succeeded", redis_up.clone());
+        let previous_secret = Counter::default();
+        registry.register(
+            "signatures_previous_secret",
+            "Requests whose signature matched source.verify.previousSecretEnv, not the current secret: \
+             while this grows, senders still sign with the previous secret",
+            previous_secret.clone(),
+        );
         Metrics {
             registry,
             intake,
@@ -144,6 +153,7 @@ impl Metrics {
             dead,
             oldest_due_age_seconds: oldest,
             redis_up,
+            previous_secret,
         }
     }
 

@@ -69,19 +69,32 @@ impl RunConfig {
         let need = |field: &'static str, var: &str, hint: &'static str| {
             env(var).ok_or_else(|| RunConfigError::MissingEnv { field, var: var.to_string(), hint })
         };
-        let signing_secret = match &config.source.verify {
-            VerifyConfig::GenesysOpenMessaging { secret_env } | VerifyConfig::HmacSha256 { secret_env, .. } => {
-                let s = need("source.verify.secretEnv", secret_env, " (the webhook signing secret)")?;
-                if matches!(config.source.verify, VerifyConfig::GenesysOpenMessaging { .. }) && s.len() < 16 {
-                    return Err(RunConfigError::WeakSecret {
-                        field: "source.verify.secretEnv",
-                        var: secret_env.clone(),
-                        why: "Genesys Cloud requires a webhook secret longer than 15 characters",
-                    });
-                }
-                Some(s.into_bytes())
+        let genesys_scheme = matches!(config.source.verify, VerifyConfig::GenesysOpenMessaging { .. });
+        let read_secret = |field: &'static str, var: &str, hint: &'static str| {
+            let s = need(field, var, hint)?;
+            if genesys_scheme && s.len() < 16 {
+                return Err(RunConfigError::WeakSecret {
+                    field,
+                    var: var.to_string(),
+                    why: "Genesys Cloud requires a webhook secret longer than 15 characters",
+                });
             }
-            VerifyConfig::None => None,
+            Ok(s.into_bytes())
+        };
+        let (signing_secret, previous_secret) = match config.source.verify.secret_envs() {
+            Some((current, previous)) => (
+                Some(read_secret("source.verify.secretEnv", current, " (the webhook signing secret)")?),
+                previous
+                    .map(|p| {
+                        read_secret(
+                            "source.verify.previousSecretEnv",
+                            p,
+                            " (the signing secret being rotated out; remove the setting when senders no longer use it)",
+                        )
+                    })
+                    .transpose()?,
+            ),
+            None => (None, None),
         };
         let redis_url = need("redis.urlEnv", &config.redis.url_env, " (e.g. redis://redis:6379/0)")?;
         let redis_tls = match &config.redis.tls {
@@ -115,7 +128,7 @@ impl RunConfig {
             )),
             None => None,
         };
-        let verifier = Verifier::new(&config.source.verify, signing_secret);
+        let verifier = Verifier::rotating(&config.source.verify, signing_secret, previous_secret);
         Ok(RunConfig { config, secrets: Secrets { verifier, redis_url, admin_token, genesys, redis_tls } })
     }
 }
@@ -137,6 +150,44 @@ mod tests {
         let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x")].into();
         let e = RunConfig::from_config(cfg(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert_eq!(e, "source.verify.secretEnv names SIGN, which is not set (the webhook signing secret)");
+    }
+
+    #[test]
+    fn a_previous_secret_is_read_checked_and_accepted() {
+        let rotating = RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: genesys-open-messaging, secretEnv: SIGN, previousSecretEnv: OLD}}\ndestination: {url: 'http://x/'}\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [("REDIS_URL", "redis://x"), ("SIGN", "0123456789abcdef")].into();
+        let e =
+            RunConfig::from_config(rotating.clone(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(e.starts_with("source.verify.previousSecretEnv names OLD, which is not set"), "{e}");
+        let env: HashMap<&str, &str> =
+            [("REDIS_URL", "redis://x"), ("SIGN", "0123456789abcdef"), ("OLD", "short")].into();
+        let e =
+            RunConfig::from_config(rotating.clone(), |k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(e.contains("source.verify.previousSecretEnv") && e.contains("longer than 15"), "{e}");
+        let env: HashMap<&str, &str> =
+            [("REDIS_URL", "redis://x"), ("SIGN", "0123456789abcdef"), ("OLD", "fedcba9876543210")].into();
+        let s = RunConfig::from_config(rotating, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        let body = b"{}";
+        let signed = |secret: &[u8]| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-hub-signature-256", crate::signature::sign_genesys(secret, body).parse().unwrap());
+            headers
+        };
+        use crate::signature::{SignatureError, SignedWith};
+        let v = &s.secrets.verifier;
+        assert_eq!(v.verify_which(&signed(b"0123456789abcdef"), body), Ok(SignedWith::Current));
+        assert_eq!(v.verify_which(&signed(b"fedcba9876543210"), body), Ok(SignedWith::Previous));
+        assert_eq!(v.verify_which(&signed(b"another-secret-xyz"), body), Err(SignatureError::Mismatch));
+        assert!(!format!("{s:?}").contains("fedcba9876543210"), "the previous secret is never printed");
+        let same = RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: genesys-open-messaging, secretEnv: SIGN, previousSecretEnv: SIGN}}\ndestination: {url: 'http://x/'}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(same.contains("source.verify.previousSecretEnv") && same.contains("same variable"), "{same}");
     }
 
     #[test]

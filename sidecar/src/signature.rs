@@ -21,17 +21,38 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Checks signatures for one relay; holds the secret, never prints it.
+/// Which secret a signature matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedWith {
+    /// The current signing secret.
+    Current,
+    /// The previous one (`source.verify.previousSecretEnv`), during a rotation.
+    Previous,
+    /// Nothing checked: scheme `none`.
+    Unchecked,
+}
+
+/// Checks signatures for one relay; holds the secret (and during a rotation the previous
+/// one), never prints them.
 #[derive(Clone)]
 pub enum Verifier {
-    Hmac { secret: Vec<u8>, header: http::HeaderName, encoding: SignatureEncoding, prefix: String },
+    Hmac {
+        secret: Vec<u8>,
+        previous: Option<Vec<u8>>,
+        header: http::HeaderName,
+        encoding: SignatureEncoding,
+        prefix: String,
+    },
     None,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verifier::Hmac { header, .. } => write!(f, "Verifier::Hmac {{ header: {header}, secret: *** }}"),
+            Verifier::Hmac { header, previous, .. } => {
+                let previous = if previous.is_some() { ", previous: ***" } else { "" };
+                write!(f, "Verifier::Hmac {{ header: {header}, secret: ***{previous} }}")
+            }
             Verifier::None => f.write_str("Verifier::None"),
         }
     }
@@ -41,16 +62,23 @@ impl Verifier {
     /// Builds the verifier for `config` with the secret already read from the environment
     /// (`Some` for every scheme but `none`: [`RunConfig`](crate::run_config::RunConfig) makes sure).
     pub fn new(config: &VerifyConfig, secret: Option<Vec<u8>>) -> Self {
+        Self::rotating(config, secret, None)
+    }
+
+    /// Like [`new`](Self::new), also accepting `previous` (a rotation in progress).
+    pub fn rotating(config: &VerifyConfig, secret: Option<Vec<u8>>, previous: Option<Vec<u8>>) -> Self {
         let secret = || secret.clone().expect("a signing secret for a signing scheme");
         match config {
             VerifyConfig::GenesysOpenMessaging { .. } => Verifier::Hmac {
                 secret: secret(),
+                previous,
                 header: http::HeaderName::from_static(GENESYS_HEADER),
                 encoding: SignatureEncoding::Base64,
                 prefix: hmac::GENESYS_PREFIX.into(),
             },
             VerifyConfig::HmacSha256 { header, encoding, prefix, .. } => Verifier::Hmac {
                 secret: secret(),
+                previous,
                 header: http::HeaderName::try_from(header.as_str()).expect("validated at config load"),
                 encoding: *encoding,
                 prefix: prefix.clone(),
@@ -69,7 +97,16 @@ impl Verifier {
 
     /// Verifies `body` against the signature in `headers`.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
-        let Verifier::Hmac { secret, header, encoding, prefix } = self else { return Ok(()) };
+        self.verify_which(headers, body).map(|_| ())
+    }
+
+    /// Verifies `body` against the signature in `headers`: which secret it matched. Each
+    /// comparison takes constant time; the previous secret is tried only when the current
+    /// one does not match.
+    pub fn verify_which(&self, headers: &HeaderMap, body: &[u8]) -> Result<SignedWith, SignatureError> {
+        let Verifier::Hmac { secret, previous, header, encoding, prefix } = self else {
+            return Ok(SignedWith::Unchecked);
+        };
         let value = headers.get(header).ok_or(SignatureError::Missing)?;
         let value = value.to_str().map_err(|_| SignatureError::Malformed)?.trim();
         let encoded = strip_prefix_ignore_case(value, prefix).ok_or(SignatureError::Malformed)?;
@@ -80,7 +117,13 @@ impl Verifier {
             }
         };
         // Compared in constant time.
-        if hmac::matches(secret, body, &given) { Ok(()) } else { Err(SignatureError::Mismatch) }
+        if hmac::matches(secret, body, &given) {
+            Ok(SignedWith::Current)
+        } else if previous.as_ref().is_some_and(|p| hmac::matches(p, body, &given)) {
+            Ok(SignedWith::Previous)
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -107,7 +150,7 @@ mod tests {
 
     fn genesys() -> Verifier {
         Verifier::new(
-            &VerifyConfig::GenesysOpenMessaging { secret_env: "X".into() },
+            &VerifyConfig::GenesysOpenMessaging { secret_env: "X".into(), previous_secret_env: None },
             Some(b"a-very-secret-webhook-key".to_vec()),
         )
     }
@@ -134,6 +177,7 @@ mod tests {
         let v = Verifier::new(
             &VerifyConfig::HmacSha256 {
                 secret_env: "X".into(),
+                previous_secret_env: None,
                 header: "X-Signature".into(),
                 encoding: SignatureEncoding::Hex,
                 prefix: String::new(),

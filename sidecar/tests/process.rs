@@ -414,3 +414,44 @@ async fn relay_runs_on_a_redis_cluster_with_a_cluster_url() {
         cluster.nodes.iter().find(|n| n.cli(&["ZCARD", "whr:{t/cluster}:seen"]).parse::<u64>().is_ok_and(|c| c == 20));
     assert!(slot_owner.is_some(), "no node holds whr:{{t/cluster}}:seen with 20 ids");
 }
+
+/// A rotation of the signing secret: with `previousSecretEnv` set, events signed with the
+/// current or the previous secret are taken and delivered, one signed with neither is 401,
+/// and the metric counts the events only the previous secret verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_accepts_the_current_and_the_previous_secret_and_counts_the_previous() {
+    let redis = RedisServer::start();
+    let ds = Downstream::start(ok_after(0), Duration::ZERO).await;
+    let (l, a) = (testkit::free_port(), testkit::free_port());
+    let yaml = config("t/rotate", l, a, &ds.url, "  maxAttempts: 3").replace(
+        "secretEnv: RELAY_SIGNING_SECRET }",
+        "secretEnv: RELAY_SIGNING_SECRET, previousSecretEnv: RELAY_PREVIOUS_SIGNING_SECRET }",
+    );
+    const PREVIOUS: &str = "the-secret-being-rotated-out";
+    let relay = RelayProcess::start_with_env(&yaml, &redis.url(), l, a, &[("RELAY_PREVIOUS_SIGNING_SECRET", PREVIOUS)]);
+    let client = reqwest::Client::new();
+    let post = |body: String, secret: &str| {
+        let sig = webhook_relay_sidecar::signature::sign_genesys(secret.as_bytes(), body.as_bytes());
+        client
+            .post(&relay.intake)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(event_body("current-1"), SECRET).await.unwrap().status(), 200);
+    assert_eq!(post(event_body("previous-1"), PREVIOUS).await.unwrap().status(), 200);
+    assert_eq!(post(event_body("previous-2"), PREVIOUS).await.unwrap().status(), 200);
+    assert_eq!(post(event_body("neither-1"), "some-other-secret-entirely").await.unwrap().status(), 401);
+    assert!(
+        eventually(Duration::from_secs(10), || async { ds.hits().len() >= 3 }).await,
+        "the three verified events are delivered: {:?}",
+        ds.hits()
+    );
+    let delivered: HashSet<String> = ds.hits().into_iter().map(|h| h.id).collect();
+    assert_eq!(delivered, HashSet::from(["current-1".into(), "previous-1".into(), "previous-2".into()]));
+    let m = client.get(format!("{}/metrics", relay.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("webhook_relay_signatures_previous_secret_total 2"), "{m}");
+    assert!(m.contains(r#"webhook_relay_intake_requests_total{outcome="unauthorized"} 1"#), "{m}");
+    assert!(!relay.log_text().contains(PREVIOUS), "the previous secret never appears in the log");
+}
