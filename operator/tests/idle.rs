@@ -1,10 +1,13 @@
 //! Idle relays cost the API server no writes: 50 relays whose spec, Secrets, pods and queue
 //! do not change pass three refresh periods (2 s each) while the operator keeps reconciling
-//! them, and the API server counts no write (APPLY, PATCH, UPDATE, CREATE, DELETE) of
-//! WebhookRelays or their status, ConfigMaps, Deployments, Services, Ingresses or
-//! PodDisruptionBudgets (`apiserver_request_total`, read from its /metrics). Two relays run
-//! a pod (their Deployments carry status that moves); 48 run none (`replicas: 0`) so the
-//! test needs no 50 pods. Its own test binary, so no other test's operator writes meanwhile.
+//! them. Counted twice: the API server counts no APPLY or PATCH (the verbs the operator
+//! updates with) of WebhookRelays or their status, ConfigMaps, Deployments, Services,
+//! Ingresses or PodDisruptionBudgets (`apiserver_request_total`, read from its /metrics; other
+//! clients' creates and deletes, e.g. the garbage collector emptying an earlier test's
+//! namespace, are not the operator's), and the operator's own request counter shows no write
+//! of any verb. Two relays run a pod (their Deployments carry status that moves); 48 run
+//! none (`replicas: 0`) so the test needs no 50 pods. Its own test binary, so no other
+//! test's operator writes meanwhile.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +26,8 @@ const WRITTEN: &[(&str, &str)] = &[
     ("poddisruptionbudgets", ""),
 ];
 const WRITE_VERBS: &[&str] = &["APPLY", "PATCH", "UPDATE", "CREATE", "DELETE", "POST", "PUT"];
+/// The verbs the operator changes existing objects with (server-side apply, merge patch).
+const UPDATE_VERBS: &[&str] = &["APPLY", "PATCH"];
 
 /// The API server's request counts by (resource/subresource, verb), for [`WRITTEN`].
 fn api_requests() -> BTreeMap<(String, String), f64> {
@@ -41,16 +46,35 @@ fn api_requests() -> BTreeMap<(String, String), f64> {
     counts
 }
 
-/// Write requests counted between `before` and `after`, by (resource, verb).
-fn writes(before: &BTreeMap<(String, String), f64>, after: &BTreeMap<(String, String), f64>) -> Vec<String> {
+/// Requests with one of `verbs` counted between `before` and `after`, by (resource, verb).
+fn writes(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    verbs: &[&str],
+) -> Vec<String> {
     after
         .iter()
-        .filter(|((_, verb), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .filter(|((_, verb), _)| verbs.contains(&verb.as_str()))
         .filter_map(|(k, n)| {
             let d = n - before.get(k).unwrap_or(&0.0);
             (d > 0.0).then(|| format!("{} {}: {d}", k.0, k.1))
         })
         .collect()
+}
+
+/// The operator's own count of its API requests (`webhook_relay_operator_kube_requests_total`),
+/// by (resource, verb).
+fn operator_requests(op: &Operator) -> BTreeMap<(String, String), f64> {
+    let body = op.http_get("/metrics").expect("operator metrics");
+    let mut counts = BTreeMap::new();
+    for line in body.lines().filter(|l| l.starts_with("webhook_relay_operator_kube_requests_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
+        };
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        counts.insert((label("resource"), label("verb")), n);
+    }
+    counts
 }
 
 /// A counter of a running operator's /metrics.
@@ -92,18 +116,23 @@ fn fifty_idle_relays_get_no_writes_between_changes() {
     wait_for("the relays' writes to settle", || {
         let before = api_requests();
         std::thread::sleep(Duration::from_secs(3));
-        writes(&before, &api_requests()).is_empty().then_some(())
+        writes(&before, &api_requests(), UPDATE_VERBS).is_empty().then_some(())
     });
 
     let (before, reconciles_before) = (api_requests(), counter(&op, "webhook_relay_operator_reconciliations_total"));
     let skipped_before = counter(&op, "webhook_relay_operator_applies_skipped_total");
+    let own_before = operator_requests(&op);
     std::thread::sleep(Duration::from_secs(7)); // three refresh periods of 2 s (±20 %), and some
     let (after, reconciles_after) = (api_requests(), counter(&op, "webhook_relay_operator_reconciliations_total"));
     let skipped = counter(&op, "webhook_relay_operator_applies_skipped_total") - skipped_before;
+    let own_after = operator_requests(&op);
     let reconciled = reconciles_after - reconciles_before;
     assert!(reconciled >= 100.0, "the operator kept refreshing the 50 relays: {reconciled} reconciles");
-    let written = writes(&before, &after);
-    assert!(written.is_empty(), "writes for unchanged relays during {reconciled} reconciles: {written:?}");
+    let written = writes(&before, &after, UPDATE_VERBS);
+    assert!(written.is_empty(), "updates of unchanged relays during {reconciled} reconciles: {written:?}");
+    let own_writes = writes(&own_before, &own_after, WRITE_VERBS);
+    assert!(own_writes.is_empty(), "the operator wrote during {reconciled} reconciles: {own_writes:?}");
+    assert!(!own_after.is_empty(), "the operator counts its requests");
     // Each reconcile skips its ConfigMap, Deployment and Service (reconciles still running
     // at either end of the window blur the count a little).
     assert!(skipped >= 2.5 * reconciled, "{skipped} applies skipped in {reconciled} reconciles");
