@@ -224,6 +224,51 @@ pub struct DeliveryConfig {
     pub lease: Option<Duration>,
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
+    /// Attempts per second to the destination, for the relay as a whole (all replicas share
+    /// it through Redis). Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Stop attempting a destination that keeps failing, then probe it. Unset: no breaker
+    /// (a 429 or 503 with `Retry-After` still pauses the destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// `delivery.rateLimit`: a token bucket shared by every replica of the relay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Attempts per second in the long run (fractions allowed: 0.5 is one every 2 s).
+    pub per_second: f64,
+    /// Attempts that may start at once after a quiet spell. Default: `perSecond` rounded
+    /// up (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    /// The bucket's size: `burst`, or `perSecond` rounded up (at least 1).
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| (self.per_second.ceil() as u32).max(1))
+    }
+}
+
+/// `delivery.circuitBreaker`: shared by every replica of the relay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failed attempts (5xx, 408, 429, timeouts, connection errors) that open it.
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe attempt is let through.
+    #[serde(default = "defaults::open_for", with = "crate::duration")]
+    pub open_for: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self { failure_threshold: defaults::failure_threshold(), open_for: defaults::open_for() }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -236,6 +281,8 @@ impl Default for DeliveryConfig {
             concurrency: defaults::concurrency(),
             lease: None,
             dead_letter: DeadLetterConfig::default(),
+            rate_limit: None,
+            circuit_breaker: None,
         }
     }
 }
@@ -402,6 +449,12 @@ pub mod defaults {
     }
     pub fn concurrency() -> u32 {
         64
+    }
+    pub fn failure_threshold() -> u32 {
+        10
+    }
+    pub fn open_for() -> Duration {
+        Duration::from_secs(30)
     }
     /// Extra lease time beyond the delivery timeout, for the ack round trip and clock skew.
     pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -610,6 +663,30 @@ impl RelayConfig {
         if p.dead_letter.max_age.is_zero() {
             return Err(invalid("delivery.deadLetter.maxAge", "must be more than 0s"));
         }
+        if let Some(r) = &p.rate_limit {
+            if !r.per_second.is_finite() || r.per_second < 0.001 || r.per_second > 100_000.0 {
+                return Err(invalid(
+                    "delivery.rateLimit.perSecond",
+                    format!("must be between 0.001 and 100000 (got {})", r.per_second),
+                ));
+            }
+            if let Some(b) = r.burst
+                && !(1..=100_000).contains(&b)
+            {
+                return Err(invalid("delivery.rateLimit.burst", format!("must be between 1 and 100000 (got {b})")));
+            }
+        }
+        if let Some(b) = &p.circuit_breaker {
+            if !(1..=10_000).contains(&b.failure_threshold) {
+                return Err(invalid(
+                    "delivery.circuitBreaker.failureThreshold",
+                    format!("must be between 1 and 10000 (got {})", b.failure_threshold),
+                ));
+            }
+            if b.open_for < Duration::from_millis(100) || b.open_for > Duration::from_secs(86_400) {
+                return Err(invalid("delivery.circuitBreaker.openFor", "must be between 100ms and 24h"));
+            }
+        }
         check_env("redis.urlEnv", &self.redis.url_env)?;
         if let Some(tls) = &self.redis.tls
             && tls.cert_file.is_some() != tls.key_file.is_some()
@@ -781,6 +858,34 @@ genesys:
         assert!(e.contains("source.verify"), "{e}");
         let e = err("relay: a\nsource: {path: nope, verify: {scheme: none}}\ndestination: {url: 'http://x/'}\n");
         assert!(e.contains("source.path"), "{e}");
+    }
+
+    #[test]
+    fn rate_limit_and_circuit_breaker_have_defaults_and_bounds() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let c = RelayConfig::from_yaml(&base("delivery: {rateLimit: {perSecond: 2.5}, circuitBreaker: {}}")).unwrap();
+        let r = c.delivery.rate_limit.as_ref().unwrap();
+        assert_eq!((r.per_second, r.burst()), (2.5, 3), "burst defaults to perSecond rounded up");
+        assert_eq!(c.delivery.circuit_breaker, Some(CircuitBreakerConfig::default()));
+        assert_eq!(CircuitBreakerConfig::default().failure_threshold, 10);
+        assert_eq!(CircuitBreakerConfig::default().open_for, Duration::from_secs(30));
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        let tiny = RelayConfig::from_yaml(&base("delivery: {rateLimit: {perSecond: 0.2}}")).unwrap();
+        assert_eq!(tiny.delivery.rate_limit.unwrap().burst(), 1);
+        for (extra, field) in [
+            ("delivery: {rateLimit: {perSecond: 0}}", "delivery.rateLimit.perSecond"),
+            ("delivery: {rateLimit: {perSecond: 1000000}}", "delivery.rateLimit.perSecond"),
+            ("delivery: {rateLimit: {perSecond: 5, burst: 0}}", "delivery.rateLimit.burst"),
+            ("delivery: {circuitBreaker: {failureThreshold: 0}}", "delivery.circuitBreaker.failureThreshold"),
+            ("delivery: {circuitBreaker: {openFor: 10ms}}", "delivery.circuitBreaker.openFor"),
+            ("delivery: {rateLimit: {burst: 5}}", "perSecond"),
+            ("delivery: {circuitBreaker: {threshold: 5}}", "threshold"),
+        ] {
+            let e = err(&base(extra));
+            assert!(e.contains(field), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -234,6 +234,40 @@ pub struct DeliverySpec {
     /// Bounds on the dead-letter set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterSpec>,
+    /// Attempts per second to the destination, shared by all replicas. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Stop attempting a destination that keeps failing, then probe it. Unset: no breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+}
+
+/// A token bucket shared by all replicas of the relay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Attempts per second in the long run, 0.001 to 100000 (0.5: one every 2 s).
+    #[schemars(range(min = 0.001, max = 100000))]
+    pub per_second: f64,
+    /// Attempts that may start at once after a quiet spell (default: perSecond rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<i32>,
+}
+
+/// Circuit breaker shared by all replicas of the relay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerSpec {
+    /// Consecutive failed attempts (5xx, 408, 429, timeouts, connection errors) that open it
+    /// (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub failure_threshold: Option<i32>,
+    /// How long it stays open before one probe is let through (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    pub open_for: Option<String>,
 }
 
 /// Dead-letter bounds; the oldest entries go first.

@@ -6,8 +6,9 @@
 //! can never disagree on a name.
 
 use crate::config::{
-    AdminConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, ReceiptsConfig, RedisConfig,
-    RedisTlsConfig, RelayConfig, RelayId, SignatureEncoding, SourceConfig, VerifyConfig, defaults,
+    AdminConfig, CircuitBreakerConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig,
+    RateLimitConfig, ReceiptsConfig, RedisConfig, RedisTlsConfig, RelayConfig, RelayId, SignatureEncoding,
+    SourceConfig, VerifyConfig, defaults,
 };
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
@@ -311,6 +312,27 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
             max_age: dur("spec.delivery.deadLetter.maxAge", dl.max_age.as_ref(), defaults::dead_max_age)?,
             max_entries: unsigned("spec.delivery.deadLetter.maxEntries", dl.max_entries, defaults::dead_max_entries)?,
         },
+        rate_limit: match &d.rate_limit {
+            None => None,
+            Some(r) => Some(RateLimitConfig {
+                per_second: r.per_second,
+                burst: r
+                    .burst
+                    .map(|b| unsigned("spec.delivery.rateLimit.burst", Some(i64::from(b)), || 0u32))
+                    .transpose()?,
+            }),
+        },
+        circuit_breaker: match &d.circuit_breaker {
+            None => None,
+            Some(b) => Some(CircuitBreakerConfig {
+                failure_threshold: unsigned(
+                    "spec.delivery.circuitBreaker.failureThreshold",
+                    b.failure_threshold.map(i64::from),
+                    defaults::failure_threshold,
+                )?,
+                open_for: dur("spec.delivery.circuitBreaker.openFor", b.open_for.as_ref(), defaults::open_for)?,
+            }),
+        },
     };
     let genesys = match &spec.genesys {
         None => None,
@@ -553,6 +575,47 @@ spec:
 
     fn field_of(r: &WebhookRelay) -> String {
         relay_config(r).unwrap_err().field
+    }
+
+    #[test]
+    fn rate_limit_and_circuit_breaker_are_rendered_into_delivery() {
+        let c = relay_config(&with(|r| {
+            let d = r.spec.delivery.as_mut().unwrap();
+            d.rate_limit = Some(crate::crd::RateLimitSpec { per_second: 20.0, burst: Some(5) });
+            d.circuit_breaker =
+                Some(crate::crd::CircuitBreakerSpec { failure_threshold: Some(4), open_for: Some("15s".into()) });
+        }))
+        .unwrap();
+        assert_eq!(c.delivery.rate_limit, Some(RateLimitConfig { per_second: 20.0, burst: Some(5) }));
+        assert_eq!(
+            c.delivery.circuit_breaker,
+            Some(CircuitBreakerConfig { failure_threshold: 4, open_for: Duration::from_secs(15) })
+        );
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("rateLimit:") && yaml.contains("circuitBreaker:"), "{yaml}");
+        // Unset: neither, and an empty breaker gets the defaults.
+        assert_eq!(relay_config(&with(|_| {})).unwrap().delivery.rate_limit, None);
+        let c = relay_config(&with(|r| {
+            r.spec.delivery.as_mut().unwrap().circuit_breaker = Some(crate::crd::CircuitBreakerSpec::default())
+        }))
+        .unwrap();
+        assert_eq!(c.delivery.circuit_breaker, Some(CircuitBreakerConfig::default()));
+        let d = |f: fn(&mut crate::crd::DeliverySpec)| with(|r| f(r.spec.delivery.as_mut().unwrap()));
+        use crate::crd::{CircuitBreakerSpec as Breaker, RateLimitSpec as Rate};
+        assert_eq!(
+            field_of(&d(|d| d.rate_limit = Some(Rate { per_second: 0.0, burst: None }))),
+            "spec.delivery.rateLimit.perSecond"
+        );
+        assert_eq!(
+            field_of(&d(|d| d.rate_limit = Some(Rate { per_second: 5.0, burst: Some(-1) }))),
+            "spec.delivery.rateLimit.burst"
+        );
+        assert_eq!(
+            field_of(&d(
+                |d| d.circuit_breaker = Some(Breaker { failure_threshold: None, open_for: Some("1ms".into()) })
+            )),
+            "spec.delivery.circuitBreaker.openFor"
+        );
     }
 
     #[test]

@@ -352,11 +352,38 @@ async fn delete(
 
 async fn stats(State(relay): State<Arc<AppState>>) -> ApiResult {
     let s = relay.store.stats().await?;
+    let cfg = relay.config();
+    let gate = crate::delivery::gate_policy(cfg);
+    let d = relay.store.destination(&gate).await?;
+    let time = |ms: Option<i64>| ms.map_or(Value::Null, rfc3339);
+    let circuit = match &cfg.delivery.circuit_breaker {
+        None => Value::Null,
+        Some(b) => json!({
+            "state": d.circuit.as_str(),
+            "since": time(d.since_ms),
+            "consecutiveFailures": d.consecutive_failures,
+            "failureThreshold": b.failure_threshold,
+            "nextProbeAt": time(d.open_until_ms),
+        }),
+    };
+    let rate_limit = match &cfg.delivery.rate_limit {
+        None => Value::Null,
+        Some(r) => json!({
+            "perSecond": r.per_second,
+            "burst": r.burst(),
+            "tokens": d.tokens.map_or(0, |t| t.max(0.0).floor() as u64),
+        }),
+    };
     Ok(Json(json!({
         "due": s.due,
         "inFlight": s.in_flight,
         "dead": s.dead,
         "oldestDueAgeSeconds": s.oldest_due_age.map_or(0, |d| d.as_secs()),
+        "destination": {
+            "pausedUntil": time(d.paused_until_ms),
+            "circuit": circuit,
+            "rateLimit": rate_limit,
+        },
     })))
 }
 
@@ -494,12 +521,43 @@ pub fn openapi_document() -> Value {
                 "RangeReplayed": {"type": "object", "required": ["replayed"], "properties": {"replayed": {"type": "integer"}}},
                 "Stats": {
                     "type": "object",
-                    "required": ["due", "inFlight", "dead", "oldestDueAgeSeconds"],
+                    "required": ["due", "inFlight", "dead", "oldestDueAgeSeconds", "destination"],
                     "properties": {
                         "due": {"type": "integer"},
                         "inFlight": {"type": "integer"},
                         "dead": {"type": "integer"},
-                        "oldestDueAgeSeconds": {"type": "integer", "description": "Age of the oldest undelivered event; 0 when none"}
+                        "oldestDueAgeSeconds": {"type": "integer", "description": "Age of the oldest undelivered event; 0 when none"},
+                        "destination": {"$ref": "#/components/schemas/Destination"}
+                    }
+                },
+                "Destination": {
+                    "type": "object",
+                    "description": "The destination gate shared by all replicas",
+                    "required": ["pausedUntil", "circuit", "rateLimit"],
+                    "properties": {
+                        "pausedUntil": {"type": ["string", "null"], "format": "date-time", "description": "No attempts until then: a 429 or 503 with Retry-After asked for it"},
+                        "circuit": {
+                            "type": ["object", "null"],
+                            "description": "null without delivery.circuitBreaker",
+                            "required": ["state", "since", "consecutiveFailures", "failureThreshold", "nextProbeAt"],
+                            "properties": {
+                                "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                                "since": {"type": ["string", "null"], "format": "date-time", "description": "When it opened (open, half_open) or last closed"},
+                                "consecutiveFailures": {"type": "integer"},
+                                "failureThreshold": {"type": "integer"},
+                                "nextProbeAt": {"type": ["string", "null"], "format": "date-time", "description": "While open: when one probe attempt may go"}
+                            }
+                        },
+                        "rateLimit": {
+                            "type": ["object", "null"],
+                            "description": "null without delivery.rateLimit",
+                            "required": ["perSecond", "burst", "tokens"],
+                            "properties": {
+                                "perSecond": {"type": "number"},
+                                "burst": {"type": "integer"},
+                                "tokens": {"type": "integer", "description": "Attempts that may start right now"}
+                            }
+                        }
                     }
                 }
             }

@@ -6,17 +6,18 @@
 //! start immediately and retries fire close to their scheduled time.
 
 use crate::batch::Batcher;
-use crate::metrics::AttemptOutcome;
+use crate::metrics::{AttemptOutcome, HeldLabels};
 use crate::receipts::ReceiptKind;
 use crate::state::AppState;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use webhook_relay_store::{ClaimedEvent, EventMeta, Lease};
+use webhook_relay_store::{Breaker, CircuitState, ClaimedEvent, EventMeta, GateOutcome, GatePolicy, Lease};
 use webhook_relay_util::retry::{self, Backoff, Jitter, Next, Schedule};
 
 /// Longest idle sleep: bounds how long events another replica stored wait for us.
@@ -90,6 +91,54 @@ impl Policy {
     }
 }
 
+/// The destination gate of a relay: `delivery.rateLimit` and `delivery.circuitBreaker`; a
+/// probe holds the half-open circuit for as long as an event's lease.
+pub fn gate_policy(cfg: &webhook_relay_api::RelayConfig) -> GatePolicy {
+    let d = &cfg.delivery;
+    GatePolicy {
+        rate_per_second: d.rate_limit.as_ref().map(|r| r.per_second),
+        burst: d.rate_limit.as_ref().map_or(1, |r| r.burst()),
+        breaker: d
+            .circuit_breaker
+            .as_ref()
+            .map(|b| Breaker { failure_threshold: b.failure_threshold, open_for: b.open_for }),
+        probe_lease: cfg.lease(),
+    }
+}
+
+/// What an attempt tells the destination gate: `None` for a permanent answer (the
+/// downstream is up, the event is at fault); a success; or a failure, with a pause of the
+/// whole destination when a 429 or 503 said `Retry-After` (capped at `max_pause`).
+pub fn gate_outcome(attempt: &Attempt, probe: bool, max_pause: Duration) -> Option<GateOutcome> {
+    match attempt.class {
+        AttemptClass::Delivered => Some(GateOutcome { ok: true, probe, pause: None }),
+        AttemptClass::Retry { retry_after } => {
+            let asks = matches!(attempt.status, Some(429 | 503));
+            let pause = retry_after.filter(|d| asks && !d.is_zero()).map(|d| d.min(max_pause));
+            Some(GateOutcome { ok: false, probe, pause })
+        }
+        AttemptClass::Permanent => None,
+    }
+}
+
+/// What this process knows of the shared gate, so a success is written only when it can
+/// change something (a circuit not closed, or failures counted).
+#[derive(Default)]
+struct GateView {
+    /// Consecutive failures last seen, or `u32::MAX` when the circuit was last seen not closed.
+    failures: AtomicU32,
+}
+
+impl GateView {
+    fn saw(&self, state: CircuitState, failures: u32) {
+        let v = if state == CircuitState::Closed { failures } else { u32::MAX };
+        self.failures.store(v, Ordering::Relaxed);
+    }
+    fn clean(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// What to record after attempt number `number` of an event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -132,6 +181,8 @@ pub fn decide(
 pub async fn run(relay: Arc<AppState>) {
     let cfg = relay.config().clone();
     let lease = cfg.lease();
+    let gate = gate_policy(&cfg);
+    let view = Arc::new(GateView::default());
     let permits = Arc::new(Semaphore::new(cfg.delivery.concurrency as usize));
     let in_flight: Arc<Mutex<HashMap<u64, Lease>>> = Arc::default();
     let acker = start_acker(relay.clone());
@@ -153,7 +204,7 @@ pub async fn run(relay: Arc<AppState>) {
         // A failed claim is sent again under the same id until it answers: if the first
         // call ran and only its reply was lost, the retry returns what it claimed.
         let claim_id = pending_claim.unwrap_or_else(rand::random);
-        let claim = match relay.store.claim_as(claim_id, want, lease).await {
+        let claim = match relay.store.claim_gated(claim_id, want, lease, &gate).await {
             Ok(c) => {
                 failures = 0;
                 pending_claim = None;
@@ -175,6 +226,28 @@ pub async fn run(relay: Arc<AppState>) {
         if claim.recovered > 0 {
             tracing::info!(recovered = claim.recovered, "took back events whose lease expired");
         }
+        relay.metrics.circuit(claim.gate.state);
+        if claim.gate.state != CircuitState::Closed {
+            view.saw(claim.gate.state, 0);
+        }
+        if let Some(held) = claim.gate.held {
+            // Nothing was claimed: the events stay due, in order, their attempts not counted.
+            // Sleep until the gate may open (intake's wake-ups cannot open it sooner).
+            relay.metrics.delivery_held.get_or_create(&HeldLabels { reason: held.as_str() }).inc();
+            tracing::debug!(
+                held = held.as_str(),
+                wait_ms = claim.gate.wait.as_millis() as u64,
+                "destination gate closed"
+            );
+            let next_due = claim.next_due_ms.map(|at| Duration::from_millis((at - claim.now_ms).max(0) as u64));
+            let sleep = claim.gate.wait.max(next_due.unwrap_or(IDLE_MAX)).min(IDLE_MAX).max(Duration::from_millis(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {},
+                _ = relay.shutting_down() => break,
+            }
+            continue;
+        }
+        let probe = claim.gate.probe;
         let got = claim.events.len();
         for ev in claim.events {
             let permit = permits.clone().try_acquire_owned().expect("claimed no more than free permits");
@@ -184,9 +257,11 @@ pub async fn run(relay: Arc<AppState>) {
             let relay = relay.clone();
             let in_flight = in_flight.clone();
             let acker = acker.clone();
+            let (gate, view) = (gate, view.clone());
             tasks.spawn(async move {
                 let token = ev.lease.token;
-                deliver(&relay, &acker, ev).await;
+                let attempt = deliver(&relay, &acker, ev).await;
+                record_gate(&relay, &gate, &view, &attempt, probe).await;
                 in_flight.lock().unwrap().remove(&token);
                 drop(permit);
             });
@@ -238,8 +313,45 @@ async fn drain(relay: &AppState, mut tasks: JoinSet<()>, in_flight: Arc<Mutex<Ha
     }
 }
 
-/// Delivers one claimed event and records the outcome.
-async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) {
+/// Tells the shared gate what an attempt showed (see [`gate_outcome`]): failures and pauses
+/// always, a success only when it can change something.
+async fn record_gate(relay: &AppState, gate: &GatePolicy, view: &GateView, attempt: &Attempt, probe: bool) {
+    let Some(outcome) = gate_outcome(attempt, probe, relay.config().delivery.max_delay) else { return };
+    let breaker = gate.breaker.is_some();
+    let needed = outcome.pause.is_some() || (breaker && (!outcome.ok || probe || !view.clean()));
+    if !needed {
+        return;
+    }
+    match relay.store.record_gate(outcome, gate).await {
+        Ok(r) => {
+            let was_open = view.failures.load(Ordering::Relaxed) == u32::MAX;
+            view.saw(r.state, r.consecutive_failures);
+            relay.metrics.circuit(r.state);
+            if let Some(pause) = outcome.pause {
+                tracing::info!(
+                    pause_ms = pause.as_millis() as u64,
+                    status = attempt.status,
+                    "downstream asked for a pause (Retry-After): no attempts until then"
+                );
+            }
+            if r.opened {
+                let open_for = gate.breaker.map_or(Duration::ZERO, |b| b.open_for);
+                tracing::warn!(
+                    consecutive_failures = r.consecutive_failures,
+                    open_for_ms = open_for.as_millis() as u64,
+                    probe,
+                    "circuit opened: no attempts to the destination until a probe succeeds"
+                );
+            } else if was_open && r.state == CircuitState::Closed {
+                tracing::info!("circuit closed: the probe succeeded");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not record an attempt in the destination gate"),
+    }
+}
+
+/// Delivers one claimed event, records the outcome and returns the attempt.
+async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) -> Attempt {
     let started = Instant::now();
     let attempt = send(relay, &ev).await;
     let took = started.elapsed();
@@ -294,6 +406,7 @@ async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) {
         tracing::warn!(event_id = %id, attempt = ev.attempt, "lease lost before the outcome was recorded; another replica owns the event");
     }
     relay.metrics.attempt(outcome, attempt.status, took);
+    attempt
 }
 
 /// Most acks sent to Redis in one script call.

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use webhook_relay_store::{CircuitState, Held};
 
 /// What intake answered.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -69,6 +70,18 @@ pub struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    /// `paused`, `circuit_open`, `probing` or `rate_limited`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiptLabels {
     /// `Failed` or `Delivered`.
     pub status: String,
@@ -91,6 +104,10 @@ pub struct Metrics {
     pub redis_up: Gauge,
     /// Events whose signature matched the previous signing secret (a rotation in progress).
     pub previous_secret: Counter,
+    /// 1 for the circuit breaker's state as this process last saw it, 0 for the others.
+    pub circuit_state: Family<CircuitLabels, Gauge>,
+    /// Claims the destination gate held back, by why.
+    pub delivery_held: Family<HeldLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,7 +158,22 @@ impl Metrics {
              while this grows, senders still sign with the previous secret",
             previous_secret.clone(),
         );
-        Metrics {
+        let circuit_state = Family::<CircuitLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "1 for the destination's circuit breaker state (closed, open, half_open) as last seen, 0 for the others",
+            circuit_state.clone(),
+        );
+        let delivery_held = Family::<HeldLabels, Counter>::default();
+        registry.register(
+            "delivery_held",
+            "Claims the destination gate held back: paused (Retry-After), circuit_open, probing, rate_limited",
+            delivery_held.clone(),
+        );
+        for reason in [Held::Paused, Held::CircuitOpen, Held::Probing, Held::RateLimited] {
+            drop(delivery_held.get_or_create(&HeldLabels { reason: reason.as_str() }));
+        }
+        let metrics = Metrics {
             registry,
             intake,
             attempts,
@@ -154,6 +186,17 @@ impl Metrics {
             oldest_due_age_seconds: oldest,
             redis_up,
             previous_secret,
+            circuit_state,
+            delivery_held,
+        };
+        metrics.circuit(CircuitState::Closed);
+        metrics
+    }
+
+    /// Sets the circuit gauge to `state`.
+    pub fn circuit(&self, state: CircuitState) {
+        for s in [CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen] {
+            self.circuit_state.get_or_create(&CircuitLabels { state: s.as_str() }).set(i64::from(s == state));
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Keys {
     pub fence: String,
     /// `whr:{R}:format` STRING: the store format of this relay's keys (2).
     pub format: String,
+    /// `whr:{R}:dest` HASH: the destination gate shared by every replica: a `Retry-After`
+    /// pause, the circuit breaker, the rate limit's token bucket (fields in `store/README.md`).
+    pub dest: String,
     /// Format 1's `whr:{R}:body`, `meta` and `attempts` hashes, read only to migrate them.
     pub v1: V1Keys,
     /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
@@ -55,6 +58,7 @@ impl Keys {
             seen: k("seen"),
             fence: k("fence"),
             format: k("format"),
+            dest: k("dest"),
             v1: V1Keys { body: k("body"), meta: k("meta"), attempts: k("attempts") },
             alive: k("alive"),
             claim_prefix: k("claim:"),

@@ -6,6 +6,7 @@
 //! [`keys`] and documented for other tools in `store/README.md`.
 
 pub mod conn;
+pub mod gate;
 pub mod keys;
 pub mod model;
 pub mod scripts;
@@ -16,6 +17,7 @@ use scripts::LuaScript;
 use std::time::Duration;
 
 pub use conn::{Conn, ConnectOptions, TlsMaterial, TlsProblem, install_crypto_provider, tls_problem};
+pub use gate::{Breaker, CircuitState, DestinationState, GateOutcome, GatePolicy, GateReply, Held, Recorded};
 pub use keys::Keys;
 pub use model::*;
 
@@ -208,9 +210,22 @@ impl Store {
     /// returns the events the first call claimed that are still leased to it, so none sits
     /// in flight unattempted until its lease expires.
     pub async fn claim_as(&self, claim_id: u64, max: usize, lease: Duration) -> Result<Claim> {
+        self.claim_gated(claim_id, max, lease, &GatePolicy::default()).await
+    }
+
+    /// Claims like [`claim_as`](Self::claim_as) through the destination gate under `gate`
+    /// (see [`gate`]): while a `Retry-After` pause lasts, the circuit is open (or half-open
+    /// with its probe out), or the rate limit has no token, it claims nothing and
+    /// [`Claim::gate`] says why and for how long; a rate limit caps the events claimed at its
+    /// tokens and spends one per event; a half-open circuit lets one event through, the probe.
+    pub async fn claim_gated(&self, claim_id: u64, max: usize, lease: Duration, gate: &GatePolicy) -> Result<Claim> {
         let k = &self.keys;
         let max_s = max.to_string();
         let lease_s = ms(lease).to_string();
+        let rate = gate.rate_per_second.unwrap_or(0.0).to_string();
+        let burst = gate.burst.max(1).to_string();
+        let breaker = if gate.breaker.is_some() { "1" } else { "0" };
+        let probe_ms = ms(gate.probe_lease).max(1).to_string();
         let record = k.claim(claim_id);
         let v: Value = self
             .run(
@@ -227,11 +242,56 @@ impl Store {
                     &k.v1.meta,
                     &k.v1.attempts,
                     &k.seen,
+                    &k.dest,
                 ],
-                &[max_s.as_bytes(), lease_s.as_bytes()],
+                &[
+                    max_s.as_bytes(),
+                    lease_s.as_bytes(),
+                    rate.as_bytes(),
+                    burst.as_bytes(),
+                    breaker.as_bytes(),
+                    probe_ms.as_bytes(),
+                ],
             )
             .await?;
         model::parse_claim(v).map_err(StoreError::Protocol)
+    }
+
+    /// Records one attempt's outcome in the destination gate: a pause, and with a breaker in
+    /// `gate`, a success (closes it) or a failure (counts; opens it at the threshold, or again
+    /// after a failed probe). Call it for every retryable failure and pause; for a success
+    /// only when the breaker may not be closed with no failures counted.
+    pub async fn record_gate(&self, outcome: GateOutcome, gate: &GatePolicy) -> Result<Recorded> {
+        let ok = if outcome.ok { "ok" } else { "fail" };
+        let probe = if outcome.probe { "1" } else { "0" };
+        let (breaker, threshold, open_ms) = match gate.breaker {
+            Some(b) => ("1", b.failure_threshold.max(1), ms(b.open_for)),
+            None => ("0", 1, 0),
+        };
+        let (threshold, open_ms) = (threshold.to_string(), open_ms.to_string());
+        let pause = outcome.pause.map_or(0, ms).to_string();
+        let (state, failures, opened): (String, u32, i64) = self
+            .run(
+                &scripts::GATE_RECORD,
+                &[&self.keys.dest],
+                &[
+                    ok.as_bytes(),
+                    probe.as_bytes(),
+                    breaker.as_bytes(),
+                    threshold.as_bytes(),
+                    open_ms.as_bytes(),
+                    pause.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(Recorded { state: CircuitState::parse(&state), consecutive_failures: failures, opened: opened == 1 })
+    }
+
+    /// The destination gate as stored: circuit state and since when, failures counted, a
+    /// pause, the bucket's tokens (computed with `gate`'s rate and burst).
+    pub async fn destination(&self, gate: &GatePolicy) -> Result<DestinationState> {
+        let v: Value = self.run(&scripts::GATE_READ, &[&self.keys.dest], &[]).await?;
+        DestinationState::parse(v, gate).map_err(StoreError::Protocol)
     }
 
     /// Deletes a delivered event. `false` means the lease was lost (another worker owns it now).
@@ -559,7 +619,7 @@ fn retry_deadline(lease: &Lease, retry: bool) -> String {
 
 /// A claim id no other call is likely to use: random bits from the standard library's
 /// per-process hasher keys, mixed with a counter.
-fn new_claim_id() -> u64 {
+pub fn new_claim_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -110,6 +110,8 @@ pub struct Claim {
     pub next_lease_ms: Option<i64>,
     /// Expired leases returned to due by this call.
     pub recovered: u64,
+    /// What the destination gate said (held back, or the probe).
+    pub gate: crate::gate::GateReply,
 }
 
 /// Bounds on the dead-letter set.
@@ -273,7 +275,7 @@ fn bytes(v: Value) -> Result<Vec<u8>, String> {
 /// Parses the CLAIM script's reply.
 pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
     let Value::Array(parts) = v else { return Err(format!("claim reply: {v:?}")) };
-    let [now, next_due, next_lease, recovered, events]: [Value; 5] =
+    let [now, next_due, next_lease, recovered, events, gate]: [Value; 6] =
         parts.try_into().map_err(|p: Vec<Value>| format!("claim reply has {} parts", p.len()))?;
     let events = match events {
         Value::Array(items) => items,
@@ -302,5 +304,6 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
         next_due_ms: opt_int(&next_due)?,
         next_lease_ms: opt_int(&next_lease)?,
         recovered: int(&recovered)? as u64,
+        gate: crate::gate::GateReply::parse(gate)?,
     })
 }

@@ -229,10 +229,11 @@ return out
 });
 
 /// KEYS: due, inflight, lease, ev, fence, pending, claim record, v1 body, v1 meta,
-/// v1 attempts, seen.
-/// ARGV: max events, lease ms.
+/// v1 attempts, seen, dest.
+/// ARGV: max events, lease ms, then the gate (see [`GATE`]): rate per second (0: none),
+/// burst, breaker on (`1`/`0`), probe lease ms.
 /// Returns {now, next due score or false, next lease deadline or false, recovered, {{id, token,
-/// attempt, scheduled, record, lease deadline}, ...}}.
+/// attempt, scheduled, record, lease deadline}, ...}, {held, wait ms, circuit state, probe}}.
 ///
 /// The claim record (`whr:{R}:claim:<claim id>`, a key per call with an id the caller made
 /// up, expiring with the lease) makes a retried claim idempotent: when the reply of a claim
@@ -241,7 +242,7 @@ return out
 /// so they are not stranded in flight for a whole lease.
 pub static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{FROM_V1}\n{}",
+        "{FROM_V1}\n{GATE}\n{}",
         r#"
 local now, now_us = clock()
 local lease_ms = tonumber(ARGV[2])
@@ -264,10 +265,15 @@ if prior then
     end
   end
   local next_due, next_lease = next_scores()
-  return {now, next_due, next_lease, 0, out}
+  return {now, next_due, next_lease, 0, out, {'', 0, 'closed', 0}}
 end
 local recovered = recover(KEYS[2], KEYS[3], KEYS[1], KEYS[4], now, 100)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local g = gate_open(KEYS[12], now, tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1')
+if g.held then
+  local next_due, next_lease = next_scores()
+  return {now, next_due, next_lease, recovered, out, {g.held, g.wait, g.state, 0}}
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, g.max)
 if #due > 0 then
   local ids, scheduled = {}, {}
   for i = 1, #due, 2 do
@@ -306,10 +312,130 @@ if #due > 0 then
     redis.call('SET', KEYS[7], int(base + 1) .. ' ' .. int(token - base), 'PX', lease_ms)
   end
 end
+local probe = gate_took(KEYS[12], g, now, #out, tonumber(ARGV[6]))
 local next_due, next_lease = next_scores()
-return {now, next_due, next_lease, recovered, out}
+return {now, next_due, next_lease, recovered, out, {'', 0, g.state, probe}}
 "#
     ))
+});
+
+/// The destination gate, in `dest` (a HASH; fields in `store/README.md`): what holds
+/// attempts back before any event is claimed, so events waiting for it stay in `due` in
+/// their order, and an attempt not made is not counted. In this order:
+/// - `paused_until`: a 429 or 503 with `Retry-After` paused the whole destination;
+/// - the circuit breaker (when on): `open` until `open_until`, then `half_open` with one
+///   probe at a time (`probe_until`: the probe's lease, after which another may go);
+/// - the rate limit (when `rate` > 0): a token bucket (`tokens` at `tokens_at`) refilled at
+///   `rate` per second up to `burst`; a claim takes at most the whole tokens and spends one
+///   per event it claimed.
+///
+/// `gate_open` returns {held = false or 'paused'|'open'|'probing'|'rate', wait = ms until it may
+/// open, max = events the claim may take, state, probe, tokens}; `gate_took` spends what the claim
+/// took and returns 1 if the claimed event is the half-open probe.
+pub const GATE: &str = r#"
+local function gate_open(dest, now, max, rate, burst, breaker)
+  local d = redis.call('HMGET', dest, 'paused_until', 'state', 'open_until', 'probe_until', 'tokens', 'tokens_at')
+  local g = {held = false, wait = 0, max = max, state = d[2] or 'closed', probe = false, rate = rate, burst = burst}
+  local paused_until = tonumber(d[1] or '0') or 0
+  if paused_until > now then
+    g.held, g.wait = 'paused', paused_until - now
+    return g
+  end
+  if breaker and g.state ~= 'closed' then
+    local open_until = tonumber(d[3] or '0') or 0
+    local probe_until = tonumber(d[4] or '0') or 0
+    if g.state == 'open' and open_until > now then
+      g.held, g.wait = 'open', open_until - now
+      return g
+    end
+    if g.state == 'half_open' and probe_until > now then
+      g.held, g.wait = 'probing', math.min(probe_until - now, 1000)
+      return g
+    end
+    g.probe, g.max = true, 1
+  end
+  if rate > 0 then
+    local tokens, at = tonumber(d[5] or ''), tonumber(d[6] or '')
+    if not tokens or not at then
+      tokens = burst
+    else
+      tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+    end
+    if tokens < 1 then
+      g.held, g.wait = 'rate', math.max(1, math.ceil((1 - tokens) * 1000 / rate))
+      return g
+    end
+    g.tokens = tokens
+    g.max = math.min(g.max, math.floor(tokens))
+  end
+  return g
+end
+local function gate_took(dest, g, now, n, probe_ms)
+  if g.rate > 0 and n > 0 then
+    redis.call('HSET', dest, 'tokens', string.format('%.6f', g.tokens - n), 'tokens_at', int(now))
+  end
+  if g.probe and n > 0 then
+    redis.call('HSET', dest, 'state', 'half_open', 'probe_until', int(now + probe_ms))
+    g.state = 'half_open'
+    return 1
+  end
+  return 0
+end
+"#;
+
+/// KEYS: dest. ARGV: outcome (`ok` or `fail`), probe (`1` if the attempt was the half-open
+/// probe), breaker on (`1`/`0`), failure threshold, open for ms, pause ms (0: none).
+/// Records one attempt's outcome in the destination gate (see [`GATE`]): a pause moves
+/// `paused_until` later (never earlier); with the breaker on, a success closes it and a
+/// failure counts, opening it at the threshold (from `closed`) or again (a failed probe).
+/// Returns {state, consecutive failures, 1 if this call opened it}.
+pub static GATE_RECORD: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local dest = KEYS[1]
+local ok, probe, breaker = ARGV[1] == 'ok', ARGV[2] == '1', ARGV[3] == '1'
+local threshold, open_ms, pause_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local d = redis.call('HMGET', dest, 'state', 'failures', 'paused_until')
+local state, failures = d[1] or 'closed', tonumber(d[2] or '0') or 0
+if pause_ms > 0 and now + pause_ms > (tonumber(d[3] or '0') or 0) then
+  redis.call('HSET', dest, 'paused_until', int(now + pause_ms))
+end
+if not breaker then return {state, failures, 0} end
+if ok then
+  if state ~= 'closed' or failures > 0 then
+    redis.call('HSET', dest, 'state', 'closed', 'failures', 0, 'since', int(now))
+    redis.call('HDEL', dest, 'open_until', 'probe_until')
+  end
+  return {'closed', 0, 0}
+end
+failures = failures + 1
+if (state == 'closed' and failures >= threshold) or (state == 'half_open' and probe) then
+  local fields = {'state', 'open', 'failures', failures, 'open_until', int(now + open_ms)}
+  if state == 'closed' then
+    fields[#fields + 1] = 'since'
+    fields[#fields + 1] = int(now)
+  end
+  redis.call('HSET', dest, unpack(fields))
+  redis.call('HDEL', dest, 'probe_until')
+  return {'open', failures, 1}
+end
+redis.call('HSET', dest, 'failures', failures)
+return {state, failures, 0}
+"#,
+    )
+});
+
+/// KEYS: dest. Returns {state, since, failures, open_until, paused_until, tokens, tokens_at, now}
+/// (false for fields never written).
+pub static GATE_READ: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        r#"
+local d = redis.call('HMGET', KEYS[1], 'state', 'since', 'failures', 'open_until', 'paused_until', 'tokens', 'tokens_at')
+d[#d + 1] = now_ms()
+return d
+"#,
+    )
 });
 
 /// Outcome writes (ack, reschedule, dead-letter) take the lease's deadline on a retry
