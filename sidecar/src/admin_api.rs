@@ -1,5 +1,6 @@
-//! The bearer-token admin API under `/v1/`: list, show, replay and delete events, replay
-//! dead letters by time range, queue stats, and the OpenAPI document describing it.
+//! The bearer-token admin API under `/v1/`: list, show, replay and delete events, replay or
+//! delete the dead letters a filter selects (time range, last status, error text; with a
+//! dry run), queue stats, and the OpenAPI document describing it.
 //!
 //! The router is built from one table of operations ([`operations`]); the OpenAPI
 //! document is checked against that table by a test, so neither can drift from the other.
@@ -24,14 +25,18 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use webhook_relay_store::{Deleted, EventId, EventMeta, EventState, ListCursor, Replayed, StoreError};
+use webhook_relay_store::{
+    BulkAction, DeadFilter, Deleted, EventId, EventMeta, EventState, ListCursor, Replayed, StatusFilter, StoreError,
+};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 50;
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
-/// Dead letters moved per script call by a range replay (keeps each call short).
-const REPLAY_BATCH: usize = 500;
+/// Dead letters scanned per script call by a bulk action (keeps each call short).
+const BULK_BATCH: usize = 500;
+/// How long one bulk request works before it answers with a cursor to go on from.
+const BULK_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Routes under `/v1/`. Everything but the OpenAPI document needs the bearer token.
 pub fn router(relay: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -75,6 +80,7 @@ fn protected_routes() -> (Router<Arc<AppState>>, Vec<(Method, &'static str)>) {
         .add(Method::DELETE, "/v1/events/{id}", delete)
         .add(Method::POST, "/v1/events/{id}/replay", replay)
         .add(Method::POST, "/v1/dead/replay", replay_dead)
+        .add(Method::POST, "/v1/dead/delete", delete_dead)
         .add(Method::GET, "/v1/stats", stats);
     (r.router, r.ops)
 }
@@ -305,17 +311,34 @@ async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, P
     Ok(Json(json!({ "id": id.as_str(), "replayed": true, "previousState": from })))
 }
 
+/// The filter and paging of a bulk action on dead letters.
 #[derive(Deserialize)]
-struct RangeQuery {
+#[serde(rename_all = "camelCase")]
+struct BulkQuery {
     since: Option<String>,
     until: Option<String>,
+    status: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    cursor: Option<String>,
+    /// Delete: required when no filter is given (deleting every dead letter is deliberate).
+    #[serde(default)]
+    all: bool,
 }
 
-async fn replay_dead(
-    State(relay): State<Arc<AppState>>,
-    query: Result<Query<RangeQuery>, QueryRejection>,
-) -> ApiResult {
-    let Query(q) = query?;
+/// Longest error substring accepted as a filter.
+const MAX_ERROR_FILTER: usize = 200;
+
+/// A bulk cursor: the `ZSCAN` cursor and the `until` the first request fixed (so events
+/// that die again during a replay are not replayed twice), as `<scan>.<until ms>`.
+fn decode_bulk_cursor(text: &str) -> Result<(u64, i64), ApiError> {
+    let bad = || ApiError::bad_request(format!("cursor {text:?} is not one this API returned; start again without it"));
+    let (scan, until) = text.split_once('.').ok_or_else(bad)?;
+    Ok((scan.parse().map_err(|_| bad())?, until.parse().map_err(|_| bad())?))
+}
+
+async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult {
     let since = q.since.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("since", s)).transpose()?;
     let until = q.until.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("until", s)).transpose()?;
     if let (Some(s), Some(u)) = (since, until)
@@ -323,13 +346,70 @@ async fn replay_dead(
     {
         return Err(ApiError::bad_request("since is after until"));
     }
-    let n = relay.store.replay_dead_range(since, until, REPLAY_BATCH).await?;
-    if n > 0 {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => StatusFilter::Any,
+        Some(s) => s.parse::<StatusFilter>().map_err(|e| ApiError::bad_request(format!("status: {e}")))?,
+    };
+    let error = q.error.clone().filter(|e| !e.is_empty());
+    if error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_FILTER) {
+        return Err(ApiError::bad_request(format!("error: at most {MAX_ERROR_FILTER} bytes")));
+    }
+    let filtered = since.is_some() || until.is_some() || status != StatusFilter::Any || error.is_some();
+    if action == BulkAction::Delete && !filtered && !q.all {
+        return Err(ApiError::bad_request(
+            "give a filter (since, until, status, error) or all=true to delete every dead letter",
+        ));
+    }
+    let (mut scan, until_ms) = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => decode_bulk_cursor(c)?,
+        None => {
+            let now = relay.store.stats().await?.now_ms;
+            (0, until.map_or(now, |u| u.min(now)))
+        }
+    };
+    let filter = DeadFilter { since_ms: since, until_ms, status, error };
+    let step_action = if q.dry_run { BulkAction::Count } else { action };
+    let started = std::time::Instant::now();
+    let (mut matched, mut scanned) = (0u64, 0u64);
+    loop {
+        let step = relay.store.dead_bulk_step(step_action, &filter, scan, BULK_BATCH).await?;
+        matched += step.matched;
+        scanned += step.scanned;
+        scan = step.cursor;
+        if scan == 0 || started.elapsed() >= BULK_BUDGET {
+            break;
+        }
+    }
+    let done = scan == 0;
+    let verb = if action == BulkAction::Replay { "replayed" } else { "deleted" };
+    if action == BulkAction::Replay && !q.dry_run && matched > 0 {
         relay.wake_worker();
     }
-    let (since_text, until_text) = (q.since.as_deref().unwrap_or(""), q.until.as_deref().unwrap_or(""));
-    tracing::info!(replayed = n, since = since_text, until = until_text, "dead letters replayed by an admin request");
-    Ok(Json(json!({ "replayed": n })))
+    tracing::info!(
+        action = verb, dry_run = q.dry_run, matched, scanned, done, status = %filter.status,
+        since = q.since.as_deref().unwrap_or(""), until = q.until.as_deref().unwrap_or(""),
+        error = filter.error.as_deref().unwrap_or(""), "dead letters selected by an admin request"
+    );
+    let changed = if q.dry_run { 0 } else { matched };
+    Ok(Json(json!({
+        verb: changed,
+        "matched": matched,
+        "scanned": scanned,
+        "dryRun": q.dry_run,
+        "done": done,
+        "cursor": if done { Value::Null } else { json!(format!("{scan}.{until_ms}")) },
+        "until": rfc3339(until_ms),
+    })))
+}
+
+async fn replay_dead(State(relay): State<Arc<AppState>>, query: Result<Query<BulkQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = query?;
+    bulk(&relay, BulkAction::Replay, q).await
+}
+
+async fn delete_dead(State(relay): State<Arc<AppState>>, query: Result<Query<BulkQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = query?;
+    bulk(&relay, BulkAction::Delete, q).await
 }
 
 async fn delete(
@@ -403,6 +483,16 @@ pub fn openapi_document() -> Value {
     };
     let responses = |pairs: Vec<(&str, Value)>| common(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
     let time = json!({"type": "string", "format": "date-time"});
+    let bulk_params = vec![
+        json!({"name": "since", "in": "query", "description": "Dead-lettered at or after", "schema": time.clone()}),
+        json!({"name": "until", "in": "query", "description": "Dead-lettered at or before (at most now)", "schema": time.clone()}),
+        json!({"name": "status", "in": "query", "description": "Last status: a code (503), a class (5xx) or none (no HTTP answer: timeouts, connection errors)", "schema": {"type": "string", "pattern": "^([1-5][0-9][0-9]|[1-5][xX][xX]|none|any)$"}}),
+        json!({"name": "error", "in": "query", "description": "Text the last error contains (case-insensitive)", "schema": {"type": "string", "maxLength": MAX_ERROR_FILTER}}),
+        json!({"name": "dryRun", "in": "query", "description": "Only count", "schema": {"type": "boolean", "default": false}}),
+        json!({"name": "cursor", "in": "query", "description": "cursor of the previous answer, to go on", "schema": {"type": "string"}}),
+    ];
+    let mut delete_params = bulk_params.clone();
+    delete_params.push(json!({"name": "all", "in": "query", "description": "Delete every dead letter when no filter is given", "schema": {"type": "boolean", "default": false}}));
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -451,13 +541,18 @@ pub fn openapi_document() -> Value {
                 ])
             }},
             "/v1/dead/replay": {"post": {
-                "operationId": "replayDeadRange",
-                "summary": "Replay dead letters dead-lettered between since and until (inclusive; both optional)",
-                "parameters": [
-                    {"name": "since", "in": "query", "schema": time.clone()},
-                    {"name": "until", "in": "query", "schema": time.clone()}
-                ],
-                "responses": responses(vec![("200", ok("How many were replayed", "RangeReplayed")), ("400", err("Bad time"))])
+                "operationId": "replayDead",
+                "summary": "Replay the dead letters a filter selects (all of them without one): due now, attempts reset",
+                "description": "Works for up to 2 s, then answers with done false and a cursor: send the same request with it to go on. With dryRun it only counts.",
+                "parameters": bulk_params.clone(),
+                "responses": responses(vec![("200", ok("What was selected and replayed", "BulkResult")), ("400", err("Bad time, status, error or cursor"))])
+            }},
+            "/v1/dead/delete": {"post": {
+                "operationId": "deleteDead",
+                "summary": "Delete the dead letters a filter selects (their dedup entries stay)",
+                "description": "Needs a filter, or all=true for every dead letter. Paged like replayDead; with dryRun it only counts.",
+                "parameters": delete_params,
+                "responses": responses(vec![("200", ok("What was selected and deleted", "BulkResult")), ("400", err("No filter, or a bad time, status, error or cursor"))])
             }},
             "/v1/stats": {"get": {
                 "operationId": "getStats",
@@ -518,7 +613,20 @@ pub fn openapi_document() -> Value {
                         "previousState": {"type": "string", "enum": ["dead", "due"]}
                     }
                 },
-                "RangeReplayed": {"type": "object", "required": ["replayed"], "properties": {"replayed": {"type": "integer"}}},
+                "BulkResult": {
+                    "type": "object",
+                    "required": ["matched", "scanned", "dryRun", "done", "cursor", "until"],
+                    "properties": {
+                        "replayed": {"type": "integer", "description": "replayDead: how many were replayed (0 on a dry run)"},
+                        "deleted": {"type": "integer", "description": "deleteDead: how many were deleted (0 on a dry run)"},
+                        "matched": {"type": "integer", "description": "How many the filter selected in this request"},
+                        "scanned": {"type": "integer", "description": "Dead letters looked at in this request"},
+                        "dryRun": {"type": "boolean"},
+                        "done": {"type": "boolean", "description": "false: send the request again with cursor to go on"},
+                        "cursor": {"type": ["string", "null"]},
+                        "until": {"type": "string", "format": "date-time", "description": "The end of the time range, fixed by the first request"}
+                    }
+                },
                 "Stats": {
                     "type": "object",
                     "required": ["due", "inFlight", "dead", "oldestDueAgeSeconds", "destination"],

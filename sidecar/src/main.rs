@@ -26,7 +26,7 @@ enum Command {
         config: PathBuf,
     },
     /// Inspect, replay and delete stored events through a running relay's admin API.
-    Dlq(cli::DlqArgs),
+    Dlq(Box<cli::DlqArgs>),
 }
 
 fn init_logging() {
@@ -38,7 +38,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Dlq(args) => cli::run(args),
+        Command::Dlq(args) => cli::run(*args),
         Command::Serve { config } => {
             init_logging();
             let run_config = match RunConfig::load(&config) {

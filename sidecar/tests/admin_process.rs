@@ -1,7 +1,7 @@
 //! The admin API, the `dlq` CLI, metrics and the intake's connection limits over real
 //! sockets: the built `webhook-relay` binary, a real redis-server and a scripted downstream.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -309,4 +309,76 @@ async fn arbitrary_ids_round_trip_through_the_admin_api_and_the_cli() {
     }
     assert_eq!(s.stats().await.unwrap().dead, 0, "every delete hit its own event");
     println!("ids: {} ids (dots, slashes, escapes, unicode) shown, replayed and deleted through the CLI", ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_replayed_and_deleted_by_status_time_and_error_with_a_dry_run_first() {
+    let redis = RedisServer::start();
+    let healed = Arc::new(AtomicBool::new(false));
+    let h = healed.clone();
+    let script: Script = Arc::new(move |id, _| {
+        if h.load(Ordering::SeqCst) {
+            (200, None)
+        } else if id.starts_with("nf-") {
+            (404, None)
+        } else if id.starts_with("busy-") {
+            (503, None)
+        } else {
+            (502, None)
+        }
+    });
+    let ds = Downstream::start(script, Duration::ZERO).await;
+    let relay = RelayProcess::start_fresh("t/bulk", &redis.url(), &ds.url, "  maxAttempts: 1");
+    let client = reqwest::Client::new();
+    let ids: Vec<String> = ["nf", "busy", "gw"].iter().flat_map(|p| (0..10).map(move |i| format!("{p}-{i}"))).collect();
+    for id in &ids {
+        assert_eq!(send(&client, &relay.intake, id).await.unwrap().0, 200);
+    }
+    let s = store(&redis.url(), "t/bulk").await;
+    assert!(eventually(Duration::from_secs(20), || async { s.stats().await.unwrap().dead == 30 }).await);
+
+    // The dry run counts and changes nothing; the API and the CLI agree.
+    let dry = dlq_ok(&relay.admin, &["replay", "--status", "5xx", "--since", "2h", "--dry-run"]).await;
+    assert_eq!(dry, "would replay 20 dead letter(s) of 30 (dry run: nothing changed)\n");
+    let post = |path: String| {
+        let client = client.clone();
+        async move {
+            let r = client.post(path).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, exact) = post(format!("{}/v1/dead/replay?status=503&dryRun=true", relay.admin)).await;
+    assert_eq!(
+        (code, &exact["matched"], &exact["replayed"], &exact["done"]),
+        (200, &json!(10), &json!(0), &json!(true))
+    );
+    let until = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (_, old) =
+        post(format!("{}/v1/dead/replay?dryRun=true&until={}", relay.admin, until.replace('+', "%2B"))).await;
+    assert_eq!(old["matched"], 0, "none died an hour ago: {old}");
+    assert_eq!(s.stats().await.unwrap().dead, 30);
+
+    // Replay what the dry run counted: the 5xx ones come back and are delivered.
+    healed.store(true, Ordering::SeqCst);
+    let out = dlq_ok(&relay.admin, &["replay", "--status", "5xx", "--since", "2h"]).await;
+    assert_eq!(out, "replayed 20 dead letter(s); they are due now\n");
+    let back = eventually(Duration::from_secs(10), || async { ds.delivered().len() == 20 }).await;
+    assert!(back, "delivered {:?}", ds.delivered());
+    assert!(ds.delivered().keys().all(|id| !id.starts_with("nf-")), "a 404 was replayed");
+    assert_eq!(s.stats().await.unwrap().dead, 10);
+
+    // Delete by error text (case-insensitive), a dry run first; a filter-less delete is refused.
+    let (code, refused) = post(format!("{}/v1/dead/delete", relay.admin)).await;
+    assert_eq!(code, 400);
+    assert!(refused["error"].as_str().unwrap().contains("all=true"), "{refused}");
+    let (code, bad) = post(format!("{}/v1/dead/delete?status=5xy", relay.admin)).await;
+    assert!(code == 400 && bad["error"].as_str().unwrap().starts_with("status:"), "{bad}");
+    let dry = dlq_ok(&relay.admin, &["delete", "--error", "NOT FOUND", "--dry-run"]).await;
+    assert_eq!(dry, "would delete 10 dead letter(s) of 10 (dry run: nothing changed)\n");
+    let out: Value =
+        serde_json::from_str(&dlq_ok(&relay.admin, &["delete", "--error", "not found", "-o", "json"]).await).unwrap();
+    assert_eq!((&out["deleted"], &out["matched"]), (&json!(10), &json!(10)), "{out}");
+    assert_eq!(s.stats().await.unwrap().dead, 0);
+    let (status, body) = send(&client, &relay.intake, "nf-3").await.unwrap();
+    assert!(status == 200 && body.contains("duplicate"), "a deleted dead letter stays deduplicated: {body}");
 }

@@ -99,6 +99,15 @@ async fn a_circuit_breaker_stops_attempts_during_an_outage_probes_once_and_loses
     })
     .await;
     assert!(opened, "the circuit never opened; log:\n{}", a.log_text());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-relay"))
+        .args(["dlq", "stats"])
+        .env("RELAY_ADMIN_URL", &a.admin)
+        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("circuit open since") || table.contains("circuit half_open since"), "{table}");
+    assert!(table.contains("(opens at 10)"), "{table}");
     let s = stats(&b).await;
     let circuit = &s["destination"]["circuit"];
     assert!(circuit["since"].is_string() && circuit["failureThreshold"] == 10, "{s}");

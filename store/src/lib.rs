@@ -433,30 +433,76 @@ impl Store {
     }
 
     /// Replays dead letters dead-lettered between `since_ms` and `until_ms` (inclusive,
-    /// Unix ms), `batch` per script call; returns how many were replayed.
+    /// Unix ms), scanning about `batch` dead letters per script call; returns how many were replayed.
     ///
     /// `until_ms` is capped at the server's time when the call starts, so events that die
     /// again while the replay runs are not replayed twice.
     pub async fn replay_dead_range(&self, since_ms: Option<i64>, until_ms: Option<i64>, batch: usize) -> Result<u64> {
-        let k = &self.keys;
         let now = self.stats().await?.now_ms;
-        let until = until_ms.map_or(now, |u| u.min(now)).to_string();
-        let since = since_ms.map_or("-inf".to_string(), |s| s.to_string());
-        let batch_s = batch.max(1).to_string();
-        let mut total = 0u64;
+        let filter = DeadFilter {
+            since_ms,
+            until_ms: until_ms.map_or(now, |u| u.min(now)),
+            status: StatusFilter::Any,
+            error: None,
+        };
+        let (mut cursor, mut total) = (0, 0);
         loop {
-            let n: u64 = self
-                .run(
-                    &scripts::REPLAY_DEAD_RANGE,
-                    &[&k.due, &k.dead, &k.ev],
-                    &[since.as_bytes(), until.as_bytes(), batch_s.as_bytes()],
-                )
-                .await?;
-            total += n;
-            if n < batch.max(1) as u64 {
+            let step = self.dead_bulk_step(BulkAction::Replay, &filter, cursor, batch).await?;
+            total += step.matched;
+            cursor = step.cursor;
+            if cursor == 0 {
                 return Ok(total);
             }
         }
+    }
+
+    /// One step of `action` on the dead letters `filter` selects, scanning about `batch`
+    /// members of `dead` from `cursor` (0 to begin; the step's `cursor` is 0 once done). A
+    /// member that stays in `dead` for the whole scan is seen exactly once unless `dead` is
+    /// resized meanwhile (then it may be seen twice: a count may run high, a replay or
+    /// delete finds it gone). Keep `filter.until_ms` at or before the scan's start so events
+    /// that die again while a replay runs are not replayed twice.
+    pub async fn dead_bulk_step(
+        &self,
+        action: BulkAction,
+        filter: &DeadFilter,
+        cursor: u64,
+        batch: usize,
+    ) -> Result<BulkStep> {
+        let k = &self.keys;
+        let action = match action {
+            BulkAction::Count => "count",
+            BulkAction::Replay => "replay",
+            BulkAction::Delete => "delete",
+        };
+        let (kind, value) = match filter.status {
+            StatusFilter::Any => ("any", 0),
+            StatusFilter::Exact(s) => ("exact", s),
+            StatusFilter::Class(c) => ("class", c),
+            StatusFilter::NoAnswer => ("none", 0),
+        };
+        let since = filter.since_ms.map_or("-inf".to_string(), |s| s.to_string());
+        let (cursor, batch, until, value) =
+            (cursor.to_string(), batch.max(1).to_string(), filter.until_ms.to_string(), value.to_string());
+        let needle = filter.error.as_deref().unwrap_or("").to_lowercase();
+        let (next, scanned, matched): (String, u64, u64) = self
+            .run(
+                &scripts::FILTER_DEAD,
+                &[&k.due, &k.dead, &k.ev, &k.pending, &k.seen],
+                &[
+                    action.as_bytes(),
+                    cursor.as_bytes(),
+                    batch.as_bytes(),
+                    since.as_bytes(),
+                    until.as_bytes(),
+                    kind.as_bytes(),
+                    value.as_bytes(),
+                    needle.as_bytes(),
+                ],
+            )
+            .await?;
+        let cursor = next.parse().map_err(|_| StoreError::Protocol(format!("ZSCAN cursor {next:?}")))?;
+        Ok(BulkStep { cursor, scanned, matched })
     }
 
     /// Drops an event for good (its dedup entry stays, so a resend is still a duplicate).

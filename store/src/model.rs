@@ -307,3 +307,86 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
         gate: crate::gate::GateReply::parse(gate)?,
     })
 }
+
+/// Which last status a bulk action on dead letters selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatusFilter {
+    #[default]
+    Any,
+    /// Exactly this HTTP status (`503`).
+    Exact(u16),
+    /// Any status of this class (`5xx` is `Class(5)`).
+    Class(u16),
+    /// No HTTP answer: timeouts and connection errors (`none`).
+    NoAnswer,
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+
+    /// `503`, `5xx` (a class, 1 to 5), `none` (no HTTP answer) or `any`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let bad =
+            || format!("{s:?} is not a status filter: give a status (503), a class (5xx) or none (no HTTP answer)");
+        match s.as_str() {
+            "none" => return Ok(StatusFilter::NoAnswer),
+            "any" => return Ok(StatusFilter::Any),
+            _ => {}
+        }
+        if let Some(class) = s.strip_suffix("xx") {
+            return match class.parse::<u16>() {
+                Ok(c @ 1..=5) => Ok(StatusFilter::Class(c)),
+                _ => Err(bad()),
+            };
+        }
+        match s.parse::<u16>() {
+            Ok(code @ 100..=599) => Ok(StatusFilter::Exact(code)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for StatusFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusFilter::Any => f.write_str("any"),
+            StatusFilter::Exact(s) => write!(f, "{s}"),
+            StatusFilter::Class(c) => write!(f, "{c}xx"),
+            StatusFilter::NoAnswer => f.write_str("none"),
+        }
+    }
+}
+
+/// The dead letters a bulk action selects: dead-lettered within [`since_ms`, `until_ms`]
+/// (Unix ms), with a matching last status and a last error containing `error`
+/// (case-insensitive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadFilter {
+    pub since_ms: Option<i64>,
+    pub until_ms: i64,
+    pub status: StatusFilter,
+    pub error: Option<String>,
+}
+
+/// What a bulk action does with the dead letters its filter selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkAction {
+    /// Count them only (a dry run).
+    Count,
+    /// Make them due now, attempts reset.
+    Replay,
+    /// Delete them (their dedup entries stay).
+    Delete,
+}
+
+/// One step of a bulk action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkStep {
+    /// Where the next step starts; 0 when the scan is done.
+    pub cursor: u64,
+    /// Dead letters looked at by this step.
+    pub scanned: u64,
+    /// Of those, the ones the filter selected (and this step replayed or deleted).
+    pub matched: u64,
+}

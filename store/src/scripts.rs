@@ -634,25 +634,71 @@ return 'missing'
     ))
 });
 
-/// KEYS: due, dead, ev.
-/// ARGV: since ms, until ms, batch. Moves up to `batch` dead letters dead-lettered in
-/// [since, until] to due now. Returns how many moved.
-pub static REPLAY_DEAD_RANGE: LazyLock<LuaScript> = LazyLock::new(|| {
+/// KEYS: due, dead, ev, pending, seen.
+/// ARGV: action (`count`, `replay` or `delete`), ZSCAN cursor, batch, since ms (`-inf`: none),
+/// until ms, status kind (`any`, `exact`, `class`, `none`), status value, error substring
+/// (lower case; empty: any).
+/// One step of an action on the dead letters a filter selects: `ZSCAN`s up to about `batch`
+/// members of `dead` from the cursor, keeps those dead-lettered in [since, until] whose record
+/// matches the last status (exact, its class, or no HTTP answer) and whose last error contains
+/// the substring (case-insensitive), and counts them, replays them (due now, attempts reset,
+/// as `replay`) or deletes them (as `delete`: the dedup entry stays). `ZSCAN` guarantees that a
+/// member present for the whole scan is seen, whatever moves meanwhile.
+/// Returns {next cursor (`0`: done), scanned, matched}.
+pub static FILTER_DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
         "{REVIVE}\n{}",
         r#"
 local now = now_ms()
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-if #ids == 0 then return 0 end
-many('ZREM', KEYS[2], ids)
-local due = {}
-for _, id in ipairs(ids) do
-  reset_attempts(KEYS[3], id)
-  due[#due + 1] = now
-  due[#due + 1] = id
+local action = ARGV[1]
+local since = ARGV[4] == '-inf' and -math.huge or tonumber(ARGV[4])
+local until_ms = tonumber(ARGV[5])
+local kind, want, needle = ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local function selected(r)
+  local h = rec_head(r)
+  local status = tonumber(h.ls) or 0
+  if kind == 'exact' and status ~= want then return false end
+  if kind == 'class' and (status == 0 or math.floor(status / 100) ~= want) then return false end
+  if kind == 'none' and status ~= 0 then return false end
+  if needle ~= '' then
+    local at = h.nl + h.ctl + 1
+    local err = string.lower(string.sub(r, at, at + h.el - 1))
+    if not string.find(err, needle, 1, true) then return false end
+  end
+  return true
 end
-many('ZADD', KEYS[1], due)
-return #ids
+local page = redis.call('ZSCAN', KEYS[2], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local items = page[2]
+local ids, recs = {}, {}
+for i = 1, #items, 2 do
+  local score = tonumber(items[i + 1])
+  if score >= since and score <= until_ms then
+    local r = redis.call('HGET', KEYS[3], items[i])
+    if r and selected(r) then
+      ids[#ids + 1] = items[i]
+      recs[#recs + 1] = r
+    end
+  end
+end
+if #ids > 0 and action == 'replay' then
+  many('ZREM', KEYS[2], ids)
+  local due = {}
+  for _, id in ipairs(ids) do
+    reset_attempts(KEYS[3], id)
+    due[#due + 1] = now
+    due[#due + 1] = id
+  end
+  many('ZADD', KEYS[1], due)
+elseif #ids > 0 and action == 'delete' then
+  many('ZREM', KEYS[2], ids)
+  many('ZREM', KEYS[1], ids)
+  many('ZREM', KEYS[4], ids)
+  local seen = {}
+  for i, id in ipairs(ids) do remember(seen, rec_head(recs[i]).seen, id, now) end
+  if #seen > 0 then many('ZADD', KEYS[5], seen) end
+  many('HDEL', KEYS[3], ids)
+end
+return {page[1], #items / 2, #ids}
 "#
     ))
 });

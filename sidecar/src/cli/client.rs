@@ -12,6 +12,7 @@ use webhook_relay_util::root_cause;
 /// made only of dots reaches the server as written. (A `url::Url` would treat a `..` or
 /// `%2E%2E` segment as "up one level" and drop it, which is why this client does not use one
 /// for requests.)
+#[derive(Clone, Debug)]
 pub struct Target {
     segments: Vec<String>,
     query: Vec<(String, String)>,

@@ -71,24 +71,48 @@ pub enum DlqCommand {
     },
     /// Show one event with its payload.
     Show { id: String },
-    /// Replay one dead or due event now, or with --all every dead letter (in a time range).
-    #[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+    /// Replay one dead or due event now, or the dead letters a filter selects (--all: every one).
+    #[command(group(ArgGroup::new("which").required(true).multiple(true).args(["id", "all", "since", "until", "status", "error"])))]
     Replay {
+        #[arg(conflicts_with_all = ["all", "since", "until", "status", "error", "dry_run"])]
         id: Option<String>,
-        /// Replay every dead letter dead-lettered within --since/--until.
-        #[arg(long)]
-        all: bool,
-        /// RFC 3339 time (2026-05-01T12:00:00Z) or an age (2h = two hours ago).
-        #[arg(long, requires = "all")]
-        since: Option<String>,
-        /// RFC 3339 time or an age, like --since.
-        #[arg(long, requires = "all")]
-        until: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilter,
     },
-    /// Delete an event's payload and metadata for good.
-    Delete { id: String },
+    /// Delete an event's payload and metadata for good, or the dead letters a filter selects
+    /// (--all: every one). Dedup entries stay, so a resend is still a duplicate.
+    #[command(group(ArgGroup::new("which").required(true).multiple(true).args(["id", "all", "since", "until", "status", "error"])))]
+    Delete {
+        #[arg(conflicts_with_all = ["all", "since", "until", "status", "error", "dry_run"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilter,
+    },
     /// Queue figures: due, in flight, dead, age of the oldest undelivered event.
     Stats,
+}
+
+/// Which dead letters a bulk replay or delete selects.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BulkFilter {
+    /// Every dead letter (with no other filter).
+    #[arg(long)]
+    pub all: bool,
+    /// Dead-lettered at or after: an RFC 3339 time (2026-05-01T12:00:00Z) or an age (2h = two hours ago).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Dead-lettered at or before: an RFC 3339 time or an age, like --since.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Last status: a code (503), a class (5xx) or none (no HTTP answer: timeouts, connection errors).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Text the last error contains (case-insensitive).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only count what would be replayed or deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Why a command failed; printed as one line.
@@ -157,29 +181,66 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
                 format!("replayed {id} (was {}); it is due now\n", r["previousState"].as_str().unwrap_or("?"))
             })
         }
-        DlqCommand::Replay { id: None, since, until, .. } => {
-            let mut target = api.path(&["v1", "dead", "replay"]);
-            for (name, value) in [("since", since), ("until", until)] {
-                if let Some(v) = value {
-                    target = target.query(name, &to_rfc3339(v, chrono::Utc::now())?);
-                }
-            }
-            let r = api.call(Method::POST, target).await?.unwrap_or(Value::Null);
-            Ok(if json_out {
-                pretty(&r)
-            } else {
-                format!("replayed {} dead letter(s); they are due now\n", r["replayed"].as_u64().unwrap_or(0))
-            })
-        }
-        DlqCommand::Delete { id } => {
+        DlqCommand::Replay { id: None, filter } => bulk(&api, "replay", filter, json_out).await,
+        DlqCommand::Delete { id: Some(id), .. } => {
             api.call(Method::DELETE, api.path(&["v1", "events", id])).await?;
             Ok(if json_out { pretty(&json!({ "deleted": id })) } else { format!("deleted {id}\n") })
         }
+        DlqCommand::Delete { id: None, filter } => bulk(&api, "delete", filter, json_out).await,
         DlqCommand::Stats => {
             let s = api.call(Method::GET, api.path(&["v1", "stats"])).await?.unwrap_or(Value::Null);
             Ok(if json_out { pretty(&s) } else { stats_table(&s) })
         }
     }
+}
+
+/// `POST /v1/dead/<verb>` with the filter, again with each answer's cursor until done;
+/// progress goes to stderr while it runs.
+async fn bulk(api: &Client, verb: &str, f: &BulkFilter, json_out: bool) -> Result<String, CliError> {
+    let now = chrono::Utc::now();
+    let mut base = api.path(&["v1", "dead", verb]);
+    for (name, value) in [("since", &f.since), ("until", &f.until)] {
+        if let Some(v) = value {
+            base = base.query(name, &to_rfc3339(v, now)?);
+        }
+    }
+    for (name, value) in [("status", &f.status), ("error", &f.error)] {
+        if let Some(v) = value {
+            base = base.query(name, v);
+        }
+    }
+    if f.all {
+        base = base.query("all", "true");
+    }
+    if f.dry_run {
+        base = base.query("dryRun", "true");
+    }
+    let done_word = if verb == "replay" { "replayed" } else { "deleted" };
+    let (mut matched, mut changed, mut scanned, mut cursor) = (0u64, 0u64, 0u64, None::<String>);
+    loop {
+        let target = match &cursor {
+            Some(c) => base.clone().query("cursor", c),
+            None => base.clone(),
+        };
+        let r = api.call(Method::POST, target).await?.unwrap_or(Value::Null);
+        matched += r["matched"].as_u64().unwrap_or(0);
+        changed += r[done_word].as_u64().unwrap_or(0);
+        scanned += r["scanned"].as_u64().unwrap_or(0);
+        cursor = r["cursor"].as_str().map(str::to_string);
+        if r["done"].as_bool() != Some(false) || cursor.is_none() {
+            break;
+        }
+        eprintln!("… {matched} selected of {scanned} dead letters looked at so far");
+    }
+    Ok(if json_out {
+        pretty(&json!({ done_word: changed, "matched": matched, "scanned": scanned, "dryRun": f.dry_run }))
+    } else if f.dry_run {
+        format!("would {verb} {matched} dead letter(s) of {scanned} (dry run: nothing changed)\n")
+    } else if verb == "replay" {
+        format!("replayed {changed} dead letter(s); they are due now\n")
+    } else {
+        format!("deleted {changed} dead letter(s)\n")
+    })
 }
 
 /// An RFC 3339 time as given, or an age (`2h`) counted back from `now`.
@@ -295,10 +356,39 @@ fn show_text(e: &Value) -> String {
 fn stats_table(s: &Value) -> String {
     let age = s["oldestDueAgeSeconds"].as_u64().unwrap_or(0);
     let age = humantime::format_duration(Duration::from_secs(age)).to_string();
-    table(
+    let mut out = table(
         &["DUE", "IN FLIGHT", "DEAD", "OLDEST DUE AGE"],
         &[vec![text(&s["due"]), text(&s["inFlight"]), text(&s["dead"]), age]],
-    )
+    );
+    let d = &s["destination"];
+    if d["pausedUntil"].is_string() {
+        out.push_str(&format!("paused until {} (the destination asked with Retry-After)\n", text(&d["pausedUntil"])));
+    }
+    let c = &d["circuit"];
+    if c.is_object() {
+        let mut line = format!(
+            "circuit {} since {}, {} consecutive failure(s) (opens at {})",
+            text(&c["state"]),
+            text(&c["since"]),
+            text(&c["consecutiveFailures"]),
+            text(&c["failureThreshold"])
+        );
+        if c["nextProbeAt"].is_string() {
+            line.push_str(&format!(", next probe at {}", text(&c["nextProbeAt"])));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let r = &d["rateLimit"];
+    if r.is_object() {
+        out.push_str(&format!(
+            "rate limit {}/s, burst {}, {} attempt(s) may start now\n",
+            text(&r["perSecond"]),
+            text(&r["burst"]),
+            text(&r["tokens"])
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
