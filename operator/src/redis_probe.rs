@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use webhook_relay_store::{Conn, ConnectOptions, Stats, Store, StoreError, TlsMaterial};
+use webhook_relay_store::{Conn, ConnectOptions, DestinationState, GatePolicy, Stats, Store, StoreError, TlsMaterial};
 
 /// Time allowed for the whole probe of one relay.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +64,9 @@ pub struct Probe {
     pub stats: Result<Stats, ProbeError>,
     /// Only meaningful when `stats` is `Ok`.
     pub persistence: Persistence,
+    /// The relay's destination gate (circuit breaker, Retry-After pause) as its relays
+    /// stored it; `None` when it could not be read.
+    pub destination: Option<DestinationState>,
 }
 
 /// Judges `CONFIG GET appendonly` / `maxmemory-policy` answers.
@@ -112,8 +115,11 @@ async fn config_get(conn: &Conn, name: &str) -> Result<Option<String>, String> {
 }
 
 async fn probe_inner(pool: &Pool, url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id: &str) -> Probe {
-    let unreachable =
-        |e: ProbeError| Probe { stats: Err(e), persistence: Persistence::Unknown("not reachable".into()) };
+    let unreachable = |e: ProbeError| Probe {
+        stats: Err(e),
+        persistence: Persistence::Unknown("not reachable".into()),
+        destination: None,
+    };
     let conn = match pool.conn(url, cluster, tls).await {
         Ok(c) => c,
         Err(e) => return unreachable(ProbeError::new(ProbeFailure::Connect, &e, url)),
@@ -139,11 +145,12 @@ async fn probe_inner(pool: &Pool, url: &str, cluster: bool, tls: Option<TlsMater
         }
     };
     let stats = Ok(stats);
+    let destination = store.destination(&GatePolicy::default()).await.ok();
     let persistence = match (config_get(&conn, "appendonly").await, config_get(&conn, "maxmemory-policy").await) {
         (Ok(a), Ok(p)) => persistence_of(a.as_deref(), p.as_deref()),
         (Err(e), _) | (_, Err(e)) => Persistence::Unknown(format!("CONFIG GET refused: {e}")),
     };
-    Probe { stats, persistence }
+    Probe { stats, persistence, destination }
 }
 
 /// A pooled connection unused this long is closed.
@@ -220,6 +227,7 @@ impl Pool {
                     message: format!("no answer within {PROBE_TIMEOUT:?}"),
                 }),
                 persistence: Persistence::Unknown("not reachable".into()),
+                destination: None,
             },
         };
         if p.stats.as_ref().is_err_and(|e| e.kind != ProbeFailure::Read) {
@@ -231,6 +239,7 @@ impl Pool {
                 Persistence::Unknown(e) => Persistence::Unknown(redact(&e, url)),
                 other => other,
             },
+            destination: p.destination,
         }
     }
 }

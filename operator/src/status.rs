@@ -9,11 +9,15 @@ use crate::redis_probe::{Persistence, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use webhook_relay_api::crd::{QueueStatus, WebhookRelay, WebhookRelayStatus};
+use webhook_relay_store::{CircuitState, DestinationState};
 
 /// Condition types the operator writes.
 pub const READY: &str = "Ready";
 pub const REDIS_REACHABLE: &str = "RedisReachable";
 pub const REDIS_PERSISTENT: &str = "RedisPersistent";
+/// Whether the relays may attempt the destination: False while its circuit breaker is open
+/// (`CircuitOpen`) or it asked for a pause (`RetryAfter`).
+pub const DOWNSTREAM_HEALTHY: &str = "DownstreamHealthy";
 /// Only with `spec.genesys`: whether the Open Messaging integration posts to `status.endpoint`.
 pub const GENESYS_WEBHOOK_VERIFIED: &str = "GenesysWebhookVerified";
 
@@ -130,11 +134,13 @@ pub fn desired_status(
                     Persistence::Unknown(why) => c(REDIS_PERSISTENT, "Unknown", "ConfigRefused", why.clone()),
                 };
                 let (ready, reason, message) = workload_readiness(*workload);
+                let (d_status, d_reason, d_message) = downstream_health(relay, probe.destination.as_ref());
                 (
                     vec![
                         c(READY, ready, &reason, message),
                         c(REDIS_REACHABLE, "True", "Connected", "queue figures read from Redis".into()),
                         persistent,
+                        c(DOWNSTREAM_HEALTHY, d_status, d_reason, d_message),
                     ],
                     Some(QueueStatus {
                         due: stats.due as i64,
@@ -152,6 +158,55 @@ pub fn desired_status(
         endpoint: Some(endpoint),
         queue,
         conditions: carry_transitions(&old.conditions, conditions),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+/// The DownstreamHealthy condition's (status, reason, message) from the destination gate the
+/// relays share in Redis: a Retry-After pause, then the circuit breaker (only with
+/// `spec.delivery.circuitBreaker`; without one the destination's health is not judged).
+fn downstream_health(relay: &WebhookRelay, d: Option<&DestinationState>) -> (&'static str, &'static str, String) {
+    let Some(d) = d else {
+        return ("Unknown", "NotRead", "the destination gate could not be read from Redis".into());
+    };
+    if let Some(until) = d.paused_until_ms {
+        return (
+            "False",
+            "RetryAfter",
+            format!(
+                "the destination asked for a pause (429 or 503 with Retry-After): no attempts until {}",
+                rfc3339(until)
+            ),
+        );
+    }
+    let breaker = relay.spec.delivery.as_ref().and_then(|x| x.circuit_breaker.as_ref());
+    let Some(breaker) = breaker else {
+        return ("Unknown", "NoCircuitBreaker", "set spec.delivery.circuitBreaker to have it judged".into());
+    };
+    let threshold =
+        breaker.failure_threshold.unwrap_or(webhook_relay_api::config::defaults::failure_threshold() as i32);
+    let since = d.since_ms.map_or_else(|| "unknown".into(), rfc3339);
+    match d.circuit {
+        CircuitState::Closed => (
+            "True",
+            "CircuitClosed",
+            format!("{} consecutive failed attempt(s); the circuit opens at {threshold}", d.consecutive_failures),
+        ),
+        CircuitState::Open => (
+            "False",
+            "CircuitOpen",
+            format!(
+                "circuit open since {since} after {} consecutive failed attempts; no attempts until a probe at {}",
+                d.consecutive_failures,
+                d.open_until_ms.map_or_else(|| "any moment".into(), rfc3339)
+            ),
+        ),
+        CircuitState::HalfOpen => {
+            ("False", "CircuitOpen", format!("circuit open since {since}; one probe attempt is under way"))
+        }
     }
 }
 
@@ -224,6 +279,7 @@ mod tests {
                 now_ms: 0,
             }),
             persistence: p,
+            destination: Some(DestinationState::default()),
         }
     }
 
@@ -273,6 +329,50 @@ mod tests {
     }
 
     #[test]
+    fn downstream_health_follows_the_breaker_and_pauses() {
+        let status_of = |relay: &WebhookRelay, d: DestinationState| {
+            let p = Probe { destination: Some(d), ..ok_probe(Persistence::Durable) };
+            let s = desired_status(
+                relay,
+                &Outcome::Probed { probe: &p, workload: Some(&running()) },
+                "e".into(),
+                None,
+                Timestamp::now(),
+            );
+            let c = get(&s, DOWNSTREAM_HEALTHY).clone();
+            (c.status, c.reason, c.message, get(&s, READY).status.clone())
+        };
+        let plain = relay();
+        let mut guarded = relay();
+        guarded.spec.delivery.get_or_insert_default().circuit_breaker =
+            Some(webhook_relay_api::crd::CircuitBreakerSpec { failure_threshold: Some(10), open_for: None });
+        let (st, reason, _, _) = status_of(&plain, DestinationState::default());
+        assert_eq!((st.as_str(), reason.as_str()), ("Unknown", "NoCircuitBreaker"));
+        let (st, reason, msg, _) =
+            status_of(&guarded, DestinationState { consecutive_failures: 3, ..DestinationState::default() });
+        assert_eq!((st.as_str(), reason.as_str()), ("True", "CircuitClosed"));
+        assert!(msg.contains("3 consecutive") && msg.contains("opens at 10"), "{msg}");
+        let open = DestinationState {
+            circuit: CircuitState::Open,
+            since_ms: Some(1_780_000_000_000),
+            consecutive_failures: 12,
+            open_until_ms: Some(1_780_000_030_000),
+            ..DestinationState::default()
+        };
+        let (st, reason, msg, ready) = status_of(&guarded, open);
+        assert_eq!((st.as_str(), reason.as_str()), ("False", "CircuitOpen"));
+        assert!(msg.contains("since 2026-05-28T20:26:40Z") && msg.contains("12 consecutive"), "{msg}");
+        assert!(msg.contains("probe at 2026-05-28T20:27:10Z"), "{msg}");
+        assert_eq!(ready, "True", "an open circuit is the downstream's problem, not the relay's");
+        let half = DestinationState { circuit: CircuitState::HalfOpen, ..open };
+        assert_eq!(status_of(&guarded, half).1, "CircuitOpen");
+        let paused = DestinationState { paused_until_ms: Some(1_780_000_003_000), ..DestinationState::default() };
+        let (st, reason, msg, _) = status_of(&plain, paused);
+        assert_eq!((st.as_str(), reason.as_str()), ("False", "RetryAfter"));
+        assert!(msg.contains("2026-05-28T20:26:43Z"), "{msg}");
+    }
+
+    #[test]
     fn invalid_spec_is_not_ready_with_a_reason_naming_the_field() {
         let err = Error::InvalidSpec(SpecError {
             field: "spec.destination.url".into(),
@@ -287,7 +387,11 @@ mod tests {
 
     #[test]
     fn unreachable_redis_is_not_ready() {
-        let p = Probe { stats: Err(refused("connection refused")), persistence: Persistence::Unknown("x".into()) };
+        let p = Probe {
+            stats: Err(refused("connection refused")),
+            persistence: Persistence::Unknown("x".into()),
+            destination: None,
+        };
         let s = desired_status(
             &relay(),
             &Outcome::Probed { probe: &p, workload: Some(&running()) },
@@ -405,7 +509,8 @@ mod tests {
         let again =
             desired_status(&r, &Outcome::Probed { probe: &p, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&again, READY).last_transition_time, Time(t0));
-        let down = Probe { stats: Err(refused("down")), persistence: Persistence::Unknown("x".into()) };
+        let down =
+            Probe { stats: Err(refused("down")), persistence: Persistence::Unknown("x".into()), destination: None };
         let changed =
             desired_status(&r, &Outcome::Probed { probe: &down, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&changed, READY).last_transition_time, Time(t1));

@@ -39,6 +39,23 @@ fn fill_queue(redis_url: &str, relay_id: &str, due: usize, dead: usize) {
     });
 }
 
+/// Records `failures` failed attempts in the relay's destination gate, as the relays'
+/// delivery workers would, with a breaker of that threshold: the circuit opens.
+fn open_circuit(redis_url: &str, relay_id: &str, failures: u32) {
+    use webhook_relay_store::{Breaker, GateOutcome, GatePolicy};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::new(Conn::connect(&ConnectOptions::new(redis_url)).await.unwrap(), relay_id);
+        let gate = GatePolicy {
+            breaker: Some(Breaker { failure_threshold: failures, open_for: Duration::from_secs(600) }),
+            ..GatePolicy::default()
+        };
+        for _ in 0..failures {
+            store.record_gate(GateOutcome { ok: false, probe: false, pause: None }, &gate).await.unwrap();
+        }
+    });
+}
+
 /// The rendered relay.yaml of ConfigMap `name`.
 fn rendered(cm: &ConfigMap) -> String {
     cm.data.as_ref().and_then(|d| d.get(CONFIG_KEY)).cloned().expect("relay.yaml in the ConfigMap")
@@ -179,6 +196,20 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
         !row.contains("https://") && !row.contains("ScaledToZero"),
         "REASON and ENDPOINT only show with -o wide: {row}"
     );
+
+    // The circuit breaker the relays share in Redis shows as DownstreamHealthy.
+    let breaker = r#"{"spec":{"delivery":{"circuitBreaker":{"failureThreshold":2,"openFor":"10m"}}}}"#;
+    ns.kubectl(&["patch", "whr", "orders", "--type", "merge", "-p", breaker]);
+    ns.wait_condition("orders", "DownstreamHealthy", "True", Some("CircuitClosed"));
+    let cm = ns.get::<ConfigMap>("orders-relay").unwrap();
+    assert!(rendered(&cm).contains("circuitBreaker:"), "{}", rendered(&cm));
+    open_circuit(&redis.url(), &relay_id, 2);
+    let open = ns.wait_condition("orders", "DownstreamHealthy", "False", Some("CircuitOpen"));
+    assert!(open.message.contains("circuit open since") && open.message.contains("2 consecutive"), "{open:?}");
+    let hash1 = wait_for("Deployment with the breaker's config", || {
+        let d = ns.get::<Deployment>("orders-relay")?;
+        template_annotation(&d, CONFIG_HASH_ANNOTATION).filter(|h| *h != hash1)
+    });
 
     // A spec change: children and observedGeneration follow; the Ingress goes away.
     let patch =

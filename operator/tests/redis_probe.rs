@@ -43,6 +43,27 @@ async fn probe_reads_figures_and_judges_persistence() {
 }
 
 #[tokio::test]
+async fn probe_reads_the_destination_gate_the_relays_share() {
+    use std::time::Duration;
+    use webhook_relay_store::{Breaker, CircuitState, GateOutcome, GatePolicy};
+    let redis = RedisServer::start();
+    let p = probe(&redis.url(), false, None, "ns/gated").await;
+    assert_eq!(p.destination.map(|d| d.circuit), Some(CircuitState::Closed), "never written: closed");
+    // What a relay's delivery worker writes after failed attempts.
+    let store = testkit::relay::store(&redis.url(), "ns/gated").await;
+    let gate = GatePolicy {
+        breaker: Some(Breaker { failure_threshold: 2, open_for: Duration::from_secs(60) }),
+        ..GatePolicy::default()
+    };
+    let fail = GateOutcome { ok: false, probe: false, pause: Some(Duration::from_secs(30)) };
+    store.record_gate(fail, &gate).await.unwrap();
+    assert!(store.record_gate(fail, &gate).await.unwrap().opened);
+    let d = probe(&redis.url(), false, None, "ns/gated").await.destination.expect("read");
+    assert_eq!((d.circuit, d.consecutive_failures), (CircuitState::Open, 2));
+    assert!(d.since_ms.is_some() && d.open_until_ms.is_some() && d.paused_until_ms.is_some(), "{d:?}");
+}
+
+#[tokio::test]
 async fn probe_over_tls_trusts_the_relays_ca() {
     use testkit::{ServerTls, tls::Ca};
     use webhook_relay_store::TlsMaterial;
