@@ -1,6 +1,8 @@
 //! Bulk actions on dead letters selected by a filter (time range, last status, error text),
 //! against a real redis-server, single and a 3-node Redis Cluster.
 
+mod common;
+
 use std::time::Duration;
 use testkit::RedisBackend;
 use webhook_relay_store::*;
@@ -11,10 +13,7 @@ const BOUNDS: DeadBounds = DeadBounds { max_age: DAY, max_entries: 100_000 };
 /// 300 dead letters (beyond a small sorted set's listpack, so `ZSCAN` pages): by index mod
 /// 6: 0,1 → 503 "busy", 2 → 502, 3 → 404, 4 → 410, 5 → a timeout (no HTTP answer).
 async fn store_with_dead(cluster: bool, relay: &str) -> (RedisBackend, Store) {
-    let backend = RedisBackend::start(cluster);
-    let conn = Conn::connect(&ConnectOptions::new(backend.url())).await.expect("connect to redis");
-    let s = Store::new(conn, relay);
-    s.prepare().await.unwrap();
+    let (backend, s) = common::store(cluster, relay).await;
     let events: Vec<NewEvent> = (0..300)
         .map(|i| NewEvent {
             id: EventId::new(format!("d{i:03}")).unwrap(),
@@ -57,13 +56,6 @@ async fn run(s: &Store, action: BulkAction, filter: &DeadFilter, batch: usize) -
 
 fn filter(now: i64, status: &str, error: Option<&str>) -> DeadFilter {
     DeadFilter { since_ms: None, until_ms: now, status: status.parse().unwrap(), error: error.map(String::from) }
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod single { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
-        mod cluster { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
-    };
 }
 
 on_both!(

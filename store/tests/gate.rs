@@ -1,17 +1,11 @@
 //! The destination gate (rate limit, circuit breaker, Retry-After pause) against a real
 //! redis-server, on a single server and on a 3-node Redis Cluster.
 
-use std::time::Duration;
-use testkit::RedisBackend;
-use webhook_relay_store::*;
+mod common;
+use common::store;
 
-async fn store(cluster: bool, relay: &str) -> (RedisBackend, Store) {
-    let backend = RedisBackend::start(cluster);
-    let conn = Conn::connect(&ConnectOptions::new(backend.url())).await.expect("connect to redis");
-    let store = Store::new(conn, relay);
-    store.prepare().await.expect("format 2 keys");
-    (backend, store)
-}
+use std::time::Duration;
+use webhook_relay_store::*;
 
 const DAY: Duration = Duration::from_secs(86400);
 const LEASE: Duration = Duration::from_secs(30);
@@ -29,13 +23,6 @@ async fn enqueue(s: &Store, n: usize) {
 
 async fn claim(s: &Store, max: usize, gate: &GatePolicy) -> Claim {
     s.claim_gated(new_claim_id(), max, LEASE, gate).await.unwrap()
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod single { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
-        mod cluster { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
-    };
 }
 
 on_both!(

@@ -1,18 +1,13 @@
 //! Store tests against a real redis-server, each scenario run twice: on a single server
 //! and on a real 3-node Redis Cluster started for the test.
 
+mod common;
+use common::store;
+
 use std::collections::HashSet;
 use std::time::Duration;
 use testkit::{RedisBackend, RedisServer};
 use webhook_relay_store::*;
-
-async fn store(cluster: bool, relay: &str) -> (RedisBackend, Store) {
-    let backend = RedisBackend::start(cluster);
-    let conn = Conn::connect(&ConnectOptions::new(backend.url())).await.expect("connect to redis");
-    let store = Store::new(conn, relay);
-    store.prepare().await.expect("format 2 keys");
-    (backend, store)
-}
 
 fn id(s: &str) -> EventId {
     EventId::new(s).unwrap()
@@ -20,13 +15,6 @@ fn id(s: &str) -> EventId {
 
 const DAY: Duration = Duration::from_secs(86400);
 const LEASE: Duration = Duration::from_secs(30);
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod single { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
-        mod cluster { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
-    };
-}
 
 on_both!(
     lifecycle_enqueue_claim_ack,

@@ -1,0 +1,23 @@
+//! What the store's test files share: a prepared store on a fresh Redis, and running each
+//! scenario on a single server and on a 3-node Redis Cluster.
+
+use testkit::RedisBackend;
+use webhook_relay_store::{Conn, ConnectOptions, Store};
+
+/// A format-2 store of relay `relay` on a new single server or 3-node cluster.
+pub async fn store(cluster: bool, relay: &str) -> (RedisBackend, Store) {
+    let backend = RedisBackend::start(cluster);
+    let conn = Conn::connect(&ConnectOptions::new(backend.url())).await.expect("connect to redis");
+    let store = Store::new(conn, relay);
+    store.prepare().await.expect("format 2 keys");
+    (backend, store)
+}
+
+/// Runs each `async fn name(cluster: bool)` as `single::name` and `cluster::name`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod single { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
+        mod cluster { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
+    };
+}
