@@ -14,14 +14,7 @@ const BOUNDS: DeadBounds = DeadBounds { max_age: DAY, max_entries: 100_000 };
 /// 6: 0,1 → 503 "busy", 2 → 502, 3 → 404, 4 → 410, 5 → a timeout (no HTTP answer).
 async fn store_with_dead(cluster: bool, relay: &str) -> (RedisBackend, Store) {
     let (backend, s) = common::store(cluster, relay).await;
-    let events: Vec<NewEvent> = (0..300)
-        .map(|i| NewEvent {
-            id: EventId::new(format!("d{i:03}")).unwrap(),
-            body: format!("{{\"id\":{i}}}").into_bytes().into(),
-            content_type: "application/json".into(),
-        })
-        .collect();
-    s.enqueue_many(&events, DAY).await.unwrap();
+    common::enqueue_numbered(&s, "d", 300).await;
     let claim = s.claim(300, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claim.events.len(), 300);
     for ev in &claim.events {
@@ -97,14 +90,14 @@ async fn a_dry_run_counts_what_the_replay_then_moves_and_delete_keeps_dedup(clus
     assert_eq!((dry, replayed), (150, 150), "the dry run counts what the replay moves");
     let st = s.stats().await.unwrap();
     assert_eq!((st.due, st.dead), (150, 150));
-    let e = s.get(&EventId::new("d000").unwrap()).await.unwrap().unwrap();
+    let e = s.get(&EventId::new("d0000").unwrap()).await.unwrap().unwrap();
     assert_eq!((e.state, e.attempts), (EventState::Due, 0), "replayed: due now, attempts reset");
     assert_eq!(run(&s, BulkAction::Count, &five, 40).await.0, 0, "no 5xx dead letter left");
 
     let gone = filter(now, "410", None);
     assert_eq!(run(&s, BulkAction::Delete, &gone, 40).await.0, 50);
     assert_eq!(s.stats().await.unwrap().dead, 100);
-    assert!(s.get(&EventId::new("d004").unwrap()).await.unwrap().is_none());
-    let again = s.enqueue(&EventId::new("d004").unwrap(), b"{}", "application/json", DAY).await.unwrap();
+    assert!(s.get(&EventId::new("d0004").unwrap()).await.unwrap().is_none());
+    let again = s.enqueue(&EventId::new("d0004").unwrap(), b"{}", "application/json", DAY).await.unwrap();
     assert_eq!(again, Enqueued::Duplicate, "a deleted dead letter's dedup entry stays");
 }

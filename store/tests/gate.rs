@@ -7,18 +7,10 @@ use common::store;
 use std::time::Duration;
 use webhook_relay_store::*;
 
-const DAY: Duration = Duration::from_secs(86400);
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn enqueue(s: &Store, n: usize) {
-    let events: Vec<NewEvent> = (0..n)
-        .map(|i| NewEvent {
-            id: EventId::new(format!("e{i:04}")).unwrap(),
-            body: format!("{{\"id\":{i}}}").into_bytes().into(),
-            content_type: "application/json".into(),
-        })
-        .collect();
-    s.enqueue_many(&events, DAY).await.unwrap();
+    common::enqueue_numbered(s, "e", n).await;
 }
 
 async fn claim(s: &Store, max: usize, gate: &GatePolicy) -> Claim {
