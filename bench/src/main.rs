@@ -11,7 +11,10 @@
 //!    and the commands inside them);
 //! 5. Redis memory per stored event beyond its body;
 //! 6. the drain rate of a replayed 100k dead-letter backlog beside a 10k one;
-//! 7. the relay's peak RSS (VmHWM).
+//! 7. the relay's peak RSS (VmHWM);
+//! 8. the destination gate: end-to-end deliveries per second through a relay with
+//!    `rateLimit` (far above the throughput) and `circuitBreaker` beside one without, and the
+//!    rate a binding `rateLimit` of 1,000/s achieves.
 //!
 //! Figures, not assertions: see BENCHMARKS.md for recorded runs and the command.
 
@@ -313,8 +316,17 @@ async fn drain_rate(client: &reqwest::Client, b: &Bench<'_>, first: usize, n: us
     client.post(format!("{ds}/accept")).send().await.unwrap();
     let before = downstream_count(client, b.ds_port).await;
     let start = Instant::now();
-    let replayed = admin_json(client, b.admin, reqwest::Method::POST, "/v1/dead/replay").await;
-    assert_eq!(replayed["replayed"].as_u64(), Some(n as u64));
+    // A replay request works for at most 2 s, then answers with a cursor to go on from.
+    let (mut replayed, mut path) = (0, "/v1/dead/replay".to_string());
+    loop {
+        let r = admin_json(client, b.admin, reqwest::Method::POST, &path).await;
+        replayed += r["replayed"].as_u64().unwrap();
+        match r["cursor"].as_str() {
+            Some(c) => path = format!("/v1/dead/replay?cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(replayed, n as u64);
     assert!(wait_drained(client, b.ds_port, before + n as u64).await, "the replayed backlog did not drain");
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -344,36 +356,13 @@ async fn bench(a: Args) {
         a.relay
     );
     let redis = testkit::RedisServer::start();
-    let (noop_port, ds_port, in_port, admin_port) =
-        (testkit::free_port(), testkit::free_port(), testkit::free_port(), testkit::free_port());
+    let (noop_port, ds_port) = (testkit::free_port(), testkit::free_port());
     let _noop = spawn_self("--serve-noop", noop_port);
     let _ds = spawn_self("--serve-downstream", ds_port);
     let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("relay.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "relay: bench/orders\nlisten: 127.0.0.1:{in_port}\nadminListen: 127.0.0.1:{admin_port}\n\
-             source:\n  path: /webhooks/genesys\n  verify: {{ scheme: genesys-open-messaging, secretEnv: RELAY_SIGNING_SECRET }}\n\
-             destination:\n  url: http://127.0.0.1:{ds_port}/events\n  timeout: 5s\n\
-             delivery:\n  concurrency: 128\n  maxAttempts: 1\n  deadLetter: {{ maxEntries: 1000000 }}\n"
-        ),
-    )
-    .unwrap();
-    let relay = Command::new(&a.relay)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("REDIS_URL", redis.url())
-        .env("RELAY_SIGNING_SECRET", SECRET)
-        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let relay_pid = relay.id();
-    let _relay = Killer(relay);
-    wait_port(in_port);
+    let main_relay = RelayRun::start(&a.relay, &redis, &dir, "bench/orders", ds_port, "");
+    let (relay_pid, in_port, admin_port) = (main_relay.pid, main_relay.in_port, main_relay.admin_port);
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().unwrap();
     let relay_url = format!("http://127.0.0.1:{in_port}/webhooks/genesys");
@@ -513,7 +502,117 @@ async fn bench(a: Args) {
     );
 
     println!("\n7. relay peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(relay_pid).unwrap_or(0) as f64 / 1024.0);
+
+    // 8. The destination gate (delivery.rateLimit, delivery.circuitBreaker): a relay with both
+    // set far above the throughput (checked and spent in every claim, holding nothing back)
+    // beside the first relay, each run twice in turn; then a relay whose limit binds.
+    let gated = RelayRun::start(
+        &a.relay,
+        &redis,
+        &dir,
+        "bench/gated",
+        ds_port,
+        "  rateLimit: { perSecond: 100000, burst: 10000 }\n  circuitBreaker: { failureThreshold: 10 }\n",
+    );
+    let n = a.e2e_events / 2;
+    let (mut off, mut on) = (vec![], vec![]);
+    for round in 0..2 {
+        let first = 8_000_000 + round * 2 * n;
+        off.push(end_to_end(&client, &relay_url, first, n, a.concurrency * 2, ds_port).await);
+        on.push(end_to_end(&client, &gated.url(), first + n, n, a.concurrency * 2, ds_port).await);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "\n8. destination gate, {n} events end to end per run, two runs each in turn: no gate {:.0} deliveries/s \
+         ({:.0}, {:.0}); breaker + rate limit 100000/s {:.0}/s ({:.0}, {:.0}); ratio on/off {:.2}",
+        mean(&off),
+        off[0],
+        off[1],
+        mean(&on),
+        on[0],
+        on[1],
+        mean(&on) / mean(&off)
+    );
+    drop(gated);
+    let limited = RelayRun::start(
+        &a.relay,
+        &redis,
+        &dir,
+        "bench/limited",
+        ds_port,
+        "  rateLimit: { perSecond: 1000, burst: 100 }\n",
+    );
+    let limited_n = 5_000;
+    let rate = end_to_end(&client, &limited.url(), 9_000_000, limited_n, a.concurrency * 2, ds_port).await;
+    println!(
+        "   rateLimit 1000/s burst 100: {limited_n} events delivered at {rate:.0}/s end to end \
+         (from the first send; the limit allows {:.0}/s over this run)",
+        limited_n as f64 / ((limited_n - 100) as f64 / 1000.0)
+    );
+    drop(limited);
+    drop(main_relay);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A relay process of this bench, killed on drop.
+struct RelayRun {
+    _process: Killer,
+    pid: u32,
+    in_port: u16,
+    admin_port: u16,
+}
+
+impl RelayRun {
+    /// Starts the relay binary `bin` as relay `id` on `redis`, delivering to the bench's
+    /// downstream; `extra` is more YAML under `delivery:` (indented two spaces).
+    fn start(
+        bin: &str,
+        redis: &testkit::RedisServer,
+        dir: &std::path::Path,
+        id: &str,
+        ds_port: u16,
+        extra: &str,
+    ) -> Self {
+        let (in_port, admin_port) = (testkit::free_port(), testkit::free_port());
+        let cfg = dir.join(format!("{}.yaml", id.replace('/', "-")));
+        std::fs::write(
+            &cfg,
+            format!(
+                "relay: {id}\nlisten: 127.0.0.1:{in_port}\nadminListen: 127.0.0.1:{admin_port}\n\
+                 source:\n  path: /webhooks/genesys\n  verify: {{ scheme: genesys-open-messaging, secretEnv: RELAY_SIGNING_SECRET }}\n\
+                 destination:\n  url: http://127.0.0.1:{ds_port}/events\n  timeout: 5s\n\
+                 delivery:\n  concurrency: 128\n  maxAttempts: 1\n  deadLetter: {{ maxEntries: 1000000 }}\n{extra}"
+            ),
+        )
+        .unwrap();
+        let process = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("REDIS_URL", redis.url())
+            .env("RELAY_SIGNING_SECRET", SECRET)
+            .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = process.id();
+        wait_port(in_port);
+        RelayRun { _process: Killer(process), pid, in_port, admin_port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhooks/genesys", self.in_port)
+    }
+}
+
+/// Sends `n` events to `url` with `senders` at once; returns deliveries per second from the
+/// first send until the downstream has them all.
+async fn end_to_end(client: &reqwest::Client, url: &str, first: usize, n: usize, senders: usize, ds_port: u16) -> f64 {
+    let before = downstream_count(client, ds_port).await;
+    let start = Instant::now();
+    let sent = closed_loop(client, url, first, n, senders).await;
+    assert!(wait_drained(client, ds_port, before + sent.ok as u64).await, "{url}: not all delivered");
+    sent.ok as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Waits (bounded, 120 s) until the downstream has seen `n` deliveries.

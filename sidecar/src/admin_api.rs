@@ -322,6 +322,9 @@ struct BulkQuery {
     #[serde(default)]
     dry_run: bool,
     cursor: Option<String>,
+    /// Look at about this many dead letters in this request at most (default: as many as
+    /// [`BULK_BUDGET`] allows).
+    limit: Option<usize>,
     /// Delete: required when no filter is given (deleting every dead letter is deliberate).
     #[serde(default)]
     all: bool,
@@ -369,14 +372,19 @@ async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult {
     };
     let filter = DeadFilter { since_ms: since, until_ms, status, error };
     let step_action = if q.dry_run { BulkAction::Count } else { action };
+    if q.limit == Some(0) {
+        return Err(ApiError::bad_request("limit must be at least 1"));
+    }
+    let limit = q.limit.unwrap_or(usize::MAX) as u64;
     let started = std::time::Instant::now();
     let (mut matched, mut scanned) = (0u64, 0u64);
     loop {
-        let step = relay.store.dead_bulk_step(step_action, &filter, scan, BULK_BATCH).await?;
+        let batch = (limit - scanned).min(BULK_BATCH as u64) as usize;
+        let step = relay.store.dead_bulk_step(step_action, &filter, scan, batch).await?;
         matched += step.matched;
         scanned += step.scanned;
         scan = step.cursor;
-        if scan == 0 || started.elapsed() >= BULK_BUDGET {
+        if scan == 0 || scanned >= limit || started.elapsed() >= BULK_BUDGET {
             break;
         }
     }
@@ -490,6 +498,7 @@ pub fn openapi_document() -> Value {
         json!({"name": "error", "in": "query", "description": "Text the last error contains (case-insensitive)", "schema": {"type": "string", "maxLength": MAX_ERROR_FILTER}}),
         json!({"name": "dryRun", "in": "query", "description": "Only count", "schema": {"type": "boolean", "default": false}}),
         json!({"name": "cursor", "in": "query", "description": "cursor of the previous answer, to go on", "schema": {"type": "string"}}),
+        json!({"name": "limit", "in": "query", "description": "Look at about this many dead letters in this request at most (steps of up to 500; a small set is looked at whole); default: what 2 s allow", "schema": {"type": "integer", "minimum": 1}}),
     ];
     let mut delete_params = bulk_params.clone();
     delete_params.push(json!({"name": "all", "in": "query", "description": "Delete every dead letter when no filter is given", "schema": {"type": "boolean", "default": false}}));

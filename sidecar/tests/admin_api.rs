@@ -299,6 +299,50 @@ async fn paging_is_stable_while_events_move() {
 }
 
 #[tokio::test]
+async fn a_bulk_replay_pages_by_cursor_with_its_time_range_fixed_by_the_first_request() {
+    let redis = RedisServer::start();
+    let r = relay(&redis, "t/bulkpage", Some(TOKEN), "").await;
+    let app = admin::router(r.clone());
+    // More than a small sorted set holds in one listpack, so the scan really pages.
+    let ids: Vec<String> = (0..300).map(|i| format!("page-{i:03}")).collect();
+    dead_letters(&r.store, &ids).await;
+    let follow = |first: String| {
+        let app = app.clone();
+        async move {
+            let (mut total, mut requests, mut untils, mut uri) = (0, 0, HashSet::new(), first.clone());
+            loop {
+                let (st, v) = post(&app, &uri).await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+                total += v["matched"].as_u64().unwrap();
+                requests += 1;
+                untils.insert(v["until"].as_str().unwrap().to_string());
+                match v["cursor"].as_str() {
+                    Some(c) => {
+                        assert_eq!(v["done"], false);
+                        uri = format!("{first}&cursor={c}");
+                    }
+                    None => return (total, requests, untils.len()),
+                }
+                assert!(requests < 100, "the cursor must reach the end");
+            }
+        }
+    };
+    let (dry, requests, untils) = follow("/v1/dead/replay?status=4xx&dryRun=true&limit=50".into()).await;
+    assert_eq!(dry, 300);
+    assert!(requests >= 4, "300 dead letters at 50 a request took {requests} request(s)");
+    assert_eq!(untils, 1, "every request of one run keeps the first request's until");
+    assert_eq!(r.store.stats().await.unwrap().dead, 300, "a dry run changes nothing");
+    let (replayed, _, _) = follow("/v1/dead/replay?status=400&limit=120".into()).await;
+    assert_eq!(replayed, 300, "the replay moves what the dry run counted");
+    let st = r.store.stats().await.unwrap();
+    assert_eq!((st.dead, st.due), (0, 300));
+    let (st, v) = post(&app, "/v1/dead/replay?cursor=nonsense").await;
+    assert!(st == StatusCode::BAD_REQUEST && v["error"].as_str().unwrap().contains("cursor"), "{v}");
+    let (st, _) = post(&app, "/v1/dead/replay?limit=0").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn openapi_document_matches_the_routes() {
     let redis = RedisServer::start();
     let r = relay(&redis, "t/openapi", Some(TOKEN), "").await;

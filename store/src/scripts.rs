@@ -667,16 +667,19 @@ local function selected(r)
   end
   return true
 end
+-- Without a status or error filter the record need not be read to select.
+local reads = kind ~= 'any' or needle ~= ''
 local page = redis.call('ZSCAN', KEYS[2], ARGV[2], 'COUNT', tonumber(ARGV[3]))
 local items = page[2]
-local ids, recs = {}, {}
+local ids = {}
 for i = 1, #items, 2 do
   local score = tonumber(items[i + 1])
   if score >= since and score <= until_ms then
-    local r = redis.call('HGET', KEYS[3], items[i])
-    if r and selected(r) then
+    if not reads then
       ids[#ids + 1] = items[i]
-      recs[#recs + 1] = r
+    else
+      local r = redis.call('HGET', KEYS[3], items[i])
+      if r and selected(r) then ids[#ids + 1] = items[i] end
     end
   end
 end
@@ -694,7 +697,8 @@ elseif #ids > 0 and action == 'delete' then
   many('ZREM', KEYS[1], ids)
   many('ZREM', KEYS[4], ids)
   local seen = {}
-  for i, id in ipairs(ids) do remember(seen, rec_head(recs[i]).seen, id, now) end
+  local recs = redis.call('HMGET', KEYS[3], unpack(ids))
+  for i, id in ipairs(ids) do remember(seen, rec_head(recs[i] or '').seen, id, now) end
   if #seen > 0 then many('ZADD', KEYS[5], seen) end
   many('HDEL', KEYS[3], ids)
 end
