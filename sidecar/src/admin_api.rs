@@ -7,6 +7,7 @@
 //! Listings page by a cursor holding the (score, id) of the last item, a position rather
 //! than an offset, so paging stays stable while events move between states.
 
+use crate::admin_types::*;
 use crate::state::AppState;
 use axum::Json;
 use axum::Router;
@@ -21,12 +22,14 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, Modify, OpenApi};
 use webhook_relay_store::{
-    BulkAction, DeadFilter, Deleted, EventId, EventMeta, EventState, ListCursor, Replayed, StatusFilter, StoreError,
+    BulkAction, CircuitState, DeadFilter, Deleted, EventId, EventMeta, EventState, ListCursor,
+    Replayed as StoreReplayed, StatusFilter, StoreError,
 };
 
 /// Page size when `limit` is not given.
@@ -108,7 +111,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
     }
 }
 
@@ -133,7 +136,7 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Bearer-token check. With no token configured the API is off (503, naming the variable).
 async fn authorize(State(relay): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -169,10 +172,16 @@ fn token_matches(given: &str, expected: &str) -> bool {
     Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `due`, `inflight` or `dead` (default).
+    #[param(value_type = Option<String>, pattern = "^(due|inflight|dead)$")]
     state: Option<String>,
+    /// Events per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -214,12 +223,14 @@ fn decode_cursor(state: EventState, text: &str) -> Result<ListCursor, ApiError> 
     Ok(ListCursor { score_ms: score.parse().map_err(|_| bad())?, id: EventId::new(id).map_err(|_| bad())? })
 }
 
-/// Unix ms as RFC 3339 UTC with milliseconds.
+/// Unix ms as RFC 3339 UTC with milliseconds (JSON null when out of range).
 pub fn rfc3339(ms: i64) -> Value {
-    match DateTime::<Utc>::from_timestamp_millis(ms) {
-        Some(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        None => Value::Null,
-    }
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or(Value::Null, |_| Value::String(rfc3339_text(ms)))
+}
+
+/// Unix ms as RFC 3339 UTC with milliseconds (the Unix epoch when out of range).
+pub fn rfc3339_text(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
@@ -229,23 +240,33 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
 }
 
 /// The fields every listing item and detail share.
-fn summary(id: &EventId, state: EventState, score_ms: i64, attempts: u32, meta: &EventMeta) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(id.as_str()));
-    m.insert("state".into(), json!(state_name(state)));
-    m.insert("attempts".into(), json!(attempts));
-    let at = match state {
-        EventState::Due => Some("nextAttemptAt"),
-        EventState::InFlight => Some("leaseExpiresAt"),
-        EventState::Dead => Some("deadAt"),
-        EventState::Unknown => None,
+fn summary(id: &EventId, state: EventState, score_ms: i64, attempts: u32, meta: &EventMeta) -> EventSummary {
+    let at = Some(rfc3339_text(score_ms));
+    let (next_attempt_at, lease_expires_at, dead_at) = match state {
+        EventState::Due => (at, None, None),
+        EventState::InFlight => (None, at, None),
+        EventState::Dead => (None, None, at),
+        EventState::Unknown => (None, None, None),
     };
-    if let Some(at) = at {
-        m.insert(at.into(), rfc3339(score_ms));
+    EventSummary {
+        id: id.as_str().to_string(),
+        state: state_wire(state),
+        attempts,
+        next_attempt_at,
+        lease_expires_at,
+        dead_at,
+        last_status: meta.last_status,
+        last_error: meta.last_error.clone(),
     }
-    m.insert("lastStatus".into(), json!(meta.last_status));
-    m.insert("lastError".into(), json!(meta.last_error));
-    m
+}
+
+fn state_wire(s: EventState) -> StateName {
+    match s {
+        EventState::Due => StateName::Due,
+        EventState::InFlight => StateName::Inflight,
+        EventState::Dead => StateName::Dead,
+        EventState::Unknown => StateName::Unknown,
+    }
 }
 
 fn event_id(path: Result<Path<String>, PathRejection>) -> Result<EventId, ApiError> {
@@ -253,7 +274,15 @@ fn event_id(path: Result<Path<String>, PathRejection>) -> Result<EventId, ApiErr
     EventId::new(id).map_err(ApiError::bad_request)
 }
 
-async fn list(State(relay): State<Arc<AppState>>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+/// Events of one state, oldest first, paged by cursor
+#[utoipa::path(get, path = "/v1/events", operation_id = "listEvents", params(ListQuery), responses(
+    (status = 200, description = "A page", body = EventPage),
+    (status = 400, description = "Bad state, limit or cursor", body = ErrorBody),
+))]
+async fn list(
+    State(relay): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<EventPage> {
     let Query(q) = query?;
     let state = parse_state(q.state.as_deref().unwrap_or("dead"))?;
     let limit = match q.limit.as_deref() {
@@ -269,63 +298,83 @@ async fn list(State(relay): State<Arc<AppState>>, query: Result<Query<ListQuery>
     };
     let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(state, c)).transpose()?;
     let page = relay.store.list(state, limit, after.as_ref()).await?;
-    let items: Vec<Value> =
-        page.events.iter().map(|e| Value::Object(summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta))).collect();
-    Ok(Json(json!({
-        "items": items,
-        "nextCursor": page.next.map(|c| encode_cursor(state, &c)),
-    })))
+    let items = page.events.iter().map(|e| summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta)).collect();
+    Ok(Json(EventPage { items, next_cursor: page.next.map(|c| encode_cursor(state, &c)) }))
 }
 
-async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+/// One event with its payload
+#[utoipa::path(get, path = "/v1/events/{id}", operation_id = "getEvent", params(ID), responses(
+    (status = 200, description = "The event", body = EventDetail),
+    (status = 404, description = "No such event", body = ErrorBody),
+))]
+async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult<EventDetail> {
     let id = event_id(path)?;
     let e = relay.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
-    let mut m = summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta);
-    m.insert("receivedAt".into(), rfc3339(e.meta.received_at));
-    m.insert("contentType".into(), json!(e.meta.content_type));
-    m.insert("lastAttemptAt".into(), e.meta.last_attempt_at.map_or(Value::Null, rfc3339));
-    let (encoding, payload) = match serde_json::from_slice::<Value>(&e.body) {
-        Ok(v) => ("json", v),
-        Err(_) => ("base64", Value::String(STANDARD.encode(&e.body))),
+    let (payload_encoding, payload) = match serde_json::from_slice::<Value>(&e.body) {
+        Ok(v) => (PayloadEncoding::Json, v),
+        Err(_) => (PayloadEncoding::Base64, Value::String(STANDARD.encode(&e.body))),
     };
-    m.insert("payloadEncoding".into(), json!(encoding));
-    m.insert("payload".into(), payload);
-    Ok(Json(Value::Object(m)))
+    Ok(Json(EventDetail {
+        summary: summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta),
+        received_at: Some(rfc3339_text(e.meta.received_at)),
+        content_type: e.meta.content_type.clone(),
+        last_attempt_at: e.meta.last_attempt_at.map(rfc3339_text),
+        payload_encoding,
+        payload,
+    }))
 }
 
-async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+/// Make a dead or due event due now, attempts reset
+#[utoipa::path(post, path = "/v1/events/{id}/replay", operation_id = "replayEvent", params(ID), responses(
+    (status = 200, description = "Replayed", body = Replayed),
+    (status = 404, description = "No such event", body = ErrorBody),
+    (status = 409, description = "The event is being delivered right now", body = ErrorBody),
+))]
+async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult<Replayed> {
     let id = event_id(path)?;
     let from = match relay.store.replay(&id).await? {
-        Replayed::FromDead => "dead",
-        Replayed::FromDue => "due",
-        Replayed::InFlight => {
+        StoreReplayed::FromDead => StateName::Dead,
+        StoreReplayed::FromDue => StateName::Due,
+        StoreReplayed::InFlight => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("event {:?} is being delivered right now; replay it once this attempt ends", id.as_str()),
             ));
         }
-        Replayed::NotFound => return Err(ApiError::not_found(&id)),
+        StoreReplayed::NotFound => return Err(ApiError::not_found(&id)),
     };
     relay.wake_worker();
-    tracing::info!(event_id = %id, from, "replayed by an admin request");
-    Ok(Json(json!({ "id": id.as_str(), "replayed": true, "previousState": from })))
+    tracing::info!(event_id = %id, from = from.as_str(), "replayed by an admin request");
+    Ok(Json(Replayed { id: id.as_str().to_string(), replayed: true, previous_state: from }))
 }
 
 /// The filter and paging of a bulk action on dead letters.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct BulkQuery {
+    /// Dead-lettered at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Dead-lettered at or before (RFC 3339; at most now).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
+    /// Last status: a code (503), a class (5xx) or none (no HTTP answer: timeouts, connection errors).
+    #[param(pattern = "^([1-5][0-9][0-9]|[1-5][xX][xX]|none|any)$")]
     status: Option<String>,
+    /// Text the last error contains (case-insensitive).
+    #[param(max_length = 200)]
     error: Option<String>,
+    /// Only count.
     #[serde(default)]
     dry_run: bool,
+    /// `cursor` of the previous answer, to go on.
     cursor: Option<String>,
-    /// Look at about this many dead letters in this request at most (default: as many as
-    /// [`BULK_BUDGET`] allows).
+    /// Look at about this many dead letters in this request at most (steps of up to 500; a
+    /// small set is looked at whole); default: what 2 s allow.
+    #[param(minimum = 1)]
     limit: Option<usize>,
-    /// Delete: required when no filter is given (deleting every dead letter is deliberate).
+    /// Delete only: delete every dead letter when no filter is given.
     #[serde(default)]
     all: bool,
 }
@@ -341,7 +390,7 @@ fn decode_bulk_cursor(text: &str) -> Result<(u64, i64), ApiError> {
     Ok((scan.parse().map_err(|_| bad())?, until.parse().map_err(|_| bad())?))
 }
 
-async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult {
+async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult<BulkResult> {
     let since = q.since.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("since", s)).transpose()?;
     let until = q.until.as_deref().filter(|s| !s.is_empty()).map(|s| parse_time("until", s)).transpose()?;
     if let (Some(s), Some(u)) = (since, until)
@@ -398,32 +447,62 @@ async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult {
         since = q.since.as_deref().unwrap_or(""), until = q.until.as_deref().unwrap_or(""),
         error = filter.error.as_deref().unwrap_or(""), "dead letters selected by an admin request"
     );
-    let changed = if q.dry_run { 0 } else { matched };
-    Ok(Json(json!({
-        verb: changed,
-        "matched": matched,
-        "scanned": scanned,
-        "dryRun": q.dry_run,
-        "done": done,
-        "cursor": if done { Value::Null } else { json!(format!("{scan}.{until_ms}")) },
-        "until": rfc3339(until_ms),
-    })))
+    let changed = Some(if q.dry_run { 0 } else { matched });
+    let (replayed, deleted) = if action == BulkAction::Replay { (changed, None) } else { (None, changed) };
+    Ok(Json(BulkResult {
+        replayed,
+        deleted,
+        matched,
+        scanned,
+        dry_run: q.dry_run,
+        done,
+        cursor: (!done).then(|| format!("{scan}.{until_ms}")),
+        until: rfc3339_text(until_ms),
+    }))
 }
 
-async fn replay_dead(State(relay): State<Arc<AppState>>, query: Result<Query<BulkQuery>, QueryRejection>) -> ApiResult {
+/// Replay the dead letters a filter selects (all of them without one): due now, attempts reset
+///
+/// Works for up to 2 s, then answers with done false and a cursor: send the same request with
+/// it to go on. With dryRun it only counts.
+#[utoipa::path(post, path = "/v1/dead/replay", operation_id = "replayDead", params(BulkQuery), responses(
+    (status = 200, description = "What was selected and replayed", body = BulkResult),
+    (status = 400, description = "Bad time, status, error, limit or cursor", body = ErrorBody),
+))]
+async fn replay_dead(
+    State(relay): State<Arc<AppState>>,
+    query: Result<Query<BulkQuery>, QueryRejection>,
+) -> ApiResult<BulkResult> {
     let Query(q) = query?;
     bulk(&relay, BulkAction::Replay, q).await
 }
 
-async fn delete_dead(State(relay): State<Arc<AppState>>, query: Result<Query<BulkQuery>, QueryRejection>) -> ApiResult {
+/// Delete the dead letters a filter selects (their dedup entries stay)
+///
+/// Needs a filter, or all=true for every dead letter. Paged like replayDead; with dryRun it
+/// only counts.
+#[utoipa::path(post, path = "/v1/dead/delete", operation_id = "deleteDead", params(BulkQuery), responses(
+    (status = 200, description = "What was selected and deleted", body = BulkResult),
+    (status = 400, description = "No filter, or a bad time, status, error, limit or cursor", body = ErrorBody),
+))]
+async fn delete_dead(
+    State(relay): State<Arc<AppState>>,
+    query: Result<Query<BulkQuery>, QueryRejection>,
+) -> ApiResult<BulkResult> {
     let Query(q) = query?;
     bulk(&relay, BulkAction::Delete, q).await
 }
 
+/// Delete an event's payload and metadata (its dedup entry stays)
+#[utoipa::path(delete, path = "/v1/events/{id}", operation_id = "deleteEvent", params(ID), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such event", body = ErrorBody),
+    (status = 409, description = "The event is being delivered right now", body = ErrorBody),
+))]
 async fn delete(
     State(relay): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<StatusCode> {
+) -> Result<StatusCode, ApiError> {
     let id = event_id(path)?;
     match relay.store.delete(&id).await? {
         Deleted::Deleted => {
@@ -438,248 +517,104 @@ async fn delete(
     }
 }
 
-async fn stats(State(relay): State<Arc<AppState>>) -> ApiResult {
+/// Queue figures and the destination gate
+#[utoipa::path(get, path = "/v1/stats", operation_id = "getStats", responses(
+    (status = 200, description = "Figures", body = Stats),
+))]
+async fn stats(State(relay): State<Arc<AppState>>) -> ApiResult<Stats> {
     let s = relay.store.stats().await?;
     let cfg = relay.config();
     let gate = crate::delivery::gate_policy(cfg);
     let d = relay.store.destination(&gate).await?;
-    let time = |ms: Option<i64>| ms.map_or(Value::Null, rfc3339);
-    let circuit = match &cfg.delivery.circuit_breaker {
-        None => Value::Null,
-        Some(b) => json!({
-            "state": d.circuit.as_str(),
-            "since": time(d.since_ms),
-            "consecutiveFailures": d.consecutive_failures,
-            "failureThreshold": b.failure_threshold,
-            "nextProbeAt": time(d.open_until_ms),
-        }),
-    };
-    let rate_limit = match &cfg.delivery.rate_limit {
-        None => Value::Null,
-        Some(r) => json!({
-            "perSecond": r.per_second,
-            "burst": r.burst(),
-            "tokens": d.tokens.map_or(0, |t| t.max(0.0).floor() as u64),
-        }),
-    };
-    Ok(Json(json!({
-        "due": s.due,
-        "inFlight": s.in_flight,
-        "dead": s.dead,
-        "oldestDueAgeSeconds": s.oldest_due_age.map_or(0, |d| d.as_secs()),
-        "destination": {
-            "pausedUntil": time(d.paused_until_ms),
-            "circuit": circuit,
-            "rateLimit": rate_limit,
+    let circuit = cfg.delivery.circuit_breaker.as_ref().map(|b| Circuit {
+        state: match d.circuit {
+            CircuitState::Closed => CircuitStateName::Closed,
+            CircuitState::Open => CircuitStateName::Open,
+            CircuitState::HalfOpen => CircuitStateName::HalfOpen,
         },
-    })))
+        since: d.since_ms.map(rfc3339_text),
+        consecutive_failures: d.consecutive_failures,
+        failure_threshold: b.failure_threshold,
+        next_probe_at: d.open_until_ms.map(rfc3339_text),
+    });
+    let rate_limit = cfg.delivery.rate_limit.as_ref().map(|r| RateLimitFigures {
+        per_second: r.per_second,
+        burst: r.burst(),
+        tokens: d.tokens.map_or(0, |t| t.max(0.0).floor() as u64),
+    });
+    Ok(Json(Stats {
+        due: s.due,
+        in_flight: s.in_flight,
+        dead: s.dead,
+        oldest_due_age_seconds: s.oldest_due_age.map_or(0, |d| d.as_secs()),
+        destination: Destination { paused_until: d.paused_until_ms.map(rfc3339_text), circuit, rate_limit },
+    }))
 }
 
+/// This document
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "getOpenApi", security(()), responses(
+    (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+))]
 async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
 
-/// The OpenAPI 3.1 document of this API.
-pub fn openapi_document() -> Value {
-    let id = json!({"name": "id", "in": "path", "required": true, "description": "The event id (percent-encode `/`)", "schema": {"type": "string"}});
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str, schema: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-    let common = |mut r: Map<String, Value>| {
-        r.insert("401".into(), err("Missing or wrong bearer token"));
-        r.insert("503".into(), err("Redis unavailable, or no admin token configured"));
-        Value::Object(r)
-    };
-    let responses = |pairs: Vec<(&str, Value)>| common(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
-    let time = json!({"type": "string", "format": "date-time"});
-    let bulk_params = vec![
-        json!({"name": "since", "in": "query", "description": "Dead-lettered at or after", "schema": time.clone()}),
-        json!({"name": "until", "in": "query", "description": "Dead-lettered at or before (at most now)", "schema": time.clone()}),
-        json!({"name": "status", "in": "query", "description": "Last status: a code (503), a class (5xx) or none (no HTTP answer: timeouts, connection errors)", "schema": {"type": "string", "pattern": "^([1-5][0-9][0-9]|[1-5][xX][xX]|none|any)$"}}),
-        json!({"name": "error", "in": "query", "description": "Text the last error contains (case-insensitive)", "schema": {"type": "string", "maxLength": MAX_ERROR_FILTER}}),
-        json!({"name": "dryRun", "in": "query", "description": "Only count", "schema": {"type": "boolean", "default": false}}),
-        json!({"name": "cursor", "in": "query", "description": "cursor of the previous answer, to go on", "schema": {"type": "string"}}),
-        json!({"name": "limit", "in": "query", "description": "Look at about this many dead letters in this request at most (steps of up to 500; a small set is looked at whole); default: what 2 s allow", "schema": {"type": "integer", "minimum": 1}}),
-    ];
-    let mut delete_params = bulk_params.clone();
-    delete_params.push(json!({"name": "all", "in": "query", "description": "Delete every dead letter when no filter is given", "schema": {"type": "boolean", "default": false}}));
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "webhook-relay admin API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Inspect, replay and delete the relay's stored events. Served on adminListen; every operation but this document needs `Authorization: Bearer <token>` (the token is in the environment variable named by admin.tokenEnv)."
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/v1/events": {"get": {
-                "operationId": "listEvents",
-                "summary": "Events of one state, oldest first, paged by cursor",
-                "parameters": [
-                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["due", "inflight", "dead"], "default": "dead"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-                    {"name": "cursor", "in": "query", "description": "nextCursor of the previous page", "schema": {"type": "string"}}
-                ],
-                "responses": responses(vec![("200", ok("A page", "EventPage")), ("400", err("Bad state, limit or cursor"))])
-            }},
-            "/v1/events/{id}": {
-                "get": {
-                    "operationId": "getEvent",
-                    "summary": "One event with its payload",
-                    "parameters": [id.clone()],
-                    "responses": responses(vec![("200", ok("The event", "EventDetail")), ("404", err("No such event"))])
-                },
-                "delete": {
-                    "operationId": "deleteEvent",
-                    "summary": "Delete an event's payload and metadata (its dedup entry stays)",
-                    "parameters": [id.clone()],
-                    "responses": responses(vec![
-                        ("204", json!({"description": "Deleted"})),
-                        ("404", err("No such event")),
-                        ("409", err("The event is being delivered right now"))
-                    ])
+/// The `{id}` path parameter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // a schema only: handlers take the id as a string
+struct ID {
+    /// The event id (percent-encode `/`).
+    id: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "webhook-relay admin API",
+        description = "Inspect, replay and delete the relay's stored events. Served on adminListen; every operation but this document needs `Authorization: Bearer <token>` (the token is in the environment variable named by admin.tokenEnv)."
+    ),
+    paths(list, show, delete, replay, replay_dead, delete_dead, stats, openapi),
+    security(("bearer" = [])),
+    modifiers(&Common)
+)]
+struct ApiDoc;
+
+/// The bearer scheme, and the answers every protected operation may give.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let error = |d: &str| {
+            ResponseBuilder::new()
+                .description(d)
+                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build())
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                if op.operation_id.as_deref() == Some("getOpenApi") {
+                    continue;
                 }
-            },
-            "/v1/events/{id}/replay": {"post": {
-                "operationId": "replayEvent",
-                "summary": "Make a dead or due event due now, attempts reset",
-                "parameters": [id],
-                "responses": responses(vec![
-                    ("200", ok("Replayed", "Replayed")),
-                    ("404", err("No such event")),
-                    ("409", err("The event is being delivered right now"))
-                ])
-            }},
-            "/v1/dead/replay": {"post": {
-                "operationId": "replayDead",
-                "summary": "Replay the dead letters a filter selects (all of them without one): due now, attempts reset",
-                "description": "Works for up to 2 s, then answers with done false and a cursor: send the same request with it to go on. With dryRun it only counts.",
-                "parameters": bulk_params.clone(),
-                "responses": responses(vec![("200", ok("What was selected and replayed", "BulkResult")), ("400", err("Bad time, status, error or cursor"))])
-            }},
-            "/v1/dead/delete": {"post": {
-                "operationId": "deleteDead",
-                "summary": "Delete the dead letters a filter selects (their dedup entries stay)",
-                "description": "Needs a filter, or all=true for every dead letter. Paged like replayDead; with dryRun it only counts.",
-                "parameters": delete_params,
-                "responses": responses(vec![("200", ok("What was selected and deleted", "BulkResult")), ("400", err("No filter, or a bad time, status, error or cursor"))])
-            }},
-            "/v1/stats": {"get": {
-                "operationId": "getStats",
-                "summary": "Queue figures",
-                "responses": responses(vec![("200", ok("Figures", "Stats"))])
-            }},
-            "/v1/openapi.json": {"get": {
-                "operationId": "getOpenApi",
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1 document", "content": {"application/json": {}}}}
-            }}
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-                "EventSummary": {
-                    "type": "object",
-                    "required": ["id", "state", "attempts"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "state": {"type": "string", "enum": ["due", "inflight", "dead", "unknown"]},
-                        "attempts": {"type": "integer", "description": "Attempts started since it was received or last replayed"},
-                        "nextAttemptAt": time.clone(),
-                        "leaseExpiresAt": time.clone(),
-                        "deadAt": time.clone(),
-                        "lastStatus": {"type": ["integer", "null"], "description": "HTTP status of the last attempt"},
-                        "lastError": {"type": ["string", "null"]}
-                    }
-                },
-                "EventPage": {
-                    "type": "object",
-                    "required": ["items", "nextCursor"],
-                    "properties": {
-                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}},
-                        "nextCursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; null at the end"}
-                    }
-                },
-                "EventDetail": {
-                    "allOf": [{"$ref": "#/components/schemas/EventSummary"}, {
-                        "type": "object",
-                        "required": ["receivedAt", "contentType", "payloadEncoding", "payload"],
-                        "properties": {
-                            "receivedAt": time.clone(),
-                            "contentType": {"type": "string"},
-                            "lastAttemptAt": {"type": ["string", "null"], "format": "date-time"},
-                            "payloadEncoding": {"type": "string", "enum": ["json", "base64"]},
-                            "payload": {"description": "The body as JSON when it parses, else a base64 string"}
-                        }
-                    }]
-                },
-                "Replayed": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "replayed": {"type": "boolean"},
-                        "previousState": {"type": "string", "enum": ["dead", "due"]}
-                    }
-                },
-                "BulkResult": {
-                    "type": "object",
-                    "required": ["matched", "scanned", "dryRun", "done", "cursor", "until"],
-                    "properties": {
-                        "replayed": {"type": "integer", "description": "replayDead: how many were replayed (0 on a dry run)"},
-                        "deleted": {"type": "integer", "description": "deleteDead: how many were deleted (0 on a dry run)"},
-                        "matched": {"type": "integer", "description": "How many the filter selected in this request"},
-                        "scanned": {"type": "integer", "description": "Dead letters looked at in this request"},
-                        "dryRun": {"type": "boolean"},
-                        "done": {"type": "boolean", "description": "false: send the request again with cursor to go on"},
-                        "cursor": {"type": ["string", "null"]},
-                        "until": {"type": "string", "format": "date-time", "description": "The end of the time range, fixed by the first request"}
-                    }
-                },
-                "Stats": {
-                    "type": "object",
-                    "required": ["due", "inFlight", "dead", "oldestDueAgeSeconds", "destination"],
-                    "properties": {
-                        "due": {"type": "integer"},
-                        "inFlight": {"type": "integer"},
-                        "dead": {"type": "integer"},
-                        "oldestDueAgeSeconds": {"type": "integer", "description": "Age of the oldest undelivered event; 0 when none"},
-                        "destination": {"$ref": "#/components/schemas/Destination"}
-                    }
-                },
-                "Destination": {
-                    "type": "object",
-                    "description": "The destination gate shared by all replicas",
-                    "required": ["pausedUntil", "circuit", "rateLimit"],
-                    "properties": {
-                        "pausedUntil": {"type": ["string", "null"], "format": "date-time", "description": "No attempts until then: a 429 or 503 with Retry-After asked for it"},
-                        "circuit": {
-                            "type": ["object", "null"],
-                            "description": "null without delivery.circuitBreaker",
-                            "required": ["state", "since", "consecutiveFailures", "failureThreshold", "nextProbeAt"],
-                            "properties": {
-                                "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
-                                "since": {"type": ["string", "null"], "format": "date-time", "description": "When it opened (open, half_open) or last closed"},
-                                "consecutiveFailures": {"type": "integer"},
-                                "failureThreshold": {"type": "integer"},
-                                "nextProbeAt": {"type": ["string", "null"], "format": "date-time", "description": "While open: when one probe attempt may go"}
-                            }
-                        },
-                        "rateLimit": {
-                            "type": ["object", "null"],
-                            "description": "null without delivery.rateLimit",
-                            "required": ["perSecond", "burst", "tokens"],
-                            "properties": {
-                                "perSecond": {"type": "number"},
-                                "burst": {"type": "integer"},
-                                "tokens": {"type": "integer", "description": "Attempts that may start right now"}
-                            }
-                        }
-                    }
-                }
+                op.responses.responses.insert("401".into(), error("Missing or wrong bearer token").into());
+                op.responses
+                    .responses
+                    .insert("503".into(), error("Redis unavailable, or no admin token configured").into());
             }
         }
-    })
+    }
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the handlers and the wire types.
+pub fn openapi_document() -> Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
 }
 
 #[cfg(test)]
@@ -705,7 +640,7 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), json!("1970-01-01T00:00:00.000Z"));
+        assert_eq!(rfc3339(0), serde_json::json!("1970-01-01T00:00:00.000Z"));
         assert_eq!(parse_time("since", "2026-05-01T12:00:00+02:00").unwrap(), 1_777_629_600_000);
         assert!(parse_time("since", "yesterday").is_err());
     }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod admin_types;
 pub mod app;
 pub mod batch;
 pub mod cli;

@@ -119,6 +119,17 @@ impl Client {
     }
 
     /// Sends a request; `None` for a 204.
+    /// Calls and reads the answer as `T`, one of the admin API's wire types
+    /// ([`admin_types`](crate::admin_types)).
+    pub async fn call_as<T: serde::de::DeserializeOwned>(&self, method: Method, target: Target) -> Result<T, CliError> {
+        let v = self.call(method, target).await?.unwrap_or(Value::Null);
+        serde_json::from_value(v).map_err(|e| {
+            CliError::Usage(format!(
+                "the admin API answered something this webhook-relay cannot read ({e}); are the relay and this CLI the same version?"
+            ))
+        })
+    }
+
     pub async fn call(&self, method: Method, target: Target) -> Result<Option<Value>, CliError> {
         let raw = self.request_target(&target);
         let (status, body) = tokio::time::timeout(self.timeout, self.send(method, &raw))
@@ -128,10 +139,9 @@ impl Client {
         if status.is_success() {
             return Ok(if status == StatusCode::NO_CONTENT { None } else { parsed });
         }
-        let message = parsed
-            .as_ref()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        let message = serde_json::from_slice::<crate::admin_types::ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
         let hint = match status {
             StatusCode::UNAUTHORIZED if self.token.is_none() => "; set RELAY_ADMIN_TOKEN to the relay's admin token",
             StatusCode::UNAUTHORIZED => "; check RELAY_ADMIN_TOKEN",

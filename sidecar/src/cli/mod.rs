@@ -7,6 +7,7 @@ pub mod client;
 
 pub use client::{Client, Target, encode_segment};
 
+use crate::admin_types::{BulkResult, EventDetail, EventPage, EventSummary, PayloadEncoding, Replayed, Stats};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use http::Method;
 use serde_json::{Value, json};
@@ -156,29 +157,29 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
                 if let Some(c) = &cursor {
                     target = target.query("cursor", c);
                 }
-                let page = api.call(Method::GET, target).await?.unwrap_or(Value::Null);
-                items.extend(page["items"].as_array().cloned().unwrap_or_default());
-                cursor = page["nextCursor"].as_str().map(str::to_string);
+                let page: EventPage = api.call_as(Method::GET, target).await?;
+                items.extend(page.items);
+                cursor = page.next_cursor;
                 if !*all || cursor.is_none() {
                     break;
                 }
             }
             Ok(if json_out {
-                pretty(&json!({ "items": items, "nextCursor": cursor }))
+                pretty(&EventPage { items, next_cursor: cursor })
             } else {
                 list_table(state.as_str(), &items, cursor.as_deref())
             })
         }
         DlqCommand::Show { id } => {
-            let ev = api.call(Method::GET, api.path(&["v1", "events", id])).await?.unwrap_or(Value::Null);
+            let ev: EventDetail = api.call_as(Method::GET, api.path(&["v1", "events", id])).await?;
             Ok(if json_out { pretty(&ev) } else { show_text(&ev) })
         }
         DlqCommand::Replay { id: Some(id), .. } => {
-            let r = api.call(Method::POST, api.path(&["v1", "events", id, "replay"])).await?.unwrap_or(Value::Null);
+            let r: Replayed = api.call_as(Method::POST, api.path(&["v1", "events", id, "replay"])).await?;
             Ok(if json_out {
                 pretty(&r)
             } else {
-                format!("replayed {id} (was {}); it is due now\n", r["previousState"].as_str().unwrap_or("?"))
+                format!("replayed {id} (was {}); it is due now\n", r.previous_state.as_str())
             })
         }
         DlqCommand::Replay { id: None, filter } => bulk(&api, "replay", filter, json_out).await,
@@ -188,7 +189,7 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
         }
         DlqCommand::Delete { id: None, filter } => bulk(&api, "delete", filter, json_out).await,
         DlqCommand::Stats => {
-            let s = api.call(Method::GET, api.path(&["v1", "stats"])).await?.unwrap_or(Value::Null);
+            let s: Stats = api.call_as(Method::GET, api.path(&["v1", "stats"])).await?;
             Ok(if json_out { pretty(&s) } else { stats_table(&s) })
         }
     }
@@ -222,12 +223,12 @@ async fn bulk(api: &Client, verb: &str, f: &BulkFilter, json_out: bool) -> Resul
             Some(c) => base.clone().query("cursor", c),
             None => base.clone(),
         };
-        let r = api.call(Method::POST, target).await?.unwrap_or(Value::Null);
-        matched += r["matched"].as_u64().unwrap_or(0);
-        changed += r[done_word].as_u64().unwrap_or(0);
-        scanned += r["scanned"].as_u64().unwrap_or(0);
-        cursor = r["cursor"].as_str().map(str::to_string);
-        if r["done"].as_bool() != Some(false) || cursor.is_none() {
+        let r: BulkResult = api.call_as(Method::POST, target).await?;
+        matched += r.matched;
+        changed += r.replayed.or(r.deleted).unwrap_or(0);
+        scanned += r.scanned;
+        cursor = r.cursor;
+        if r.done || cursor.is_none() {
             break;
         }
         eprintln!("… {matched} selected of {scanned} dead letters looked at so far");
@@ -255,16 +256,13 @@ pub fn to_rfc3339(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Stri
     Ok((now - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-fn pretty(v: &Value) -> String {
-    format!("{}\n", serde_json::to_string_pretty(v).expect("JSON values serialize"))
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).expect("the wire types serialize"))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A cell: the value, or `-` for none.
+fn text<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -298,24 +296,25 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn list_table(state: &str, items: &[Value], next: Option<&str>) -> String {
+fn list_table(state: &str, items: &[EventSummary], next: Option<&str>) -> String {
     if items.is_empty() {
         return format!("no {state} events\n");
     }
-    let (when_header, when_field) = match state {
-        "due" => ("NEXT ATTEMPT", "nextAttemptAt"),
-        "inflight" => ("LEASE EXPIRES", "leaseExpiresAt"),
-        _ => ("DEAD AT", "deadAt"),
+    let when_header = match state {
+        "due" => "NEXT ATTEMPT",
+        "inflight" => "LEASE EXPIRES",
+        _ => "DEAD AT",
     };
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|e| {
+            let when = e.next_attempt_at.as_ref().or(e.lease_expires_at.as_ref()).or(e.dead_at.as_ref());
             vec![
-                text(&e["id"]),
-                text(&e["attempts"]),
-                text(&e[when_field]),
-                text(&e["lastStatus"]),
-                truncate(&text(&e["lastError"]), 60),
+                e.id.clone(),
+                e.attempts.to_string(),
+                text(when),
+                text(e.last_status),
+                truncate(&text(e.last_error.as_ref()), 60),
             ]
         })
         .collect();
@@ -326,66 +325,64 @@ fn list_table(state: &str, items: &[Value], next: Option<&str>) -> String {
     out
 }
 
-fn show_text(e: &Value) -> String {
-    let mut rows = vec![("id", text(&e["id"])), ("state", text(&e["state"])), ("attempts", text(&e["attempts"]))];
-    for (label, field) in
-        [("next attempt", "nextAttemptAt"), ("lease expires", "leaseExpiresAt"), ("dead at", "deadAt")]
+fn show_text(e: &EventDetail) -> String {
+    let s = &e.summary;
+    let mut rows =
+        vec![("id", s.id.clone()), ("state", s.state.as_str().to_string()), ("attempts", s.attempts.to_string())];
+    for (label, value) in
+        [("next attempt", &s.next_attempt_at), ("lease expires", &s.lease_expires_at), ("dead at", &s.dead_at)]
     {
-        if !e[field].is_null() {
-            rows.push((label, text(&e[field])));
+        if let Some(v) = value {
+            rows.push((label, v.clone()));
         }
     }
     rows.extend([
-        ("received at", text(&e["receivedAt"])),
-        ("content type", text(&e["contentType"])),
-        ("last attempt", text(&e["lastAttemptAt"])),
-        ("last status", text(&e["lastStatus"])),
-        ("last error", text(&e["lastError"])),
+        ("received at", text(e.received_at.as_ref())),
+        ("content type", e.content_type.clone()),
+        ("last attempt", text(e.last_attempt_at.as_ref())),
+        ("last status", text(s.last_status)),
+        ("last error", text(s.last_error.as_ref())),
     ]);
     let mut out = String::new();
     for (label, value) in rows {
         out.push_str(&format!("{:<14}{value}\n", format!("{label}:")));
     }
-    match e["payloadEncoding"].as_str() {
-        Some("json") => out.push_str(&format!("payload:\n{}", pretty(&e["payload"]))),
-        _ => out.push_str(&format!("payload (base64):\n{}\n", text(&e["payload"]))),
+    match (e.payload_encoding, &e.payload) {
+        (PayloadEncoding::Json, p) => out.push_str(&format!("payload:\n{}", pretty(p))),
+        (PayloadEncoding::Base64, Value::String(b)) => out.push_str(&format!("payload (base64):\n{b}\n")),
+        (PayloadEncoding::Base64, other) => out.push_str(&format!("payload (base64):\n{other}\n")),
     }
     out
 }
 
-fn stats_table(s: &Value) -> String {
-    let age = s["oldestDueAgeSeconds"].as_u64().unwrap_or(0);
-    let age = humantime::format_duration(Duration::from_secs(age)).to_string();
+fn stats_table(s: &Stats) -> String {
+    let age = humantime::format_duration(Duration::from_secs(s.oldest_due_age_seconds)).to_string();
     let mut out = table(
         &["DUE", "IN FLIGHT", "DEAD", "OLDEST DUE AGE"],
-        &[vec![text(&s["due"]), text(&s["inFlight"]), text(&s["dead"]), age]],
+        &[vec![s.due.to_string(), s.in_flight.to_string(), s.dead.to_string(), age]],
     );
-    let d = &s["destination"];
-    if d["pausedUntil"].is_string() {
-        out.push_str(&format!("paused until {} (the destination asked with Retry-After)\n", text(&d["pausedUntil"])));
+    let d = &s.destination;
+    if let Some(until) = &d.paused_until {
+        out.push_str(&format!("paused until {until} (the destination asked with Retry-After)\n"));
     }
-    let c = &d["circuit"];
-    if c.is_object() {
+    if let Some(c) = &d.circuit {
         let mut line = format!(
             "circuit {} since {}, {} consecutive failure(s) (opens at {})",
-            text(&c["state"]),
-            text(&c["since"]),
-            text(&c["consecutiveFailures"]),
-            text(&c["failureThreshold"])
+            c.state.as_str(),
+            text(c.since.as_ref()),
+            c.consecutive_failures,
+            c.failure_threshold
         );
-        if c["nextProbeAt"].is_string() {
-            line.push_str(&format!(", next probe at {}", text(&c["nextProbeAt"])));
+        if let Some(at) = &c.next_probe_at {
+            line.push_str(&format!(", next probe at {at}"));
         }
         out.push_str(&line);
         out.push('\n');
     }
-    let r = &d["rateLimit"];
-    if r.is_object() {
+    if let Some(r) = &d.rate_limit {
         out.push_str(&format!(
             "rate limit {}/s, burst {}, {} attempt(s) may start now\n",
-            text(&r["perSecond"]),
-            text(&r["burst"]),
-            text(&r["tokens"])
+            r.per_second, r.burst, r.tokens
         ));
     }
     out
