@@ -304,6 +304,7 @@ async fn list(
 
 /// One event with its payload
 #[utoipa::path(get, path = "/v1/events/{id}", operation_id = "getEvent", params(ID), responses(
+    (status = 400, description = "Not an event id (empty, too long, or with control characters)", body = ErrorBody),
     (status = 200, description = "The event", body = EventDetail),
     (status = 404, description = "No such event", body = ErrorBody),
 ))]
@@ -326,6 +327,7 @@ async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, Pat
 
 /// Make a dead or due event due now, attempts reset
 #[utoipa::path(post, path = "/v1/events/{id}/replay", operation_id = "replayEvent", params(ID), responses(
+    (status = 400, description = "Not an event id (empty, too long, or with control characters)", body = ErrorBody),
     (status = 200, description = "Replayed", body = Replayed),
     (status = 404, description = "No such event", body = ErrorBody),
     (status = 409, description = "The event is being delivered right now", body = ErrorBody),
@@ -495,6 +497,7 @@ async fn delete_dead(
 
 /// Delete an event's payload and metadata (its dedup entry stays)
 #[utoipa::path(delete, path = "/v1/events/{id}", operation_id = "deleteEvent", params(ID), responses(
+    (status = 400, description = "Not an event id (empty, too long, or with control characters)", body = ErrorBody),
     (status = 204, description = "Deleted"),
     (status = 404, description = "No such event", body = ErrorBody),
     (status = 409, description = "The event is being delivered right now", body = ErrorBody),
@@ -564,7 +567,8 @@ async fn openapi() -> Json<Value> {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // a schema only: handlers take the id as a string
 struct ID {
-    /// The event id (percent-encode `/`).
+    /// The event id (percent-encode `/`): 1 to 512 bytes, no control characters.
+    #[param(min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     id: String,
 }
 
