@@ -158,8 +158,9 @@ fn a_relay_pod_force_deleted_under_load_loses_nothing() {
     let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let s = setup("whr-podloss", false, "  delivery: {initialDelay: 200ms, maxDelay: 1s}\n  workload: {replicas: 2}\n");
     let ns = &s.ns;
-    // Every event's first attempt is refused (503, Retry-After: 1) and every answer takes
-    // 1 s: the retries fall due on a timer both pods' workers wait for, so the pod that
+    // Every event's first attempt is refused (503; without Retry-After, which would pause the
+    // whole destination) and every answer takes 1 s: the retries fall due on a timer both
+    // pods' workers wait for, so the pod that
     // takes no load claims half of them, and it is killed (2 s after the force delete's
     // SIGTERM) with deliveries under lease.
     s.downstream.set_script(&ScriptSpec { fail_first: 1, delay_ms: 1000, ..ScriptSpec::default() });

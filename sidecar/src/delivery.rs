@@ -106,9 +106,10 @@ pub fn gate_policy(cfg: &webhook_relay_api::RelayConfig) -> GatePolicy {
     }
 }
 
-/// What an attempt tells the destination gate: `None` for a permanent answer (the
-/// downstream is up, the event is at fault); a success; or a failure, with a pause of the
-/// whole destination when a 429 or 503 said `Retry-After` (capped at `max_pause`).
+/// What an attempt tells the destination gate: a success; a failure, with a pause of the
+/// whole destination when a 429 or 503 said `Retry-After` (capped at `max_pause`); or for a
+/// permanent answer (another 4xx: the destination is up, the event is at fault) nothing, but
+/// a success when it answered the half-open probe, which it proves the destination answers.
 pub fn gate_outcome(attempt: &Attempt, probe: bool, max_pause: Duration) -> Option<GateOutcome> {
     match attempt.class {
         AttemptClass::Delivered => Some(GateOutcome { ok: true, probe, pause: None }),
@@ -117,7 +118,7 @@ pub fn gate_outcome(attempt: &Attempt, probe: bool, max_pause: Duration) -> Opti
             let pause = retry_after.filter(|d| asks && !d.is_zero()).map(|d| d.min(max_pause));
             Some(GateOutcome { ok: false, probe, pause })
         }
-        AttemptClass::Permanent => None,
+        AttemptClass::Permanent => probe.then_some(GateOutcome { ok: true, probe, pause: None }),
     }
 }
 
@@ -551,6 +552,28 @@ mod tests {
 
     fn attempt(class: AttemptClass, status: Option<u16>, error: Option<&str>) -> Attempt {
         Attempt { class, status, error: error.map(String::from) }
+    }
+
+    #[test]
+    fn the_gate_counts_failures_pauses_on_retry_after_and_closes_on_any_answer_to_a_probe() {
+        let max = Duration::from_secs(60);
+        let retry = |status: Option<u16>, after: Option<u64>| Attempt {
+            class: AttemptClass::Retry { retry_after: after.map(Duration::from_secs) },
+            status,
+            error: Some("x".into()),
+        };
+        let pause = |a: &Attempt| gate_outcome(a, false, max).map(|o| (o.ok, o.pause));
+        assert_eq!(pause(&retry(Some(503), Some(3))), Some((false, Some(Duration::from_secs(3)))));
+        assert_eq!(pause(&retry(Some(429), Some(7200))), Some((false, Some(max))), "capped at maxDelay");
+        assert_eq!(pause(&retry(Some(500), Some(3))), Some((false, None)), "only 429 and 503 pause");
+        assert_eq!(pause(&retry(Some(503), None)), Some((false, None)));
+        assert_eq!(pause(&retry(None, None)), Some((false, None)), "a timeout is a failure");
+        let ok = attempt(AttemptClass::Delivered, Some(204), None);
+        assert_eq!(pause(&ok), Some((true, None)));
+        let gone = attempt(AttemptClass::Permanent, Some(404), Some("404"));
+        assert_eq!(gate_outcome(&gone, false, max), None, "a 4xx says nothing about the destination");
+        let probed = gate_outcome(&gone, true, max).unwrap();
+        assert!(probed.ok && probed.probe, "but it answered the probe: the destination is up");
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn refuse_prefix(prefix: &'static str, bad_status: u16) -> Script {
 
 /// A script as data, for the downstream running as its own process or pod
 /// (`PUT /control/script`): the first rule whose prefix matches the event id decides, else
-/// `status`; the first `failFirst` attempts of every event get 503 with `Retry-After: 1`.
+/// `status`; the first `failFirst` attempts of every event get 503 (without `Retry-After`,
+/// which would pause the whole destination, not just that event).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ScriptSpec {
@@ -60,7 +61,7 @@ impl ScriptSpec {
         let spec = self.clone();
         Arc::new(move |id, attempt| {
             if attempt <= spec.fail_first {
-                return (503, Some("1"));
+                return (503, None);
             }
             let status = spec.rules.iter().find(|r| id.starts_with(&r.prefix)).map(|r| r.status);
             (status.or(spec.status).unwrap_or(200), None)
