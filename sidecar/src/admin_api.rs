@@ -223,11 +223,6 @@ fn decode_cursor(state: EventState, text: &str) -> Result<ListCursor, ApiError> 
     Ok(ListCursor { score_ms: score.parse().map_err(|_| bad())?, id: EventId::new(id).map_err(|_| bad())? })
 }
 
-/// Unix ms as RFC 3339 UTC with milliseconds (JSON null when out of range).
-pub fn rfc3339(ms: i64) -> Value {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or(Value::Null, |_| Value::String(rfc3339_text(ms)))
-}
-
 /// Unix ms as RFC 3339 UTC with milliseconds (the Unix epoch when out of range).
 pub fn rfc3339_text(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -644,7 +639,7 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), serde_json::json!("1970-01-01T00:00:00.000Z"));
+        assert_eq!(rfc3339_text(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(parse_time("since", "2026-05-01T12:00:00+02:00").unwrap(), 1_777_629_600_000);
         assert!(parse_time("since", "yesterday").is_err());
     }
