@@ -92,6 +92,39 @@ pub struct RelayConfig {
     /// Optional Genesys Cloud client settings for delivery receipts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesys: Option<GenesysConfig>,
+    /// Optional OTLP export of the relay's spans (intake, store, each delivery attempt). The
+    /// W3C trace context of each event is sent on with every attempt with or without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Where the relay's spans go: an OpenTelemetry collector's OTLP/HTTP endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`: spans are
+    /// POSTed as OTLP JSON to `<otlpEndpoint>/v1/traces` (a URL already ending in
+    /// `/v1/traces` is used as it is).
+    pub otlp_endpoint: Url,
+    /// `service.name` of the spans.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// A variable holding headers for the collector, such as an API key, as
+    /// `OTEL_EXPORTER_OTLP_HEADERS` spells them: `key=value,key2=value2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_env: Option<String>,
+}
+
+impl TracingConfig {
+    /// Where spans are POSTed.
+    pub fn traces_url(&self) -> Url {
+        let mut url = self.otlp_endpoint.clone();
+        if !url.path().ends_with("/v1/traces") {
+            let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+            url.set_path(&path);
+        }
+        url
+    }
 }
 
 /// Where events come in and how they are checked.
@@ -480,6 +513,9 @@ pub mod defaults {
     pub fn genesys_client_secret_env() -> String {
         "GENESYS_CLIENT_SECRET".into()
     }
+    pub fn service_name() -> String {
+        "webhook-relay".into()
+    }
     pub fn yes() -> bool {
         true
     }
@@ -731,6 +767,23 @@ impl RelayConfig {
             check_env("genesys.clientIdEnv", &g.client_id_env)?;
             check_env("genesys.clientSecretEnv", &g.client_secret_env)?;
         }
+        if let Some(t) = &self.tracing {
+            if !matches!(t.otlp_endpoint.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "tracing.otlpEndpoint",
+                    format!(
+                        "must be an http or https URL (OTLP/HTTP), like http://otel-collector:4318 (got {})",
+                        t.otlp_endpoint
+                    ),
+                ));
+            }
+            if t.service_name.trim().is_empty() || t.service_name.len() > 255 {
+                return Err(invalid("tracing.serviceName", "must be 1 to 255 characters"));
+            }
+            if let Some(h) = &t.headers_env {
+                check_env("tracing.headersEnv", h)?;
+            }
+        }
         Ok(())
     }
 }
@@ -882,6 +935,34 @@ genesys:
             ("delivery: {circuitBreaker: {openFor: 10ms}}", "delivery.circuitBreaker.openFor"),
             ("delivery: {rateLimit: {burst: 5}}", "perSecond"),
             ("delivery: {circuitBreaker: {threshold: 5}}", "threshold"),
+        ] {
+            let e = err(&base(extra));
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn tracing_has_defaults_a_traces_url_and_checked_fields() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let c = RelayConfig::from_yaml(&base("tracing: {otlpEndpoint: 'http://otel:4318'}")).unwrap();
+        let t = c.tracing.as_ref().unwrap();
+        assert_eq!((t.service_name.as_str(), t.headers_env.as_deref()), ("webhook-relay", None));
+        assert_eq!(t.traces_url().as_str(), "http://otel:4318/v1/traces");
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        for (endpoint, url) in [
+            ("https://otel.example/otlp/", "https://otel.example/otlp/v1/traces"),
+            ("http://otel:4318/v1/traces", "http://otel:4318/v1/traces"),
+        ] {
+            let c = RelayConfig::from_yaml(&base(&format!("tracing: {{otlpEndpoint: '{endpoint}'}}"))).unwrap();
+            assert_eq!(c.tracing.unwrap().traces_url().as_str(), url);
+        }
+        for (extra, field) in [
+            ("tracing: {otlpEndpoint: 'grpc://otel:4317'}", "tracing.otlpEndpoint"),
+            ("tracing: {otlpEndpoint: 'http://otel:4318', serviceName: ''}", "tracing.serviceName"),
+            ("tracing: {otlpEndpoint: 'http://otel:4318', headersEnv: 'not a name'}", "tracing.headersEnv"),
+            ("tracing: {endpoint: 'http://otel:4318'}", "endpoint"),
         ] {
             let e = err(&base(extra));
             assert!(e.contains(field), "{extra}: {e}");

@@ -83,6 +83,28 @@ pub struct WebhookRelaySpec {
     /// Exposes the intake path through an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// OTLP export of the relay's spans. The W3C trace context of each event is sent on with
+    /// every delivery attempt with or without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Span export to an OpenTelemetry collector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector.observability:4318`;
+    /// spans are POSTed as OTLP JSON to `<otlpEndpoint>/v1/traces`.
+    #[schemars(length(max = 2048), pattern(HTTP_URL_PATTERN))]
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans (default `webhook-relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub service_name: Option<String>,
+    /// Secret key holding headers for the collector, such as an API key, as
+    /// `OTEL_EXPORTER_OTLP_HEADERS` spells them: `key=value,key2=value2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key of a Secret in the relay's namespace.

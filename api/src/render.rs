@@ -8,7 +8,7 @@
 use crate::config::{
     AdminConfig, CircuitBreakerConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig,
     RateLimitConfig, ReceiptsConfig, RedisConfig, RedisTlsConfig, RelayConfig, RelayId, SignatureEncoding,
-    SourceConfig, VerifyConfig, defaults,
+    SourceConfig, TracingConfig, VerifyConfig, defaults,
 };
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
@@ -84,6 +84,8 @@ pub fn relay_id(relay: &WebhookRelay) -> Result<RelayId, SpecError> {
 /// The env var the operator gives the previous signing secret
 /// (`spec.source.verify.previousSecretRef`).
 pub const PREVIOUS_SIGNING_SECRET_ENV: &str = "RELAY_PREVIOUS_SIGNING_SECRET";
+/// The env var the operator gives the OTLP collector's headers (`spec.tracing.headersSecretRef`).
+pub const OTLP_HEADERS_ENV: &str = "RELAY_OTLP_HEADERS";
 
 pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
     let mut out = vec![SecretEnv {
@@ -130,6 +132,14 @@ pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
                 field: "spec.genesys.credentialsSecretRef",
             });
         }
+    }
+    if let Some(h) = spec.tracing.as_ref().and_then(|t| t.headers_secret_ref.as_ref()) {
+        out.push(SecretEnv {
+            env: OTLP_HEADERS_ENV.into(),
+            secret: h.name.clone(),
+            key: h.key.clone(),
+            field: "spec.tracing.headersSecretRef",
+        });
     }
     out
 }
@@ -375,6 +385,14 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
         },
         admin: AdminConfig { token_env: defaults::admin_token_env() },
         genesys,
+        tracing: match &spec.tracing {
+            None => None,
+            Some(t) => Some(TracingConfig {
+                otlp_endpoint: url("spec.tracing.otlpEndpoint", &t.otlp_endpoint)?,
+                service_name: t.service_name.clone().unwrap_or_else(defaults::service_name),
+                headers_env: t.headers_secret_ref.as_ref().map(|_| OTLP_HEADERS_ENV.to_string()),
+            }),
+        },
     };
     config.validate().map_err(|e| match e {
         ConfigError::Invalid { field, message } => SpecError::new(spec_field(field), message),
@@ -392,6 +410,7 @@ fn spec_field(config_field: &str) -> String {
         "admin.tokenEnv" => "admin.tokenSecretRef",
         "redis.tls" => "redis.tls.clientCertSecretRef",
         "genesys.clientIdEnv" | "genesys.clientSecretEnv" => "genesys.credentialsSecretRef",
+        "tracing.headersEnv" => "tracing.headersSecretRef",
         other => other,
     };
     format!("spec.{field}")
@@ -508,6 +527,34 @@ spec:
             r.spec.source.verify.scheme = VerifyScheme::None;
         });
         assert_eq!(secret_env(&minimal.spec).len(), 1);
+    }
+
+    #[test]
+    fn tracing_renders_an_endpoint_and_its_headers_as_a_secret_env() {
+        let r = with(|r| {
+            r.spec.tracing = Some(crate::crd::TracingSpec {
+                otlp_endpoint: "http://otel.observability:4318".into(),
+                service_name: None,
+                headers_secret_ref: Some(crate::crd::SecretKeyRef { name: "otlp".into(), key: "headers".into() }),
+            })
+        });
+        let c = relay_config(&r).unwrap();
+        let t = c.tracing.as_ref().unwrap();
+        assert_eq!(t.traces_url().as_str(), "http://otel.observability:4318/v1/traces");
+        assert_eq!((t.service_name.as_str(), t.headers_env.as_deref()), ("webhook-relay", Some(OTLP_HEADERS_ENV)));
+        let env = secret_env(&r.spec);
+        let last = env.last().unwrap();
+        assert_eq!((last.env.as_str(), last.secret.as_str(), last.key.as_str()), (OTLP_HEADERS_ENV, "otlp", "headers"));
+        assert!(!c.to_yaml().contains("otlp\n") && !c.to_yaml().contains("headers:"), "{}", c.to_yaml());
+        let bad = with(|r| {
+            r.spec.tracing = Some(crate::crd::TracingSpec {
+                otlp_endpoint: "otel:4317".into(),
+                service_name: None,
+                headers_secret_ref: None,
+            })
+        });
+        let e = relay_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("spec.tracing.otlpEndpoint"), "{e}");
     }
 
     #[test]

@@ -471,6 +471,7 @@ async fn bench(a: Args) {
                     id: webhook_relay_store::EventId::new(format!("bench-{}", 5_000_000 + i)).unwrap(),
                     body: b.into_bytes().into(),
                     content_type: "application/json".into(),
+                    trace_context: None,
                 }
             })
             .collect();

@@ -310,11 +310,14 @@ async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, Pat
         Ok(v) => (PayloadEncoding::Json, v),
         Err(_) => (PayloadEncoding::Base64, Value::String(STANDARD.encode(&e.body))),
     };
+    let trace = e.meta.trace_context.as_deref().map(crate::trace_context::split);
     Ok(Json(EventDetail {
         summary: summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta),
         received_at: Some(rfc3339_text(e.meta.received_at)),
         content_type: e.meta.content_type.clone(),
         last_attempt_at: e.meta.last_attempt_at.map(rfc3339_text),
+        traceparent: trace.map(|(p, _)| p.to_string()),
+        tracestate: trace.and_then(|(_, s)| s).map(str::to_string),
         payload_encoding,
         payload,
     }))

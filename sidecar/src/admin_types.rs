@@ -81,6 +81,13 @@ pub struct EventDetail {
     pub content_type: String,
     #[schema(format = DateTime)]
     pub last_attempt_at: Option<String>,
+    /// The W3C `traceparent` it was received with, in version 00 form; each delivery
+    /// attempt sends the same trace id and flags with a span id of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The `tracestate` received with that `traceparent`, sent on with every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     pub payload_encoding: PayloadEncoding,
     /// The body as JSON when it parses, else a base64 string.
     pub payload: Value,

@@ -14,6 +14,8 @@ use webhook_relay_store::{Conn, ConnectOptions, MIN_REDIS_VERSION, Store, StoreE
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Header read timeout of the admin listener (operators and scrapers, not the internet).
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the spans still queued at shutdown may take to export.
+const SPAN_FLUSH: Duration = Duration::from_secs(2);
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +139,11 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
         }
         None => None,
     };
-    let relay = AppState::new(run_config, store, http, metrics, receipts);
+    let spans = run_config.config.tracing.as_ref().map(|t| {
+        let headers = run_config.secrets.otlp_headers.clone();
+        crate::otlp::Exporter::start(t, run_config.config.relay.as_str(), headers, http.clone(), metrics.clone())
+    });
+    let relay = AppState::new(run_config, store, http, metrics, receipts, spans);
     if !server_checked {
         relay.set_redis_down("not reachable yet");
     }
@@ -191,6 +197,7 @@ pub async fn run(run_config: RunConfig) -> Result<(), RunError> {
     let _ = worker.await;
     let _ = admin_server.await;
     relay.finish_receipts().await;
+    relay.finish_spans(SPAN_FLUSH).await;
     if let Some(why) = relay.failure() {
         return Err(RunError::RedisSetup(why));
     }

@@ -7,8 +7,10 @@
 
 use crate::batch::Batcher;
 use crate::metrics::{AttemptOutcome, HeldLabels};
+use crate::otlp::{Attr, Span, SpanKind};
 use crate::receipts::ReceiptKind;
 use crate::state::AppState;
+use crate::trace_context::{self, new_span_id};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::collections::HashMap;
@@ -446,7 +448,63 @@ where
     outcome.ok()
 }
 
+/// One attempt; with span export, its `attempt` span (a child of the stored parent, under the
+/// span id its `traceparent` carries).
 async fn send(relay: &AppState, ev: &ClaimedEvent) -> Attempt {
+    let trace = ev.meta.trace_context.as_deref().and_then(trace_context::for_attempt);
+    let span_id = new_span_id();
+    let started = SystemTime::now();
+    let attempt = send_once(relay, ev, trace.as_ref().map(|(parent, state)| (parent.child(span_id), *state))).await;
+    if let Some((parent, _)) = trace.filter(|(p, _)| p.sampled()) {
+        relay.span(|| attempt_span(relay, ev, &parent, span_id, started, &attempt));
+    }
+    attempt
+}
+
+fn attempt_span(
+    relay: &AppState,
+    ev: &ClaimedEvent,
+    parent: &trace_context::TraceParent,
+    span_id: [u8; 8],
+    start: SystemTime,
+    attempt: &Attempt,
+) -> Span {
+    let url = &relay.config().destination.url;
+    let mut attributes = vec![
+        ("http.request.method", Attr::from("POST")),
+        ("server.address", Attr::from(url.host_str().unwrap_or(""))),
+        ("server.port", Attr::Int(i64::from(url.port_or_known_default().unwrap_or(0)))),
+        ("url.path", Attr::from(url.path())),
+        ("webhook_relay.event_id", Attr::from(ev.lease.id.as_str())),
+        ("webhook_relay.attempt", Attr::Int(i64::from(ev.attempt))),
+    ];
+    if let Some(s) = attempt.status {
+        attributes.push(("http.response.status_code", Attr::Int(i64::from(s))));
+    }
+    // A downstream's error body may quote the payload: the span says the status only.
+    let error = match (&attempt.class, attempt.status) {
+        (AttemptClass::Delivered, _) => None,
+        (_, Some(s)) => Some(http::StatusCode::from_u16(s).map(|s| s.to_string()).unwrap_or_else(|_| s.to_string())),
+        (_, None) => attempt.error.clone(),
+    };
+    Span {
+        trace_id: parent.trace_id,
+        span_id,
+        parent_id: Some(parent.parent_id),
+        name: "attempt",
+        kind: SpanKind::Client,
+        start,
+        end: SystemTime::now(),
+        attributes,
+        error,
+    }
+}
+
+async fn send_once(
+    relay: &AppState,
+    ev: &ClaimedEvent,
+    trace: Option<(trace_context::TraceParent, Option<&str>)>,
+) -> Attempt {
     let cfg = relay.config();
     let content_type = if ev.meta.content_type.is_empty() { "application/json" } else { &ev.meta.content_type };
     let request = relay
@@ -455,8 +513,18 @@ async fn send(relay: &AppState, ev: &ClaimedEvent) -> Attempt {
         .timeout(cfg.destination.timeout)
         .header(CONTENT_TYPE, content_type)
         .header("X-Relay-Event-Id", ev.lease.id.as_str())
-        .header("X-Relay-Attempt", ev.attempt.to_string())
-        .body(ev.body.clone());
+        .header("X-Relay-Attempt", ev.attempt.to_string());
+    let request = match trace {
+        Some((parent, state)) => {
+            let request = request.header("traceparent", parent.header());
+            match state {
+                Some(s) => request.header("tracestate", s),
+                None => request,
+            }
+        }
+        None => request,
+    };
+    let request = request.body(ev.body.clone());
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) => {

@@ -11,7 +11,9 @@
 //! bounded whatever unauthenticated clients send.
 
 use crate::metrics::IntakeOutcome;
+use crate::otlp::{Attr, Span, SpanKind};
 use crate::state::AppState;
+use crate::trace_context::{IntakeSpan, IntakeTrace};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -23,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use webhook_relay_store::{Enqueued, EventId, NewEvent};
 
@@ -134,7 +136,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn receive(State(relay): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let outcome = intake(&relay, &headers, body).await;
+    let started = SystemTime::now();
+    let trace = crate::trace_context::for_intake(&headers, relay.spans.is_some());
+    let outcome = intake(&relay, &headers, body, &trace).await;
+    let event_id = match &outcome {
+        Ok((_, id)) => Some(id.as_str().to_string()),
+        Err(_) => None,
+    };
     let (metric, response) = match outcome {
         Ok((Enqueued::Accepted { .. }, id)) => {
             relay.wake_worker();
@@ -181,7 +189,41 @@ async fn receive(State(relay): State<Arc<AppState>>, headers: HeaderMap, body: B
         }
     };
     relay.metrics.intake(metric);
+    if let Some(span) = &trace.span {
+        relay.span(|| intake_span(&relay, span, started, metric, response.status(), event_id));
+    }
     response
+}
+
+/// The exported `intake` span of one request.
+fn intake_span(
+    relay: &AppState,
+    span: &IntakeSpan,
+    start: SystemTime,
+    outcome: IntakeOutcome,
+    status: StatusCode,
+    event_id: Option<String>,
+) -> Span {
+    let mut attributes = vec![
+        ("http.request.method", Attr::from("POST")),
+        ("url.path", Attr::from(relay.config().source.path.as_str())),
+        ("http.response.status_code", Attr::Int(i64::from(status.as_u16()))),
+        ("webhook_relay.outcome", Attr::from(format!("{outcome:?}"))),
+    ];
+    if let Some(id) = event_id {
+        attributes.push(("webhook_relay.event_id", Attr::Str(id)));
+    }
+    Span {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent_id: span.parent_id,
+        name: "intake",
+        kind: SpanKind::Server,
+        start,
+        end: SystemTime::now(),
+        attributes,
+        error: status.is_server_error().then(|| format!("answered {status}")),
+    }
 }
 
 enum Refusal {
@@ -194,7 +236,12 @@ enum Refusal {
     Unavailable(String),
 }
 
-async fn intake(relay: &AppState, headers: &HeaderMap, body: Body) -> Result<(Enqueued, EventId), Refusal> {
+async fn intake(
+    relay: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    trace: &IntakeTrace,
+) -> Result<(Enqueued, EventId), Refusal> {
     let source = &relay.config().source;
     let limit = source.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -228,8 +275,27 @@ async fn intake(relay: &AppState, headers: &HeaderMap, body: Body) -> Result<(En
     let id = EventId::new(id).map_err(Refusal::Invalid)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let bytes = body.len();
-    let event = NewEvent { id: id.clone(), body, content_type: content_type.to_string() };
-    match relay.enqueue(event).await {
+    let event =
+        NewEvent { id: id.clone(), body, content_type: content_type.to_string(), trace_context: trace.stored.clone() };
+    let storing = SystemTime::now();
+    let stored = relay.enqueue(event).await;
+    if let Some(span) = &trace.span {
+        relay.span(|| Span {
+            trace_id: span.trace_id,
+            span_id: crate::trace_context::new_span_id(),
+            parent_id: Some(span.span_id),
+            name: "store",
+            kind: SpanKind::Internal,
+            start: storing,
+            end: SystemTime::now(),
+            attributes: vec![
+                ("db.system.name", Attr::from("redis")),
+                ("webhook_relay.event_id", Attr::from(id.as_str())),
+            ],
+            error: stored.as_ref().err().map(|e| e.to_string()),
+        });
+    }
+    match stored {
         Ok(e) => {
             if matches!(e, Enqueued::Accepted { .. }) {
                 tracing::debug!(event_id = %id, bytes, "stored");

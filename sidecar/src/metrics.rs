@@ -108,6 +108,14 @@ pub struct Metrics {
     pub circuit_state: Family<CircuitLabels, Gauge>,
     /// Claims the destination gate held back, by why.
     pub delivery_held: Family<HeldLabels, Counter>,
+    /// Spans the OTLP exporter sent (`tracing.otlpEndpoint`), and those it dropped, by why.
+    pub spans: Family<SpanLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanLabels {
+    /// `exported`, `dropped_queue_full` or `dropped_export_failed`.
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -173,6 +181,12 @@ impl Metrics {
         for reason in [Held::Paused, Held::CircuitOpen, Held::Probing, Held::RateLimited] {
             drop(delivery_held.get_or_create(&HeldLabels { reason: reason.as_str() }));
         }
+        let spans = Family::<SpanLabels, Counter>::default();
+        registry.register(
+            "spans",
+            "Spans sent to tracing.otlpEndpoint (exported), or dropped: the export queue was full, or the collector failed",
+            spans.clone(),
+        );
         let metrics = Metrics {
             registry,
             intake,
@@ -188,6 +202,7 @@ impl Metrics {
             previous_secret,
             circuit_state,
             delivery_held,
+            spans,
         };
         metrics.circuit(CircuitState::Closed);
         metrics

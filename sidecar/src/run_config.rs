@@ -21,6 +21,8 @@ pub struct Secrets {
     pub genesys: Option<Credentials>,
     /// `redis.tls` files, read: the CA to trust and the client certificate and key.
     pub redis_tls: Option<TlsMaterial>,
+    /// Headers for the OTLP collector (`tracing.headersEnv`), such as an API key.
+    pub otlp_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -49,6 +51,10 @@ pub enum RunConfigError {
     WeakSecret { field: &'static str, var: String, why: &'static str },
     #[error("{field} names {path}, which cannot be read: {source}")]
     File { field: &'static str, path: String, source: std::io::Error },
+    #[error(
+        "tracing.headersEnv names {var}, whose value is not headers as key=value pairs separated by commas (as OTEL_EXPORTER_OTLP_HEADERS): {why}"
+    )]
+    BadHeaders { var: String, why: String },
     #[error(
         "redis.tls is set but the URL in {var} (redis.urlEnv) does not start with rediss:// or rediss+cluster://; use a TLS URL or remove redis.tls"
     )]
@@ -128,9 +134,37 @@ impl RunConfig {
             )),
             None => None,
         };
+        let otlp_headers = match config.tracing.as_ref().and_then(|t| t.headers_env.as_deref()) {
+            Some(var) => otlp_headers(&need("tracing.headersEnv", var, " (headers for the OTLP collector)")?)
+                .map_err(|why| RunConfigError::BadHeaders { var: var.to_string(), why })?,
+            None => vec![],
+        };
         let verifier = Verifier::rotating(&config.source.verify, signing_secret, previous_secret);
-        Ok(RunConfig { config, secrets: Secrets { verifier, redis_url, admin_token, genesys, redis_tls } })
+        Ok(RunConfig {
+            config,
+            secrets: Secrets { verifier, redis_url, admin_token, genesys, redis_tls, otlp_headers },
+        })
     }
+}
+
+/// Parses `key=value,key2=value2` (values may be percent-encoded, as the OpenTelemetry
+/// exporters read `OTEL_EXPORTER_OTLP_HEADERS`). The error never holds a value.
+fn otlp_headers(text: &str) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    let mut out = vec![];
+    for (i, pair) in text.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let Some((k, v)) = pair.split_once('=') else { return Err(format!("entry {} has no '='", i + 1)) };
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| format!("entry {} has an invalid header name {:?}", i + 1, k.trim()))?;
+        let value = url::form_urlencoded::parse(format!("v={}", v.trim()).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let mut value = http::HeaderValue::from_str(&value)
+            .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+        value.set_sensitive(true);
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -188,6 +222,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(same.contains("source.verify.previousSecretEnv") && same.contains("same variable"), "{same}");
+    }
+
+    #[test]
+    fn otlp_headers_are_read_from_their_variable_and_never_printed() {
+        let traced = RelayConfig::from_yaml(
+            "relay: a\nsource: {verify: {scheme: none}}\ndestination: {url: 'http://x/'}\ntracing: {otlpEndpoint: 'http://otel:4318', headersEnv: OTLP_HEADERS}\n",
+        )
+        .unwrap();
+        let load = |h: Option<&str>| {
+            let env: HashMap<&str, &str> =
+                [("REDIS_URL", "redis://x")].into_iter().chain(h.map(|h| ("OTLP_HEADERS", h))).collect();
+            RunConfig::from_config(traced.clone(), |k| env.get(k).map(|v| v.to_string()))
+        };
+        let s = load(Some("x-api-key=s3cr3t-key, authorization=Basic%20YWJj")).unwrap();
+        let h: Vec<(String, String)> =
+            s.secrets.otlp_headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
+        assert_eq!(h, [("x-api-key".into(), "s3cr3t-key".into()), ("authorization".into(), "Basic YWJj".into())]);
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+        let e = load(None).unwrap_err().to_string();
+        assert!(e.starts_with("tracing.headersEnv names OTLP_HEADERS, which is not set"), "{e}");
+        let e = load(Some("x-api-key")).unwrap_err().to_string();
+        assert!(e.contains("tracing.headersEnv") && e.contains("entry 1 has no '='"), "{e}");
+        let e = load(Some("bad name=s3cr3t")).unwrap_err().to_string();
+        assert!(e.contains("invalid header name") && !e.contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct AppState {
     /// The one HTTP client of the process (delivery; Genesys receipts share it).
     pub http: reqwest::Client,
     receipts: Option<Receipts>,
+    /// The OTLP span exporter, when `tracing.otlpEndpoint` is set.
+    pub spans: Option<crate::otlp::Exporter>,
     /// Intake's writes, coalesced into one enqueue script call per batch.
     enqueuer: Batcher<NewEvent, Enqueued>,
     /// The request body bytes intake may hold at once (`source.maxBufferedBytes`).
@@ -55,6 +57,7 @@ impl AppState {
         http: reqwest::Client,
         metrics: Arc<Metrics>,
         receipts: Option<Receipts>,
+        spans: Option<crate::otlp::Exporter>,
     ) -> Arc<Self> {
         let (shutdown, _) = watch::channel(false);
         let settings_budget = run_config.config.source.max_buffered_bytes;
@@ -71,6 +74,7 @@ impl AppState {
             metrics,
             http,
             receipts,
+            spans,
             enqueuer,
             body_budget: BodyBudget::new(settings_budget),
             wake: Notify::new(),
@@ -125,6 +129,20 @@ impl AppState {
     pub async fn finish_receipts(&self) {
         if let Some(r) = &self.receipts {
             r.drain(self.config().receipts_drain()).await;
+        }
+    }
+
+    /// Exports the spans still queued, for at most `limit` (at shutdown).
+    pub async fn finish_spans(&self, limit: std::time::Duration) {
+        if let Some(s) = &self.spans {
+            s.flush(limit).await;
+        }
+    }
+
+    /// Records a finished span when spans are exported.
+    pub fn span(&self, span: impl FnOnce() -> crate::otlp::Span) {
+        if let Some(s) = &self.spans {
+            s.record(span());
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Keys {
     /// `whr:{R}:dest` HASH: the destination gate shared by every replica: a `Retry-After`
     /// pause, the circuit breaker, the rate limit's token bucket (fields in `store/README.md`).
     pub dest: String,
+    /// `whr:{R}:trace` HASH: event id -> the W3C trace context it was received with
+    /// (`traceparent`, then `\n` and `tracestate` if one came); only events that had one.
+    pub trace: String,
     /// Format 1's `whr:{R}:body`, `meta` and `attempts` hashes, read only to migrate them.
     pub v1: V1Keys,
     /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
@@ -59,6 +62,7 @@ impl Keys {
             fence: k("fence"),
             format: k("format"),
             dest: k("dest"),
+            trace: k("trace"),
             v1: V1Keys { body: k("body"), meta: k("meta"), attempts: k("attempts") },
             alive: k("alive"),
             claim_prefix: k("claim:"),

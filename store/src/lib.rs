@@ -164,7 +164,12 @@ impl Store {
         content_type: &str,
         dedup_window: Duration,
     ) -> Result<Enqueued> {
-        let event = NewEvent { id: id.clone(), body: Bytes::copy_from_slice(body), content_type: content_type.into() };
+        let event = NewEvent {
+            id: id.clone(),
+            body: Bytes::copy_from_slice(body),
+            content_type: content_type.into(),
+            trace_context: None,
+        };
         Ok(self.enqueue_many(std::slice::from_ref(&event), dedup_window).await?[0])
     }
 
@@ -176,12 +181,13 @@ impl Store {
         }
         let k = &self.keys;
         let window = ms(dedup_window).to_string();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + events.len() * 3);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + events.len() * 4);
         args.push(window.as_bytes());
         for e in events {
-            args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes()]);
+            let trace = e.trace_context.as_deref().unwrap_or("");
+            args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes(), trace.as_bytes()]);
         }
-        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev], &args).await?;
+        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace], &args).await?;
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StoreError::Protocol("enqueue answered nothing".into()));
         };
@@ -243,6 +249,7 @@ impl Store {
                     &k.v1.attempts,
                     &k.seen,
                     &k.dest,
+                    &k.trace,
                 ],
                 &[
                     max_s.as_bytes(),
@@ -321,7 +328,7 @@ impl Store {
             args.push(d.as_bytes());
         }
         let acked: Vec<i64> =
-            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.ev, &k.pending, &k.seen], &args).await?;
+            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.ev, &k.pending, &k.seen, &k.trace], &args).await?;
         if acked.len() != leases.len() {
             return Err(StoreError::Protocol(format!(
                 "ack answered {} results for {} leases",
@@ -377,7 +384,7 @@ impl Store {
         let (ok, _trimmed): (i64, i64) = self
             .run(
                 &scripts::DEAD,
-                &[&k.inflight, &k.lease, &k.dead, &k.ev, &k.pending, &k.seen],
+                &[&k.inflight, &k.lease, &k.dead, &k.ev, &k.pending, &k.seen, &k.trace],
                 &[
                     lease.id.as_str().as_bytes(),
                     token.as_bytes(),
@@ -398,7 +405,7 @@ impl Store {
         let k = &self.keys;
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
-        self.run(&scripts::TRIM, &[&k.dead, &k.ev, &k.seen], &[age.as_bytes(), count.as_bytes()]).await
+        self.run(&scripts::TRIM, &[&k.dead, &k.ev, &k.seen, &k.trace], &[age.as_bytes(), count.as_bytes()]).await
     }
 
     /// Gives a claimed event back, due now, without counting the attempt (for shutdown).
@@ -488,7 +495,7 @@ impl Store {
         let (next, scanned, matched): (String, u64, u64) = self
             .run(
                 &scripts::FILTER_DEAD,
-                &[&k.due, &k.dead, &k.ev, &k.pending, &k.seen],
+                &[&k.due, &k.dead, &k.ev, &k.pending, &k.seen, &k.trace],
                 &[
                     action.as_bytes(),
                     cursor.as_bytes(),
@@ -513,7 +520,7 @@ impl Store {
         let n: i64 = self
             .run(
                 &scripts::DELETE,
-                &[&k.due, &k.dead, &k.inflight, &k.ev, &k.pending, &k.seen],
+                &[&k.due, &k.dead, &k.inflight, &k.ev, &k.pending, &k.seen, &k.trace],
                 &[id.as_str().as_bytes()],
             )
             .await?;
@@ -608,11 +615,12 @@ impl Store {
     pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
         let k = &self.keys;
         let v: Option<GetReply> = self
-            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.ev, &k.lease], &[id.as_str().as_bytes()])
+            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.ev, &k.lease, &k.trace], &[id.as_str().as_bytes()])
             .await?;
-        let Some((state, score, attempts, record)) = v else { return Ok(None) };
+        let Some((state, score, attempts, record, trace)) = v else { return Ok(None) };
         let record = Bytes::from(record);
-        let model::Record { meta, body_at } = model::decode_record(&record, id.as_str());
+        let model::Record { mut meta, body_at } = model::decode_record(&record, id.as_str());
+        meta.trace_context = (!trace.is_empty()).then(|| String::from_utf8_lossy(&trace).into_owned());
         let state = match state.as_str() {
             "due" => EventState::Due,
             "inflight" => EventState::InFlight,
@@ -630,8 +638,8 @@ impl Store {
     }
 }
 
-/// GET's reply: state, score, attempts, record.
-type GetReply = (String, f64, u32, Vec<u8>);
+/// GET's reply: state, score, attempts, record, trace context (empty: none).
+type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>);
 /// One LIST row: id, score, attempts, record without its body.
 type ListRow = (String, f64, u32, Vec<u8>);
 

@@ -42,6 +42,9 @@ pub struct NewEvent {
     /// The raw request body, byte for byte.
     pub body: Bytes,
     pub content_type: String,
+    /// The W3C trace context received with it (`traceparent`, then `\n` and `tracestate`
+    /// if one came), kept so every attempt continues the sender's trace.
+    pub trace_context: Option<String>,
 }
 
 /// What intake's enqueue did.
@@ -72,6 +75,10 @@ pub struct EventMeta {
     /// When the last attempt was made, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_at: Option<i64>,
+    /// The W3C trace context it was received with (see [`NewEvent::trace_context`]); in
+    /// `whr:{R}:trace`, not in the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 /// A claim on one event: only the holder of the current token may ack, reschedule,
@@ -240,6 +247,7 @@ fn parse_record(r: &[u8]) -> Option<Record> {
         last_status: u16::try_from(last_status).ok().filter(|&s| s > 0),
         last_error: (err_len > 0).then(|| text(&r[ct_end..err_end])),
         last_attempt_at: (last_at > 0).then_some(last_at as i64),
+        trace_context: None,
     };
     Some(Record { meta, body_at: err_end })
 }
@@ -272,6 +280,12 @@ fn bytes(v: Value) -> Result<Vec<u8>, String> {
     }
 }
 
+/// A trace context as the scripts answer it: `''` for none.
+pub(crate) fn trace_context(v: Value) -> Result<Option<String>, String> {
+    let b = bytes(v)?;
+    Ok((!b.is_empty()).then(|| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Parses the CLAIM script's reply.
 pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
     let Value::Array(parts) = v else { return Err(format!("claim reply: {v:?}")) };
@@ -285,11 +299,12 @@ pub(crate) fn parse_claim(v: Value) -> Result<Claim, String> {
     let mut out = Vec::with_capacity(events.len());
     for item in events {
         let Value::Array(f) = item else { return Err("claim event is not an array".into()) };
-        let [id, token, attempt, scheduled, record, deadline]: [Value; 6] =
+        let [id, token, attempt, scheduled, record, deadline, trace]: [Value; 7] =
             f.try_into().map_err(|_| "claim event has the wrong arity".to_string())?;
         let id = String::from_utf8(bytes(id)?).map_err(|e| e.to_string())?;
         let record = Bytes::from(bytes(record)?);
-        let Record { meta, body_at } = decode_record(&record, &id);
+        let Record { mut meta, body_at } = decode_record(&record, &id);
+        meta.trace_context = trace_context(trace)?;
         out.push(ClaimedEvent {
             lease: Lease { id: EventId(id), token: int(&token)? as u64, deadline_ms: int(&deadline)? },
             attempt: int(&attempt)? as u32,

@@ -195,8 +195,8 @@ return {2, #ids}
     ))
 });
 
-/// KEYS: seen, due, ev.
-/// ARGV: dedup window ms, then (id, body, content type) per event.
+/// KEYS: seen, due, ev, trace.
+/// ARGV: dedup window ms, then (id, body, content type, trace context or '') per event.
 /// Returns {now, s1, s2, ...}: per event 1 when stored, 0 for a duplicate (seen within the
 /// window, still stored, or earlier in the same batch).
 pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -208,9 +208,9 @@ local seen_until = 0
 if window > 0 then seen_until = now + window end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
 if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
-local out, due = {now}, {}
+local out, due, traces = {now}, {}, {}
 local recv = int(now)
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local id = ARGV[i]
   local until_ms = redis.call('ZSCORE', KEYS[1], id)
   if (until_ms and tonumber(until_ms) > now)
@@ -220,20 +220,26 @@ for i = 2, #ARGV, 3 do
     due[#due + 1] = now
     due[#due + 1] = id
     out[#out + 1] = 1
+    if ARGV[i + 3] ~= '' then
+      traces[#traces + 1] = id
+      traces[#traces + 1] = ARGV[i + 3]
+    end
   end
 end
 if #due > 0 then many('ZADD', KEYS[2], due) end
+if #traces > 0 then many('HSET', KEYS[4], traces) end
 return out
 "#,
     )
 });
 
 /// KEYS: due, inflight, lease, ev, fence, pending, claim record, v1 body, v1 meta,
-/// v1 attempts, seen, dest.
+/// v1 attempts, seen, dest, trace.
 /// ARGV: max events, lease ms, then the gate (see [`GATE`]): rate per second (0: none),
 /// burst, breaker on (`1`/`0`), probe lease ms.
 /// Returns {now, next due score or false, next lease deadline or false, recovered, {{id, token,
-/// attempt, scheduled, record, lease deadline}, ...}, {held, wait ms, circuit state, probe}}.
+/// attempt, scheduled, record, lease deadline, trace context or ''}, ...}, {held, wait ms,
+/// circuit state, probe}}.
 ///
 /// The claim record (`whr:{R}:claim:<claim id>`, a key per call with an id the caller made
 /// up, expiring with the lease) makes a retried claim idempotent: when the reply of a claim
@@ -247,6 +253,14 @@ pub static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
 local now, now_us = clock()
 local lease_ms = tonumber(ARGV[2])
 local out = {}
+-- Each claimed event's trace context (`trace`), one HMGET for the batch.
+local function with_traces()
+  if #out == 0 then return end
+  local ids = {}
+  for i, e in ipairs(out) do ids[i] = e[1] end
+  local t = redis.call('HMGET', KEYS[13], unpack(ids))
+  for i, e in ipairs(out) do e[7] = t[i] or '' end
+end
 local function next_scores()
   local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
   local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or false
@@ -264,6 +278,7 @@ if prior then
       if r then out[#out + 1] = {id, token, attempt, now, r, redis.call('ZSCORE', KEYS[2], id)} end
     end
   end
+  with_traces()
   local next_due, next_lease = next_scores()
   return {now, next_due, next_lease, 0, out, {'', 0, 'closed', 0}}
 end
@@ -313,6 +328,7 @@ if #due > 0 then
   end
 end
 local probe = gate_took(KEYS[12], g, now, #out, tonumber(ARGV[6]))
+with_traces()
 local next_due, next_lease = next_scores()
 return {now, next_due, next_lease, recovered, out, {'', 0, g.state, probe}}
 "#
@@ -451,7 +467,7 @@ local function first_call_ran(lease_holder, token, deadline, now)
 end
 "#;
 
-/// KEYS: inflight, lease, ev, pending, seen.
+/// KEYS: inflight, lease, ev, pending, seen, trace.
 /// ARGV: id1, token1, deadline1, id2, ... (deadline: see [`RETRIED`]). Returns one 1 (acked,
 /// now or by the first call of a retry) or 0 (the token no longer holds the lease) per
 /// event, so a worker can ack a batch in one call.
@@ -482,6 +498,7 @@ if #gone > 0 then
   redis.call('HDEL', KEYS[2], unpack(gone))
   redis.call('HDEL', KEYS[3], unpack(gone))
   redis.call('ZREM', KEYS[4], unpack(gone))
+  redis.call('HDEL', KEYS[6], unpack(gone))
 end
 if #seen > 0 then redis.call('ZADD', KEYS[5], unpack(seen)) end
 return out
@@ -519,23 +536,24 @@ return at
 
 /// Drops dead letters older than max age, then the oldest beyond max entries (bounded).
 const TRIM_DEAD: &str = r#"
-local function drop(dead, ev, seen_args, id, now)
+local function drop(dead, ev, trace, seen_args, id, now)
   redis.call('ZREM', dead, id)
   local r = redis.call('HGET', ev, id)
   if r then
     remember(seen_args, rec_head(r).seen, id, now)
     redis.call('HDEL', ev, id)
+    redis.call('HDEL', trace, id)
   end
 end
-local function trim(dead, ev, seen, now, max_age, max_entries, limit)
+local function trim(dead, ev, seen, trace, now, max_age, max_entries, limit)
   local n, seen_args = 0, {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. (now - max_age), 'LIMIT', 0, limit)) do
-    drop(dead, ev, seen_args, id, now); n = n + 1
+    drop(dead, ev, trace, seen_args, id, now); n = n + 1
   end
   local excess = redis.call('ZCARD', dead) - max_entries
   if excess > 0 then
     for _, id in ipairs(redis.call('ZRANGE', dead, 0, math.min(excess, limit) - 1)) do
-      drop(dead, ev, seen_args, id, now); n = n + 1
+      drop(dead, ev, trace, seen_args, id, now); n = n + 1
     end
   end
   if #seen_args > 0 then many('ZADD', seen, seen_args) end
@@ -543,7 +561,7 @@ local function trim(dead, ev, seen, now, max_age, max_entries, limit)
 end
 "#;
 
-/// KEYS: inflight, lease, dead, ev, pending, seen.
+/// KEYS: inflight, lease, dead, ev, pending, seen, trace.
 /// ARGV: id, token, last attempt at, last status (0: none), last error, max age ms, max
 /// entries, deadline (see [`RETRIED`]).
 /// Returns {1, trimmed} when dead-lettered (now or by the first call of a retry), {0, 0} if
@@ -567,16 +585,16 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('ZADD', KEYS[3], now, id)
 local r = redis.call('HGET', KEYS[4], id)
 if r then redis.call('HSET', KEYS[4], id, rec_update(r, attempt, ARGV[3], ARGV[4], ARGV[5])) end
-return {1, trim(KEYS[3], KEYS[4], KEYS[6], now, tonumber(ARGV[6]), tonumber(ARGV[7]), 100)}
+return {1, trim(KEYS[3], KEYS[4], KEYS[6], KEYS[7], now, tonumber(ARGV[6]), tonumber(ARGV[7]), 100)}
 "#
     ))
 });
 
-/// KEYS: dead, ev, seen. ARGV: max age ms, max entries. Returns how many were dropped.
+/// KEYS: dead, ev, seen, trace. ARGV: max age ms, max entries. Returns how many were dropped.
 pub static TRIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
         "{TRIM_DEAD}\n{}",
-        "return trim(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
+        "return trim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
     ))
 });
 
@@ -634,7 +652,7 @@ return 'missing'
     ))
 });
 
-/// KEYS: due, dead, ev, pending, seen.
+/// KEYS: due, dead, ev, pending, seen, trace.
 /// ARGV: action (`count`, `replay` or `delete`), ZSCAN cursor, batch, since ms (`-inf`: none),
 /// until ms, status kind (`any`, `exact`, `class`, `none`), status value, error substring
 /// (lower case; empty: any).
@@ -701,13 +719,14 @@ elseif #ids > 0 and action == 'delete' then
   for i, id in ipairs(ids) do remember(seen, rec_head(recs[i] or '').seen, id, now) end
   if #seen > 0 then many('ZADD', KEYS[5], seen) end
   many('HDEL', KEYS[3], ids)
+  many('HDEL', KEYS[6], ids)
 end
 return {page[1], #items / 2, #ids}
 "#
     ))
 });
 
-/// KEYS: due, dead, inflight, ev, pending, seen.
+/// KEYS: due, dead, inflight, ev, pending, seen, trace.
 /// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed,
 /// 0 if not, and -1 (nothing done) for an event in flight: its lease holder alone may end
 /// that state (outcome retries rely on it, see [`RETRIED`]).
@@ -725,6 +744,7 @@ local seen = {}
 remember(seen, rec_head(r).seen, id, now_ms())
 if #seen > 0 then redis.call('ZADD', KEYS[6], unpack(seen)) end
 redis.call('HDEL', KEYS[4], id)
+redis.call('HDEL', KEYS[7], id)
 return 1
 "#,
     )
@@ -748,8 +768,8 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('
     )
 });
 
-/// KEYS: due, inflight, dead, ev, lease.
-/// ARGV: id. Returns {state, score, attempts, record} or false when unknown; attempts of an
+/// KEYS: due, inflight, dead, ev, lease, trace.
+/// ARGV: id. Returns {state, score, attempts, record, trace context or ''} or false when unknown; attempts of an
 /// event in flight count the attempt under way.
 pub static GET: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -767,7 +787,7 @@ if state == 'inflight' then
   local _, a = lease_parse(redis.call('HGET', KEYS[5], id))
   attempts = a
 end
-return {state, score, attempts, r}
+return {state, score, attempts, r, redis.call('HGET', KEYS[6], id) or ''}
 "#,
     )
 });

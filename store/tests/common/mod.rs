@@ -23,6 +23,7 @@ pub async fn enqueue_numbered(s: &Store, prefix: &str, n: usize) {
             id: EventId::new(format!("{prefix}{i:04}")).unwrap(),
             body: format!("{{\"id\":{i}}}").into_bytes().into(),
             content_type: "application/json".into(),
+            trace_context: None,
         })
         .collect();
     s.enqueue_many(&events, Duration::from_secs(86400)).await.unwrap();
