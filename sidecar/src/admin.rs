@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the bearer-token API under
-//! `/v1/`. It listens apart from intake so an Ingress never exposes it.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the bearer-token API under
+//! `/v1/`, and the dead-letter console at `/ui/`. It listens apart from intake so an
+//! Ingress never exposes it.
 
 use crate::state::AppState;
 use axum::Router;
@@ -16,6 +17,7 @@ pub fn router(relay: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::admin_api::router(relay.clone()))
+        .merge(crate::console::router())
         .layer(crate::server::catch_panic())
         .with_state(relay)
 }

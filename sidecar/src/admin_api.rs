@@ -28,7 +28,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, Modify, OpenApi};
 use webhook_relay_store::{
-    BulkAction, CircuitState, DeadFilter, Deleted, EventId, EventMeta, EventState, ListCursor,
+    BulkAction, CircuitState, DeadFilter, Deleted, EventId, EventMeta, EventState, ListCursor, ListOrder,
     Replayed as StoreReplayed, StatusFilter, StoreError,
 };
 
@@ -183,6 +183,18 @@ struct ListQuery {
     limit: Option<String>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// `oldest` first (default) or `newest` first, by the state's score (dead: when it was
+    /// dead-lettered; due: next attempt; inflight: lease deadline).
+    #[param(value_type = Option<String>, pattern = "^(oldest|newest)$")]
+    order: Option<String>,
+}
+
+fn parse_order(s: Option<&str>) -> Result<ListOrder, ApiError> {
+    match s {
+        None | Some("oldest") => Ok(ListOrder::OldestFirst),
+        Some("newest") => Ok(ListOrder::NewestFirst),
+        Some(other) => Err(ApiError::bad_request(format!("order must be oldest or newest (got {other:?})"))),
+    }
 }
 
 fn parse_state(s: &str) -> Result<EventState, ApiError> {
@@ -203,17 +215,31 @@ fn state_name(s: EventState) -> &'static str {
     }
 }
 
-/// The opaque cursor: base64url of `<state>:<score ms>:<id>`.
-pub fn encode_cursor(state: EventState, c: &ListCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", state_name(state), c.score_ms, c.id))
+/// Marks the state of a newest-first listing's cursor.
+const NEWEST: &str = "-newest";
+
+/// The opaque cursor: base64url of `<state>:<score ms>:<id>` (`<state>-newest:...` newest first).
+pub fn encode_cursor(state: EventState, order: ListOrder, c: &ListCursor) -> String {
+    let suffix = if order == ListOrder::NewestFirst { NEWEST } else { "" };
+    URL_SAFE_NO_PAD.encode(format!("{}{suffix}:{}:{}", state_name(state), c.score_ms, c.id))
 }
 
-fn decode_cursor(state: EventState, text: &str) -> Result<ListCursor, ApiError> {
+fn decode_cursor(state: EventState, order: ListOrder, text: &str) -> Result<ListCursor, ApiError> {
     let bad = || ApiError::bad_request("cursor is not one this API returned; start without a cursor");
     let raw = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let mut parts = raw.splitn(3, ':');
     let (Some(s), Some(score), Some(id)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let (s, newest) = match s.strip_suffix(NEWEST) {
+        Some(s) => (s, true),
+        None => (s, false),
+    };
+    if newest != (order == ListOrder::NewestFirst) {
+        let was = if newest { "newest" } else { "oldest" };
+        return Err(ApiError::bad_request(format!(
+            "cursor belongs to a listing in order {was}; pass order={was} or start without a cursor"
+        )));
+    }
     if parse_state(s).map_err(|_| bad())? != state {
         return Err(ApiError::bad_request(format!(
             "cursor belongs to a listing of state {s}, not {}",
@@ -269,10 +295,10 @@ fn event_id(path: Result<Path<String>, PathRejection>) -> Result<EventId, ApiErr
     EventId::new(id).map_err(ApiError::bad_request)
 }
 
-/// Events of one state, oldest first, paged by cursor
+/// Events of one state, oldest or newest first, paged by cursor
 #[utoipa::path(get, path = "/v1/events", operation_id = "listEvents", params(ListQuery), responses(
     (status = 200, description = "A page", body = EventPage),
-    (status = 400, description = "Bad state, limit or cursor", body = ErrorBody),
+    (status = 400, description = "Bad state, limit, order or cursor", body = ErrorBody),
 ))]
 async fn list(
     State(relay): State<Arc<AppState>>,
@@ -291,10 +317,11 @@ async fn list(
             }
         },
     };
-    let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(state, c)).transpose()?;
-    let page = relay.store.list(state, limit, after.as_ref()).await?;
+    let order = parse_order(q.order.as_deref())?;
+    let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(state, order, c)).transpose()?;
+    let page = relay.store.list_in(order, state, limit, after.as_ref()).await?;
     let items = page.events.iter().map(|e| summary(&e.id, e.state, e.score_ms, e.attempts, &e.meta)).collect();
-    Ok(Json(EventPage { items, next_cursor: page.next.map(|c| encode_cursor(state, &c)) }))
+    Ok(Json(EventPage { items, next_cursor: page.next.map(|c| encode_cursor(state, order, &c)) }))
 }
 
 /// One event with its payload
@@ -633,11 +660,17 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_name_their_state() {
         let c = ListCursor { score_ms: 1_777_000_000_123, id: EventId::new("a:b/c").unwrap() };
-        let text = encode_cursor(EventState::Dead, &c);
-        assert_eq!(decode_cursor(EventState::Dead, &text).unwrap(), c);
-        assert_eq!(decode_cursor(EventState::Due, &text).unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert!(decode_cursor(EventState::Dead, "!!").is_err());
-        assert!(decode_cursor(EventState::Dead, &URL_SAFE_NO_PAD.encode("dead:x:id")).is_err());
+        let (old, new) = (ListOrder::OldestFirst, ListOrder::NewestFirst);
+        let text = encode_cursor(EventState::Dead, old, &c);
+        assert_eq!(decode_cursor(EventState::Dead, old, &text).unwrap(), c);
+        assert_eq!(decode_cursor(EventState::Due, old, &text).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert!(decode_cursor(EventState::Dead, old, "!!").is_err());
+        assert!(decode_cursor(EventState::Dead, old, &URL_SAFE_NO_PAD.encode("dead:x:id")).is_err());
+        let newest = encode_cursor(EventState::Dead, new, &c);
+        assert_eq!(decode_cursor(EventState::Dead, new, &newest).unwrap(), c);
+        let e = decode_cursor(EventState::Dead, old, &newest).unwrap_err();
+        assert!(e.message.contains("order newest"), "{}", e.message);
+        assert!(decode_cursor(EventState::Dead, new, &text).unwrap_err().message.contains("order oldest"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod admin_types;
 pub mod app;
 pub mod batch;
 pub mod cli;
+pub mod console;
 pub mod delivery;
 pub mod event_id;
 pub mod intake;

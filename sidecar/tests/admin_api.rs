@@ -206,6 +206,8 @@ async fn list_show_replay_delete_and_stats() {
         "/v1/events?limit=ten",
         "/v1/events?cursor=%21%21",
         "/v1/events?state=due&cursor=ZGVhZDoxOmE",
+        "/v1/events?order=latest",
+        "/v1/events?order=newest&cursor=ZGVhZDoxOmE",
     ] {
         let (st, v) = get(&app, bad).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
@@ -614,4 +616,32 @@ mod properties {
         result.unwrap();
         assert!(counts.get(&200).copied().unwrap_or(0) > 0, "no case reached a 200: {counts:?}");
     }
+}
+
+#[tokio::test]
+async fn newest_first_lists_the_latest_dead_letters_first_across_pages() {
+    let redis = RedisServer::start();
+    let r = relay(&redis, "t/newest", Some(TOKEN), "").await;
+    let app = admin::router(r.clone());
+    for i in 0..5 {
+        dead_letters(&r.store, &[format!("n{i}")]).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut seen = vec![];
+    let mut uri = "/v1/events?state=dead&order=newest&limit=2".to_string();
+    loop {
+        let (st, page) = get(&app, &uri).await;
+        assert_eq!(st, StatusCode::OK, "{page}");
+        seen.extend(ids_of(&page));
+        match page["nextCursor"].as_str() {
+            Some(c) => uri = format!("/v1/events?state=dead&order=newest&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["n4", "n3", "n2", "n1", "n0"]);
+    let (_, oldest) = get(&app, "/v1/events?state=dead&limit=2").await;
+    let c = oldest["nextCursor"].as_str().unwrap();
+    let (st, v) = get(&app, &format!("/v1/events?state=dead&order=newest&cursor={c}")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "an oldest-first cursor in a newest-first listing: {v}");
+    assert!(v["error"].as_str().unwrap().contains("order=oldest"), "{v}");
 }

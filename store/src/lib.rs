@@ -574,6 +574,18 @@ impl Store {
     /// rather than offset means an event that stays in the state is listed exactly once
     /// across pages, however many others move in or out meanwhile.
     pub async fn list(&self, state: EventState, limit: usize, after: Option<&ListCursor>) -> Result<Page> {
+        self.list_in(ListOrder::OldestFirst, state, limit, after).await
+    }
+
+    /// Lists like [`list`](Self::list) in `order`: newest first pages from the highest score
+    /// down, each page strictly before its cursor.
+    pub async fn list_in(
+        &self,
+        order: ListOrder,
+        state: EventState,
+        limit: usize,
+        after: Option<&ListCursor>,
+    ) -> Result<Page> {
         let k = &self.keys;
         let set = match state {
             EventState::Due => &k.due,
@@ -589,12 +601,20 @@ impl Store {
             None => (String::new(), ""),
         };
         let in_flight = if state == EventState::InFlight { "1" } else { "0" };
+        let newest = if order == ListOrder::NewestFirst { "1" } else { "0" };
         let budget = LIST_BYTES.to_string();
         let (full, rows): (i64, Vec<ListRow>) = self
             .run(
                 &scripts::LIST,
                 &[set, &k.ev, &k.lease],
-                &[fetch.as_bytes(), score.as_bytes(), id.as_bytes(), budget.as_bytes(), in_flight.as_bytes()],
+                &[
+                    fetch.as_bytes(),
+                    score.as_bytes(),
+                    id.as_bytes(),
+                    budget.as_bytes(),
+                    in_flight.as_bytes(),
+                    newest.as_bytes(),
+                ],
             )
             .await?;
         let more = full == 1 || rows.len() > limit;

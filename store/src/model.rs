@@ -187,6 +187,14 @@ pub struct StoredEvent {
 /// Most events one [`Store::list`](crate::Store::list) call returns.
 pub const MAX_LIST: usize = 10_000;
 
+/// The order of a listing: by score (due time, lease deadline, dead-lettered at), then id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
 /// A position in one state's set: just after the event `id` scored `score_ms`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListCursor {

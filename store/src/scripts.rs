@@ -794,10 +794,10 @@ return {state, score, attempts, r, redis.call('HGET', KEYS[6], id) or ''}
 
 /// KEYS: the state's set (due, inflight or dead), ev, lease.
 /// ARGV: limit, cursor score ('' for the start), cursor id, most record bytes to read, '1'
-/// when the set is `inflight` (attempts then come from the lease).
+/// when the set is `inflight` (attempts then come from the lease), '1' for newest first.
 /// Returns {full, rows}: up to `limit` rows {id, score, attempts, record without its body},
-/// oldest first, strictly after the cursor in the set's own order (score, then id byte by
-/// byte): a position, not an offset, so members that stay in the set are never skipped or
+/// oldest first (or newest first), strictly after the cursor in that order of the set (score,
+/// then id byte by byte): a position, not an offset, so members that stay in the set are never skipped or
 /// repeated while others move. `full` is 1 when the page stopped early because the records
 /// read reached the byte bound (a page of large bodies); the next page goes on after it.
 pub static LIST: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -813,21 +813,36 @@ local function bytes_after(a, b)
   return #a > #b
 end
 local set, limit, budget = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[4])
-local start = 0
-if ARGV[2] ~= '' then
-  local score, after = ARGV[2], ARGV[3]
-  -- Members scored exactly `score` hold ranks [lo, hi) in byte order; find the first after the cursor id.
+local newest_first = ARGV[6] == '1'
+-- The rank of the first member after the cursor (oldest first), or of the first member not
+-- before it (newest first: the page ends just before that rank).
+local function cursor_rank(score, after)
+  -- Members scored exactly `score` hold ranks [lo, hi) in byte order.
   local lo = redis.call('ZCOUNT', set, '-inf', '(' .. score)
   local hi = lo + redis.call('ZCOUNT', set, score, score)
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    if bytes_after(redis.call('ZRANGE', set, mid, mid)[1], after) then hi = mid else lo = mid + 1 end
+    local m = redis.call('ZRANGE', set, mid, mid)[1]
+    if bytes_after(m, after) or (newest_first and m == after) then hi = mid else lo = mid + 1 end
   end
-  start = lo
+  return lo
 end
-local page = redis.call('ZRANGE', set, start, start + limit - 1, 'WITHSCORES')
+local page, order = {}, {}
+if not newest_first then
+  local start = 0
+  if ARGV[2] ~= '' then start = cursor_rank(ARGV[2], ARGV[3]) end
+  page = redis.call('ZRANGE', set, start, start + limit - 1, 'WITHSCORES')
+  for i = 1, #page, 2 do order[#order + 1] = i end
+else
+  local stop = redis.call('ZCARD', set) - 1
+  if ARGV[2] ~= '' then stop = cursor_rank(ARGV[2], ARGV[3]) - 1 end
+  if stop >= 0 then
+    page = redis.call('ZRANGE', set, math.max(0, stop - limit + 1), stop, 'WITHSCORES')
+    for i = #page - 1, 1, -2 do order[#order + 1] = i end
+  end
+end
 local out, read = {}, 0
-for i = 1, #page, 2 do
+for n, i in ipairs(order) do
   local id = page[i]
   local r = redis.call('HGET', KEYS[2], id) or ''
   read = read + #r
@@ -838,7 +853,7 @@ for i = 1, #page, 2 do
     attempts = a
   end
   out[#out + 1] = {id, page[i + 1], attempts, string.sub(r, 1, h.nl + h.ctl + h.el)}
-  if read >= budget and i + 1 < #page then return {1, out} end
+  if read >= budget and n < #order then return {1, out} end
 end
 return {0, out}
 "#,

@@ -29,6 +29,7 @@ on_both!(
     reschedule_sets_a_future_score,
     scripts_reload_after_script_flush,
     list_pages_by_position_while_events_move,
+    newest_first_pages_down_by_position_while_events_move,
     a_retried_claim_returns_what_the_first_call_claimed,
     a_retried_outcome_write_reports_what_the_first_call_did,
 );
@@ -346,6 +347,45 @@ async fn list_pages_by_position_while_events_move(cluster: bool) {
         s.list(EventState::Due, 1, Some(&ListCursor { score_ms: third.score_ms, id: third.id.clone() })).await.unwrap();
     assert_eq!(after.events[0].id, all.events[3].id);
     assert!(s.list(EventState::Dead, 10, None).await.unwrap().events.is_empty());
+}
+
+async fn newest_first_pages_down_by_position_while_events_move(cluster: bool) {
+    let (_b, s) = store(cluster, "t/list-newest").await;
+    let ids: Vec<String> = (0..30).map(|i| format!("e{i:02}")).collect();
+    for i in &ids {
+        s.enqueue(&id(i), b"{}", "application/json", DAY).await.unwrap();
+    }
+    let oldest_first: Vec<String> =
+        s.list(EventState::Due, 1000, None).await.unwrap().events.iter().map(|e| e.id.as_str().to_string()).collect();
+    let mut expected = oldest_first.clone();
+    expected.reverse();
+    let (mut seen, mut deleted) = (vec![], vec![]);
+    let mut cursor: Option<ListCursor> = None;
+    for pages in 1.. {
+        let page = s.list_in(ListOrder::NewestFirst, EventState::Due, 4, cursor.as_ref()).await.unwrap();
+        assert!(page.events.len() <= 4);
+        seen.extend(page.events.iter().map(|e| e.id.as_str().to_string()));
+        // Meanwhile: the last listed and the oldest unlisted leave, and a newer one arrives
+        // (before the cursor in this order: not listed).
+        if let Some(last) = page.events.last() {
+            assert_eq!(s.delete(&last.id).await.unwrap(), Deleted::Deleted);
+            if let Some(u) = oldest_first.iter().find(|i| !seen.contains(i) && !deleted.contains(*i)).cloned() {
+                assert_eq!(s.delete(&id(&u)).await.unwrap(), Deleted::Deleted);
+                deleted.push(u);
+            }
+            s.enqueue(&id(&format!("new{pages:02}")), b"{}", "application/json", DAY).await.unwrap();
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    let want: Vec<String> = expected.into_iter().filter(|i| !deleted.contains(i)).collect();
+    assert_eq!(seen, want, "newest first, each staying event once, none deleted before its page");
+    let newest = s.list_in(ListOrder::NewestFirst, EventState::Due, 2, None).await.unwrap();
+    assert!(newest.events[0].id.as_str().starts_with("new"), "the newest arrival first");
+    assert!(newest.events[0].score_ms >= newest.events[1].score_ms);
 }
 
 async fn redis_zrange(s: &Store, key: &str) -> Vec<String> {

@@ -60,6 +60,9 @@ pub enum DlqCommand {
     List {
         #[arg(long, value_enum, default_value_t = StateArg::Dead)]
         state: StateArg,
+        /// Newest first (dead: the latest dead-lettered first).
+        #[arg(long)]
+        newest: bool,
         /// Events per page (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -148,12 +151,15 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
     let api = Client::new(args.admin_url.clone(), token)?;
     let json_out = args.output == Output::Json;
     match &args.command {
-        DlqCommand::List { state, limit, cursor, all } => {
+        DlqCommand::List { state, newest, limit, cursor, all } => {
             let mut items = vec![];
             let mut cursor = cursor.clone();
             loop {
                 let mut target =
                     api.path(&["v1", "events"]).query("state", state.as_str()).query("limit", &limit.to_string());
+                if *newest {
+                    target = target.query("order", "newest");
+                }
                 if let Some(c) = &cursor {
                     target = target.query("cursor", c);
                 }
