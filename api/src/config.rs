@@ -349,11 +349,29 @@ pub struct RedisConfig {
     /// are trusted and no client certificate is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTlsConfig>,
+    /// Answer 200 only once this many replicas hold the event (`WAIT` after each stored
+    /// batch; on Redis Cluster, replicas of the relay's shard). 0: once the primary holds it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_for_replicas: u32,
+    /// How long an answer waits for those replicas; past it the answer is 503 + Retry-After
+    /// (the event stays stored, and the sender's retry, a duplicate, waits again).
+    #[serde(default = "defaults::wait_timeout", with = "crate::duration")]
+    pub wait_timeout: Duration,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url_env: defaults::redis_url_env(), cluster: false, tls: None }
+        Self {
+            url_env: defaults::redis_url_env(),
+            cluster: false,
+            tls: None,
+            wait_for_replicas: 0,
+            wait_timeout: defaults::wait_timeout(),
+        }
     }
 }
 
@@ -500,6 +518,9 @@ pub mod defaults {
     }
     pub fn dead_max_entries() -> u64 {
         100_000
+    }
+    pub fn wait_timeout() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn redis_url_env() -> String {
         "REDIS_URL".into()
@@ -724,6 +745,15 @@ impl RelayConfig {
             }
         }
         check_env("redis.urlEnv", &self.redis.url_env)?;
+        if self.redis.wait_for_replicas > 16 {
+            return Err(invalid("redis.waitForReplicas", "must be between 0 and 16"));
+        }
+        if self.redis.wait_timeout < Duration::from_millis(10) || self.redis.wait_timeout > Duration::from_secs(2) {
+            return Err(invalid(
+                "redis.waitTimeout",
+                "must be between 10ms and 2s (the sender gets an answer within Redis's reply timeout, 3s)",
+            ));
+        }
         if let Some(tls) = &self.redis.tls
             && tls.cert_file.is_some() != tls.key_file.is_some()
         {
@@ -963,6 +993,26 @@ genesys:
             ("tracing: {otlpEndpoint: 'http://otel:4318', serviceName: ''}", "tracing.serviceName"),
             ("tracing: {otlpEndpoint: 'http://otel:4318', headersEnv: 'not a name'}", "tracing.headersEnv"),
             ("tracing: {endpoint: 'http://otel:4318'}", "endpoint"),
+        ] {
+            let e = err(&base(extra));
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn waiting_for_replicas_is_off_by_default_and_bounded() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let c = RelayConfig::from_yaml(&base("")).unwrap();
+        assert_eq!((c.redis.wait_for_replicas, c.redis.wait_timeout), (0, Duration::from_secs(1)));
+        let c = RelayConfig::from_yaml(&base("redis: {waitForReplicas: 1, waitTimeout: 250ms}")).unwrap();
+        assert_eq!((c.redis.wait_for_replicas, c.redis.wait_timeout), (1, Duration::from_millis(250)));
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        for (extra, field) in [
+            ("redis: {waitForReplicas: 17}", "redis.waitForReplicas"),
+            ("redis: {waitForReplicas: 1, waitTimeout: 5s}", "redis.waitTimeout"),
+            ("redis: {waitForReplicas: 1, waitTimeout: 1ms}", "redis.waitTimeout"),
         ] {
             let e = err(&base(extra));
             assert!(e.contains(field), "{extra}: {e}");

@@ -318,6 +318,15 @@ pub struct RedisSpec {
     /// TLS for a `rediss://` URL: the CA to trust and an optional client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTlsSpec>,
+    /// Answer 200 only once this many replicas hold the event (`WAIT`; default 0: once the
+    /// primary holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub wait_for_replicas: Option<i32>,
+    /// How long an answer waits for those replicas before it is 503 + Retry-After (default `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    pub wait_timeout: Option<String>,
 }
 
 /// Redis TLS settings; the Secrets are mounted into the relay pods read-only.

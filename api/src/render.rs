@@ -382,6 +382,9 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
                     key_file: client.then(|| file(REDIS_TLS_KEY_FILE)),
                 }
             }),
+            wait_for_replicas: u32::try_from(spec.redis.wait_for_replicas.unwrap_or(0))
+                .map_err(|_| SpecError::new("spec.redis.waitForReplicas", "must be between 0 and 16"))?,
+            wait_timeout: dur("spec.redis.waitTimeout", spec.redis.wait_timeout.as_ref(), defaults::wait_timeout)?,
         },
         admin: AdminConfig { token_env: defaults::admin_token_env() },
         genesys,

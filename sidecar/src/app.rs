@@ -121,7 +121,9 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
             });
         }
     };
-    let store = Store::new(conn, run_config.config.relay.as_str());
+    let redis = &run_config.config.redis;
+    let store = Store::new(conn, run_config.config.relay.as_str())
+        .wait_for_replicas(redis.wait_for_replicas, redis.wait_timeout);
     let server_checked = match check_server(&run_config, &store).await {
         Ok(()) => true,
         Err(Some(why)) => return Err(RunError::RedisSetup(why)),

@@ -10,6 +10,7 @@
 //! `Content-Length` before reading, and chunk by chunk while reading) is what keeps memory
 //! bounded whatever unauthenticated clients send.
 
+use crate::batch::BatchError;
 use crate::metrics::IntakeOutcome;
 use crate::otlp::{Attr, Span, SpanKind};
 use crate::state::AppState;
@@ -27,7 +28,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use webhook_relay_store::{Enqueued, EventId, NewEvent};
+use webhook_relay_store::{Enqueued, EventId, NewEvent, StoreError};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -182,6 +183,12 @@ async fn receive(State(relay): State<Arc<AppState>>, headers: HeaderMap, body: B
                 ),
             ),
         ),
+        Err(Refusal::NotReplicated(why)) => {
+            let mut r =
+                error(StatusCode::SERVICE_UNAVAILABLE, format!("event stored but not yet on a replica, retry: {why}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS));
+            (IntakeOutcome::not_replicated, r)
+        }
         Err(Refusal::Unavailable(why)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("event not stored, retry later: {why}"));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
@@ -234,6 +241,8 @@ enum Refusal {
     Invalid(String),
     Timeout(Duration),
     Unavailable(String),
+    /// Stored, but not confirmed by `redis.waitForReplicas` replicas in time.
+    NotReplicated(String),
 }
 
 async fn intake(
@@ -301,6 +310,10 @@ async fn intake(
                 tracing::debug!(event_id = %id, bytes, "stored");
             }
             Ok((e, id))
+        }
+        Err(e @ BatchError::Store(StoreError::NotReplicated { .. })) => {
+            tracing::warn!(event_id = %id, error = %e, "an event is not on enough replicas yet; answered 503");
+            Err(Refusal::NotReplicated(e.to_string()))
         }
         Err(e) => {
             tracing::warn!(event_id = %id, error = %e, "could not store an event; answered 503");

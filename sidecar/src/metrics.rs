@@ -26,11 +26,13 @@ pub enum IntakeOutcome {
     overloaded,
     /// Refused because buffering its body would go beyond `source.maxBufferedBytes` (503).
     buffers_full,
+    /// Stored, but fewer replicas than `redis.waitForReplicas` confirmed it in time (503).
+    not_replicated,
 }
 
 impl IntakeOutcome {
     /// Every outcome, so each series exists (at 0) from the first scrape.
-    pub const ALL: [IntakeOutcome; 9] = [
+    pub const ALL: [IntakeOutcome; 10] = [
         IntakeOutcome::accepted,
         IntakeOutcome::duplicate,
         IntakeOutcome::unauthorized,
@@ -40,6 +42,7 @@ impl IntakeOutcome {
         IntakeOutcome::timeout,
         IntakeOutcome::overloaded,
         IntakeOutcome::buffers_full,
+        IntakeOutcome::not_replicated,
     ];
 }
 

@@ -172,6 +172,23 @@ impl Conn {
     pub async fn cmd(mut self, cmd: &Cmd) -> RedisResult<Value> {
         self.req_packed_command(cmd).await.and_then(Value::extract_error)
     }
+
+    /// `WAIT replicas timeout` on the connection that wrote `key` (on Redis Cluster: the
+    /// primary of its slot, not every primary): how many replicas hold every write this
+    /// connection made so far.
+    pub async fn wait_replicas(self, key: &str, replicas: u32, timeout: Duration) -> RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+        let v = match self {
+            Conn::Single(mut c) => c.req_packed_command(&cmd).await?,
+            Conn::Cluster(mut c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let to = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                c.route_command(cmd, RoutingInfo::SingleNode(to)).await?
+            }
+        };
+        redis::from_redis_value(v.extract_error()?).map_err(Into::into)
+    }
 }
 
 /// Splits a `redis+cluster://a:1,b:2` URL into one `redis://` URL per node.

@@ -36,6 +36,9 @@ pub struct Keys {
     /// `whr:{R}:trace` HASH: event id -> the W3C trace context it was received with
     /// (`traceparent`, then `\n` and `tracestate` if one came); only events that had one.
     pub trace: String,
+    /// `whr:{R}:wait` STRING: written by an enqueue that stored nothing (all duplicates)
+    /// when the relay waits for replicas, so its `WAIT` covers the duplicates' first write.
+    pub wait: String,
     /// Format 1's `whr:{R}:body`, `meta` and `attempts` hashes, read only to migrate them.
     pub v1: V1Keys,
     /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
@@ -63,6 +66,7 @@ impl Keys {
             format: k("format"),
             dest: k("dest"),
             trace: k("trace"),
+            wait: k("wait"),
             v1: V1Keys { body: k("body"), meta: k("meta"), attempts: k("attempts") },
             alive: k("alive"),
             claim_prefix: k("claim:"),

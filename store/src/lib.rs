@@ -35,6 +35,11 @@ pub enum StoreError {
     Protocol(String),
     /// The relay's keys are in a store format newer than this version knows: a newer
     /// webhook-relay wrote them, and this one must not touch them.
+    /// Stored, but fewer replicas than `redis.waitForReplicas` confirmed holding it within
+    /// `redis.waitTimeout`: the caller must not acknowledge it yet (its retry is a duplicate,
+    /// which waits again).
+    #[error("stored, but {confirmed} of {wanted} replica(s) confirmed it within {timeout:?} (redis.waitForReplicas)")]
+    NotReplicated { confirmed: u32, wanted: u32, timeout: Duration },
     #[error(
         "redis holds this relay's events in store format {found} (key {key}); this webhook-relay \
          reads format {known} at most: run the newer webhook-relay that wrote them, or another relay id"
@@ -93,12 +98,22 @@ pub struct Store {
     conn: Conn,
     keys: Keys,
     timeout: Duration,
+    /// Replicas an enqueue waits for (`WAIT`), and for how long; 0: none.
+    replicas: (u32, Duration),
 }
 
 impl Store {
     /// A store for relay `relay` over an existing connection.
     pub fn new(conn: Conn, relay: &str) -> Self {
-        Store { conn, keys: Keys::new(relay), timeout: Duration::from_secs(3) }
+        Store { conn, keys: Keys::new(relay), timeout: Duration::from_secs(3), replicas: (0, Duration::ZERO) }
+    }
+
+    /// Makes every enqueue wait, after its script, until `replicas` replicas hold what this
+    /// connection wrote (`WAIT`, at most `timeout`); fewer is [`StoreError::NotReplicated`].
+    /// Duplicates wait too: their first write may not have reached a replica yet.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas, timeout);
+        self
     }
 
     /// Bounds every operation (connection problems surface as [`StoreError::Timeout`]).
@@ -181,13 +196,15 @@ impl Store {
         }
         let k = &self.keys;
         let window = ms(dedup_window).to_string();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + events.len() * 4);
+        let (replicas, wait) = self.replicas;
+        let mut args: Vec<&[u8]> = Vec::with_capacity(2 + events.len() * 4);
         args.push(window.as_bytes());
+        args.push(if replicas > 0 { b"1" } else { b"0" });
         for e in events {
             let trace = e.trace_context.as_deref().unwrap_or("");
             args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes(), trace.as_bytes()]);
         }
-        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace], &args).await?;
+        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace, &k.wait], &args).await?;
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StoreError::Protocol("enqueue answered nothing".into()));
         };
@@ -197,6 +214,16 @@ impl Store {
                 stored.len(),
                 events.len()
             )));
+        }
+        if replicas > 0 {
+            let call = self.conn.clone().wait_replicas(&k.due, replicas, wait);
+            let confirmed = match tokio::time::timeout(wait + self.timeout, call).await {
+                Ok(r) => r?,
+                Err(_) => return Err(StoreError::Timeout(wait + self.timeout)),
+            };
+            if confirmed < replicas {
+                return Err(StoreError::NotReplicated { confirmed, wanted: replicas, timeout: wait });
+            }
         }
         Ok(stored
             .iter()

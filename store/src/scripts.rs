@@ -195,8 +195,12 @@ return {2, #ids}
     ))
 });
 
-/// KEYS: seen, due, ev, trace.
-/// ARGV: dedup window ms, then (id, body, content type, trace context or '') per event.
+/// KEYS: seen, due, ev, trace, wait.
+/// ARGV: dedup window ms, `1` when the caller waits for replicas next (a batch that stores
+/// nothing then writes `wait`, so the `WAIT` covers the first write of its duplicates, made
+/// perhaps by another connection: `WAIT` counts from the connection's last propagated write;
+/// Redis 7.0 also moves it on for a script that wrote nothing, as seen here, but that is not
+/// a documented promise), then (id, body, content type, trace context or '') per event.
 /// Returns {now, s1, s2, ...}: per event 1 when stored, 0 for a duplicate (seen within the
 /// window, still stored, or earlier in the same batch).
 pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -210,7 +214,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64
 if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
 local out, due, traces = {now}, {}, {}
 local recv = int(now)
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local id = ARGV[i]
   local until_ms = redis.call('ZSCORE', KEYS[1], id)
   if (until_ms and tonumber(until_ms) > now)
@@ -228,6 +232,7 @@ for i = 2, #ARGV, 4 do
 end
 if #due > 0 then many('ZADD', KEYS[2], due) end
 if #traces > 0 then many('HSET', KEYS[4], traces) end
+if #due == 0 and ARGV[2] == '1' then redis.call('SET', KEYS[5], recv) end
 return out
 "#,
     )
