@@ -72,11 +72,15 @@ pub fn sidecar_manager(relay: &WebhookRelay) -> String {
     format!("{MANAGER}/sidecar/{}", relay.name_any())
 }
 
+/// The label naming a child's WebhookRelay: on every child object, and on the pods of a
+/// Deployment the relay is injected into.
+pub const RELAY_LABEL: &str = "webhookrelay.dev/relay";
+
 /// Labels on every child object.
 pub fn labels(relay: &WebhookRelay) -> BTreeMap<String, String> {
     let mut l = selector_labels(relay);
     l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
-    l.insert("webhookrelay.dev/relay".into(), relay.name_any());
+    l.insert(RELAY_LABEL.into(), relay.name_any());
     l
 }
 
@@ -420,7 +424,9 @@ pub fn sidecar_patch(
         },
         "spec": {
             "template": {
-                "metadata": { "annotations": hashes.annotations() },
+                // The relay label marks the pods that run a relay, in both modes (a
+                // PodMonitor selects them by it); released with the container.
+                "metadata": { "annotations": hashes.annotations(), "labels": { RELAY_LABEL: relay.name_any() } },
                 "spec": {
                     "containers": [relay_container(relay, defaults)],
                     "volumes": volumes(relay),
@@ -832,6 +838,7 @@ mod tests {
         assert_eq!(pod["volumes"][0]["name"], CONFIG_VOLUME);
         assert_eq!(spec["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION], "h1");
         assert_eq!(spec["template"]["metadata"]["annotations"][SECRETS_HASH_ANNOTATION], "s1");
+        assert_eq!(spec["template"]["metadata"]["labels"][RELAY_LABEL], "orders", "relay pods are found by it");
         let release = sidecar_release("cx", "orders-api");
         assert!(release.get("spec").is_none());
         assert_eq!(sidecar_manager(&r), "webhook-relay-operator/sidecar/orders");

@@ -10,7 +10,7 @@ use testkit::downstream::RemoteDownstream;
 use testkit::kube::*;
 use testkit::relay::event_body;
 use testkit::wait::{wait_for, wait_for_within};
-use webhook_relay_operator::resources::{CONFIG_HASH_ANNOTATION, SIDECAR_OF_LABEL};
+use webhook_relay_operator::resources::{CONFIG_HASH_ANNOTATION, RELAY_LABEL, SIDECAR_OF_LABEL};
 use webhook_relay_util::signature::sign_genesys;
 
 /// The app's pods, with how many of their containers there are and are ready.
@@ -74,6 +74,12 @@ fn a_sidecar_joins_a_running_app_delivers_over_loopback_and_leaves_it_as_it_was(
         "the app's container changed"
     );
     assert!(container(&d, "webhook-relay").is_some());
+    let pod_labels = |d: &Deployment| d.spec.template.metadata.clone().unwrap_or_default().labels.unwrap_or_default();
+    assert_eq!(
+        pod_labels(&d).get(RELAY_LABEL).map(String::as_str),
+        Some("orders"),
+        "the PodMonitor finds relay pods by it"
+    );
 
     // Events through the relay's Service reach the app from 127.0.0.1: the relay container
     // in the app's own pod.
@@ -127,6 +133,7 @@ fn a_sidecar_joins_a_running_app_delivers_over_loopback_and_leaves_it_as_it_was(
     assert_eq!(serde_json::to_value(&containers[0]).unwrap(), app_container, "the app's container changed");
     assert!(tmpl.spec.as_ref().unwrap().volumes.as_ref().is_none_or(|v| v.is_empty()), "volumes left: {:?}", tmpl.spec);
     assert!(template_annotation(&after, CONFIG_HASH_ANNOTATION).is_none(), "the config-hash annotation is left");
+    assert!(!pod_labels(&after).contains_key(RELAY_LABEL), "the relay label is left on the app's pods");
     assert!(!after.metadata.labels.unwrap_or_default().contains_key(SIDECAR_OF_LABEL), "the sidecar-of label is left");
     // The app's new pod answers on its Service (hits() fails the test if it does not).
     assert!(app.hits().iter().all(|h| !h.id.starts_with("sidecar-")), "a fresh pod of the app");
