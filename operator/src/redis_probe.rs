@@ -67,6 +67,44 @@ pub struct Probe {
     /// The relay's destination gate (circuit breaker, Retry-After pause) as its relays
     /// stored it; `None` when it could not be read.
     pub destination: Option<DestinationState>,
+    /// The replicas of the primary holding the relay's keys (`INFO replication`), or why
+    /// they could not be read.
+    pub replication: Result<Replication, String>,
+}
+
+/// What `INFO replication` says of a primary's replicas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// `master`, or `slave` when the URL points at a replica.
+    pub role: String,
+    /// Replicas connected.
+    pub connected: u32,
+    /// Of those, the ones in sync: `state=online` and acknowledged within [`IN_SYNC_LAG`].
+    pub in_sync: u32,
+}
+
+/// A replica whose last acknowledgement is older than this (seconds; replicas acknowledge
+/// every second) is not counted as in sync.
+pub const IN_SYNC_LAG: u64 = 2;
+
+/// Reads `INFO replication` text.
+pub fn replication_of(info: &str) -> Replication {
+    let mut r = Replication::default();
+    for line in info.lines().map(str::trim) {
+        if let Some(role) = line.strip_prefix("role:") {
+            r.role = role.to_string();
+        } else if let Some(v) = line.strip_prefix("slave").and_then(|l| l.split_once(':')).map(|(_, v)| v)
+            && v.contains("state=")
+        {
+            r.connected += 1;
+            let field = |name: &str| v.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+            let lag = field("lag").and_then(|l| l.parse::<u64>().ok());
+            if field("state") == Some("online") && lag.is_some_and(|l| l <= IN_SYNC_LAG) {
+                r.in_sync += 1;
+            }
+        }
+    }
+    r
 }
 
 /// Judges `CONFIG GET appendonly` / `maxmemory-policy` answers.
@@ -119,6 +157,7 @@ async fn probe_inner(pool: &Pool, url: &str, cluster: bool, tls: Option<TlsMater
         stats: Err(e),
         persistence: Persistence::Unknown("not reachable".into()),
         destination: None,
+        replication: Err("not reachable".into()),
     };
     let conn = match pool.conn(url, cluster, tls).await {
         Ok(c) => c,
@@ -150,7 +189,13 @@ async fn probe_inner(pool: &Pool, url: &str, cluster: bool, tls: Option<TlsMater
         (Ok(a), Ok(p)) => persistence_of(a.as_deref(), p.as_deref()),
         (Err(e), _) | (_, Err(e)) => Persistence::Unknown(format!("CONFIG GET refused: {e}")),
     };
-    Probe { stats, persistence, destination }
+    let mut info = redis::cmd("INFO");
+    info.arg("replication");
+    let replication = match conn.clone().cmd_for_key(&store.keys().due, info).await {
+        Ok(v) => String::from_redis_value(v).map(|text| replication_of(&text)).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("INFO replication refused: {}", redact(&e.to_string(), url))),
+    };
+    Probe { stats, persistence, destination, replication }
 }
 
 /// A pooled connection unused this long is closed.
@@ -228,6 +273,7 @@ impl Pool {
                 }),
                 persistence: Persistence::Unknown("not reachable".into()),
                 destination: None,
+                replication: Err("not reachable".into()),
             },
         };
         if p.stats.as_ref().is_err_and(|e| e.kind != ProbeFailure::Read) {
@@ -240,6 +286,7 @@ impl Pool {
                 other => other,
             },
             destination: p.destination,
+            replication: p.replication.map_err(|e| redact(&e, url)),
         }
     }
 }
@@ -252,6 +299,19 @@ pub async fn probe(url: &str, cluster: bool, tls: Option<TlsMaterial>, relay_id:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_replicas_from_info_replication() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+            slave0:ip=10.0.0.5,port=6379,state=online,offset=1234,lag=0\r\n\
+            slave1:ip=10.0.0.6,port=6379,state=online,offset=1200,lag=7\r\n\
+            slave2:ip=10.0.0.7,port=6379,state=wait_bgsave,offset=0,lag=0\r\n\
+            master_failover_state:no-failover\r\nmaster_replid:abc\r\nslave_read_only:1\r\n";
+        assert_eq!(replication_of(info), Replication { role: "master".into(), connected: 3, in_sync: 1 });
+        let replica =
+            "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.4\r\nslave_repl_offset:5\r\nslave_priority:100\r\n";
+        assert_eq!(replication_of(replica), Replication { role: "slave".into(), connected: 0, in_sync: 0 });
+    }
 
     #[test]
     fn judges_persistence_settings() {

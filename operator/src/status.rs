@@ -5,7 +5,7 @@
 use crate::controller::WorkloadState;
 use crate::error::Error;
 use crate::genesys_check::WebhookCheck;
-use crate::redis_probe::{Persistence, Probe};
+use crate::redis_probe::{IN_SYNC_LAG, Persistence, Probe, Replication};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use webhook_relay_api::crd::{QueueStatus, WebhookRelay, WebhookRelayStatus};
@@ -18,6 +18,9 @@ pub const REDIS_PERSISTENT: &str = "RedisPersistent";
 /// Whether the relays may attempt the destination: False while its circuit breaker is open
 /// (`CircuitOpen`) or it asked for a pause (`RetryAfter`).
 pub const DOWNSTREAM_HEALTHY: &str = "DownstreamHealthy";
+/// Only with `spec.redis.waitForReplicas` > 0: whether the primary has that many connected,
+/// in-sync replicas (else intake answers 503 until it has).
+pub const REDIS_REPLICATED: &str = "RedisReplicated";
 /// Only with `spec.genesys`: whether the Open Messaging integration posts to `status.endpoint`.
 pub const GENESYS_WEBHOOK_VERIFIED: &str = "GenesysWebhookVerified";
 
@@ -61,6 +64,32 @@ fn carry_transitions(old: &[Condition], mut new: Vec<Condition>) -> Vec<Conditio
     new
 }
 
+/// `RedisReplicated` for `spec.redis.waitForReplicas` = `wanted`.
+fn replicated(wanted: u32, r: &Result<Replication, String>) -> (&'static str, &'static str, String) {
+    match r {
+        Err(why) => ("Unknown", "InfoRefused", why.clone()),
+        Ok(r) if r.role != "master" => (
+            "False",
+            "NotPrimary",
+            format!("the Redis URL points at a {} (role), not the primary: writes fail there", r.role),
+        ),
+        Ok(r) if r.in_sync >= wanted => (
+            "True",
+            "InSync",
+            format!("{} of {} connected replica(s) in sync; waitForReplicas is {wanted}", r.in_sync, r.connected),
+        ),
+        Ok(r) => (
+            "False",
+            "TooFewReplicas",
+            format!(
+                "{} of {} connected replica(s) in sync (online, acknowledged within {IN_SYNC_LAG}s), waitForReplicas is \
+                 {wanted}: intake answers 503 until enough replicas confirm each event",
+                r.in_sync, r.connected
+            ),
+        ),
+    }
+}
+
 /// The `GenesysWebhookVerified` condition for `verdict`.
 pub fn genesys_condition(verdict: &WebhookCheck, generation: Option<i64>, now: &Timestamp) -> Condition {
     let status = if verdict.verified { "True" } else { "False" };
@@ -79,6 +108,7 @@ pub fn desired_status(
     let generation = relay.metadata.generation;
     let old = relay.status.clone().unwrap_or_default();
     let c = |t: &str, s: &str, r: &str, m: String| condition(t, s, r, m, generation, &now);
+    let wanted = relay.spec.redis.wait_for_replicas.unwrap_or(0).max(0) as u32;
     let (mut conditions, queue) = match outcome {
         Outcome::Blocked(err) => {
             let reason = err.reason().unwrap_or("ReconcileFailed");
@@ -90,11 +120,15 @@ pub fn desired_status(
                     })
                 };
             (
-                vec![
-                    c(READY, "False", reason, err.to_string()),
-                    redis_unknown(REDIS_REACHABLE),
-                    redis_unknown(REDIS_PERSISTENT),
-                ],
+                [
+                    Some(c(READY, "False", reason, err.to_string())),
+                    Some(redis_unknown(REDIS_REACHABLE)),
+                    Some(redis_unknown(REDIS_PERSISTENT)),
+                    (wanted > 0).then(|| redis_unknown(REDIS_REPLICATED)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
                 old.queue.clone(),
             )
         }
@@ -109,7 +143,12 @@ pub fn desired_status(
                     ),
                     c(REDIS_REACHABLE, "False", "ConnectFailed", e.message.clone()),
                     c(REDIS_PERSISTENT, "Unknown", "NotChecked", "Redis is not reachable".into()),
-                ],
+                ]
+                .into_iter()
+                .chain(
+                    (wanted > 0).then(|| c(REDIS_REPLICATED, "Unknown", "NotChecked", "Redis is not reachable".into())),
+                )
+                .collect(),
                 old.queue.clone(),
             ),
             Ok(stats) => {
@@ -135,13 +174,21 @@ pub fn desired_status(
                 };
                 let (ready, reason, message) = workload_readiness(*workload);
                 let (d_status, d_reason, d_message) = downstream_health(relay, probe.destination.as_ref());
+                let replicated = (wanted > 0).then(|| {
+                    let (status, reason, message) = replicated(wanted, &probe.replication);
+                    c(REDIS_REPLICATED, status, reason, message)
+                });
                 (
-                    vec![
-                        c(READY, ready, &reason, message),
-                        c(REDIS_REACHABLE, "True", "Connected", "queue figures read from Redis".into()),
-                        persistent,
-                        c(DOWNSTREAM_HEALTHY, d_status, d_reason, d_message),
-                    ],
+                    [
+                        Some(c(READY, ready, &reason, message)),
+                        Some(c(REDIS_REACHABLE, "True", "Connected", "queue figures read from Redis".into())),
+                        Some(persistent),
+                        Some(c(DOWNSTREAM_HEALTHY, d_status, d_reason, d_message)),
+                        replicated,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                     Some(QueueStatus {
                         due: stats.due as i64,
                         in_flight: stats.in_flight as i64,
@@ -280,7 +327,44 @@ mod tests {
             }),
             persistence: p,
             destination: Some(DestinationState::default()),
+            replication: Ok(Replication { role: "master".into(), connected: 1, in_sync: 1 }),
         }
+    }
+
+    #[test]
+    fn replication_is_reported_only_when_the_relay_waits_for_replicas() {
+        let status = |wanted: Option<i32>, replication: Result<Replication, String>| {
+            let mut r = relay();
+            r.spec.redis.wait_for_replicas = wanted;
+            let p = Probe { replication, ..ok_probe(Persistence::Durable) };
+            desired_status(
+                &r,
+                &Outcome::Probed { probe: &p, workload: Some(&running()) },
+                "e".into(),
+                None,
+                Timestamp::now(),
+            )
+        };
+        let one = |connected, in_sync| Ok(Replication { role: "master".into(), connected, in_sync });
+        assert!(status(None, one(0, 0)).conditions.iter().all(|c| c.type_ != REDIS_REPLICATED));
+        let s = status(Some(1), one(2, 1));
+        assert_eq!(
+            (get(&s, REDIS_REPLICATED).status.as_str(), get(&s, REDIS_REPLICATED).reason.as_str()),
+            ("True", "InSync")
+        );
+        let s = status(Some(2), one(2, 1));
+        let c = get(&s, REDIS_REPLICATED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TooFewReplicas"));
+        assert!(
+            c.message.starts_with("1 of 2 connected replica(s) in sync") && c.message.contains("503"),
+            "{}",
+            c.message
+        );
+        assert_eq!(get(&s, READY).status, "True", "the relay runs; each event waits");
+        let s = status(Some(1), Ok(Replication { role: "slave".into(), connected: 0, in_sync: 0 }));
+        assert_eq!(get(&s, REDIS_REPLICATED).reason, "NotPrimary");
+        let s = status(Some(1), Err("INFO replication refused: NOPERM".into()));
+        assert_eq!(get(&s, REDIS_REPLICATED).status, "Unknown");
     }
 
     fn get<'a>(s: &'a WebhookRelayStatus, t: &str) -> &'a Condition {
@@ -390,6 +474,7 @@ mod tests {
         let p = Probe {
             stats: Err(refused("connection refused")),
             persistence: Persistence::Unknown("x".into()),
+            replication: Err("x".into()),
             destination: None,
         };
         let s = desired_status(
@@ -509,8 +594,12 @@ mod tests {
         let again =
             desired_status(&r, &Outcome::Probed { probe: &p, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&again, READY).last_transition_time, Time(t0));
-        let down =
-            Probe { stats: Err(refused("down")), persistence: Persistence::Unknown("x".into()), destination: None };
+        let down = Probe {
+            stats: Err(refused("down")),
+            persistence: Persistence::Unknown("x".into()),
+            destination: None,
+            replication: Err("x".into()),
+        };
         let changed =
             desired_status(&r, &Outcome::Probed { probe: &down, workload: Some(&running()) }, "e".into(), None, t1);
         assert_eq!(get(&changed, READY).last_transition_time, Time(t1));

@@ -119,3 +119,25 @@ async fn relays_on_one_redis_share_one_pooled_connection() {
     assert!(p.stats.is_ok(), "{:?}", p.stats);
     println!("pool: 90 probes of 30 relays opened {opened} connection; after a Redis restart the pool reconnected");
 }
+
+#[tokio::test]
+async fn probe_counts_the_primarys_in_sync_replicas() {
+    use testkit::wait::eventually;
+    use webhook_relay_operator::redis_probe::Replication;
+    let primary = RedisServer::start();
+    let mut replica = RedisServer::start_replica_of(&primary);
+    let synced = eventually(std::time::Duration::from_secs(10), || async {
+        probe(&primary.url(), false, None, "ns/replicated").await.replication
+            == Ok(Replication { role: "master".into(), connected: 1, in_sync: 1 })
+    })
+    .await;
+    assert!(synced, "{:?}", probe(&primary.url(), false, None, "ns/replicated").await.replication);
+    let on_replica = probe(&replica.url(), false, None, "ns/replicated").await.replication.unwrap();
+    assert_eq!(on_replica.role, "slave", "a URL pointing at the replica is seen as one");
+    replica.kill();
+    let gone = eventually(std::time::Duration::from_secs(10), || async {
+        probe(&primary.url(), false, None, "ns/replicated").await.replication.is_ok_and(|r| r.in_sync == 0)
+    })
+    .await;
+    assert!(gone, "the killed replica still counted");
+}

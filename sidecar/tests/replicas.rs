@@ -12,12 +12,7 @@ use testkit::{RedisServer, Stopped};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_acknowledged_only_once_a_replica_holds_it() {
     let primary = RedisServer::start();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
-    let linked = eventually(Duration::from_secs(15), || async {
-        replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
-    })
-    .await;
-    assert!(linked, "the replica did not sync");
+    let replica = RedisServer::start_replica_of(&primary);
     let ds = Downstream::start(always(200), Duration::ZERO).await;
     let (l, a) = (testkit::free_port(), testkit::free_port());
     let yaml = format!(

@@ -173,12 +173,9 @@ impl Conn {
         self.req_packed_command(cmd).await.and_then(Value::extract_error)
     }
 
-    /// `WAIT replicas timeout` on the connection that wrote `key` (on Redis Cluster: the
-    /// primary of its slot, not every primary): how many replicas hold every write this
-    /// connection made so far.
-    pub async fn wait_replicas(self, key: &str, replicas: u32, timeout: Duration) -> RedisResult<u32> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+    /// Runs `cmd` on the primary holding `key` (on a single server: the server), for
+    /// commands that name no key themselves (`WAIT`, `INFO`).
+    pub async fn cmd_for_key(self, key: &str, cmd: Cmd) -> RedisResult<Value> {
         let v = match self {
             Conn::Single(mut c) => c.req_packed_command(&cmd).await?,
             Conn::Cluster(mut c) => {
@@ -187,7 +184,16 @@ impl Conn {
                 c.route_command(cmd, RoutingInfo::SingleNode(to)).await?
             }
         };
-        redis::from_redis_value(v.extract_error()?).map_err(Into::into)
+        v.extract_error()
+    }
+
+    /// `WAIT replicas timeout` on the connection that wrote `key` (on Redis Cluster: the
+    /// primary of its slot, not every primary): how many replicas hold every write this
+    /// connection made so far.
+    pub async fn wait_replicas(self, key: &str, replicas: u32, timeout: Duration) -> RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+        redis::from_redis_value(self.cmd_for_key(key, cmd).await?).map_err(Into::into)
     }
 }
 

@@ -22,12 +22,7 @@ fn on_replica(replica: &RedisServer, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_is_acknowledged_only_once_a_replica_holds_it_and_so_is_its_duplicate() {
     let primary = RedisServer::start();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
-    let linked = eventually(Duration::from_secs(15), || async {
-        replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
-    })
-    .await;
-    assert!(linked, "the replica did not sync: {}", replica.cli(&["INFO", "replication"]));
+    let replica = RedisServer::start_replica_of(&primary);
     let s = waiting_store(&primary, 1).await;
     s.prepare().await.unwrap();
     // Another relay process: its own connection, which has written nothing yet.

@@ -83,6 +83,22 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// Starts a replica of `primary` and waits until it has synced (`master_link_status:up`).
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let replica = Self::start_with(&["--replicaof", &primary.host, &primary.port.to_string()]);
+        let linked = crate::wait::wait_until(std::time::Duration::from_secs(15), || {
+            replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        });
+        assert!(
+            linked,
+            "the replica did not sync with {}:{}: {}",
+            primary.host,
+            primary.port,
+            replica.cli(&["INFO", "replication"])
+        );
+        replica
+    }
+
     /// Starts a server with extra `--name value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         Self::start_tls_with(None, extra)
