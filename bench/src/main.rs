@@ -551,6 +551,61 @@ async fn bench(a: Args) {
         limited_n as f64 / ((limited_n - 100) as f64 / 1000.0)
     );
     drop(limited);
+
+    // 9. redis.waitForReplicas: a replica of the bench's Redis on loopback, then the first
+    // relay (answers once the primary holds an event) beside one that waits for the replica
+    // (WAIT 1 after each stored batch), each run twice in turn, closed loop and open loop.
+    let replica = testkit::RedisServer::start_replica_of(&redis);
+    let waiting = RelayRun::start(
+        &a.relay,
+        &redis,
+        &dir,
+        "bench/replicated",
+        ds_port,
+        "redis:\n  waitForReplicas: 1\n  waitTimeout: 1s\n",
+    );
+    let wait_url = waiting.url();
+    let n = a.throughput_events / 2;
+    let (mut plain, mut waited) = (vec![], vec![]);
+    for round in 0..2 {
+        let first = 10_000_000 + round * 2 * n;
+        plain.push(closed_loop(&client, &relay_url, first, n, a.concurrency).await);
+        waited.push(closed_loop(&client, &wait_url, first + n, n, a.concurrency).await);
+    }
+    let mut open = vec![];
+    for (k, rate) in [a.cpu_rate, a.rate].into_iter().enumerate() {
+        let first = 11_000_000 + k * 1_000_000;
+        let p = fixed_rate(&client, &relay_url, first, rate, a.rate_seconds).await;
+        let w = fixed_rate(&client, &wait_url, first + 500_000, rate, a.rate_seconds).await;
+        open.push((rate, p, w));
+    }
+    println!(
+        "\n9. redis.waitForReplicas with one replica on loopback ({} senders, {n} events per run, two runs each in turn)",
+        a.concurrency
+    );
+    println!("   {:<24} {:>12} {:>10} {:>10} {:>8}", "", "events/s", "p50 ms", "p99 ms", "failed");
+    for (name, runs) in [("waitForReplicas: 0", &plain), ("waitForReplicas: 1", &waited)] {
+        for r in runs.iter() {
+            println!("   {:<24} {:>12.0} {:>10.2} {:>10.2} {:>8}", name, r.rate(), r.pct(0.5), r.pct(0.99), r.failed);
+        }
+    }
+    let mean = |v: &[Run]| v.iter().map(Run::rate).sum::<f64>() / v.len() as f64;
+    println!("   throughput ratio wait 1 / wait 0: {:.2}", mean(&waited) / mean(&plain));
+    for (rate, p, w) in &open {
+        for (name, r) in [("waitForReplicas: 0", p), ("waitForReplicas: 1", w)] {
+            println!(
+                "   open loop {rate}/s {:<20} achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, not 200: {}",
+                name,
+                r.rate(),
+                r.pct(0.5),
+                r.pct(0.99),
+                r.failed
+            );
+        }
+        println!("   open loop {rate}/s p99 ratio wait 1 / wait 0: {:.2}", w.pct(0.99) / p.pct(0.99));
+    }
+    drop(waiting);
+    drop(replica);
     drop(main_relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
