@@ -122,8 +122,19 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
         }
     };
     let redis = &run_config.config.redis;
-    let store = Store::new(conn, run_config.config.relay.as_str())
-        .wait_for_replicas(redis.wait_for_replicas, redis.wait_timeout);
+    let mut store = Store::new(conn, run_config.config.relay.as_str());
+    if redis.wait_for_replicas > 0 {
+        // Intake's writes and their WAIT get connections of their own, one per batch in
+        // flight (see Store::wait_for_replicas).
+        let mut writes = vec![];
+        for _ in 0..crate::state::ENQUEUE_PARALLEL {
+            match Conn::connect(&opts).await {
+                Ok(c) => writes.push(c),
+                Err(e) => return Err(RunError::Redis { which: "connect", source: StoreError::from(e) }),
+            }
+        }
+        store = store.wait_for_replicas(redis.wait_for_replicas, redis.wait_timeout, writes);
+    }
     let server_checked = match check_server(&run_config, &store).await {
         Ok(()) => true,
         Err(Some(why)) => return Err(RunError::RedisSetup(why)),

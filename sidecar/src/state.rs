@@ -16,7 +16,7 @@ use webhook_relay_store::{DeadBounds, Enqueued, EventId, NewEvent, Store};
 /// Most intake events stored in one script call.
 const ENQUEUE_BATCH: usize = 64;
 /// Enqueue calls in Redis at once: while one is answered the next is already on its way.
-const ENQUEUE_PARALLEL: usize = 4;
+pub const ENQUEUE_PARALLEL: usize = 4;
 
 /// Everything a relay process shares; built once, held in an `Arc`.
 pub struct AppState {

@@ -100,19 +100,33 @@ pub struct Store {
     timeout: Duration,
     /// Replicas an enqueue waits for (`WAIT`), and for how long; 0: none.
     replicas: (u32, Duration),
+    /// The connections enqueues write on, in turn, when they wait for replicas (see
+    /// [`wait_for_replicas`](Self::wait_for_replicas)); empty: `conn`.
+    writes: std::sync::Arc<(Vec<Conn>, std::sync::atomic::AtomicUsize)>,
 }
 
 impl Store {
     /// A store for relay `relay` over an existing connection.
     pub fn new(conn: Conn, relay: &str) -> Self {
-        Store { conn, keys: Keys::new(relay), timeout: Duration::from_secs(3), replicas: (0, Duration::ZERO) }
+        Store {
+            conn,
+            keys: Keys::new(relay),
+            timeout: Duration::from_secs(3),
+            replicas: (0, Duration::ZERO),
+            writes: Default::default(),
+        }
     }
 
-    /// Makes every enqueue wait, after its script, until `replicas` replicas hold what this
-    /// connection wrote (`WAIT`, at most `timeout`); fewer is [`StoreError::NotReplicated`].
-    /// Duplicates wait too: their first write may not have reached a replica yet.
-    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+    /// Makes every enqueue wait, after its script, until `replicas` replicas hold what it
+    /// wrote (`WAIT`, at most `timeout`); fewer is [`StoreError::NotReplicated`]. Duplicates
+    /// wait too: their first write may not have reached a replica yet. Enqueues then write on
+    /// `writes`, connections of their own taken in turn: `WAIT` holds up the connection it
+    /// runs on until the replicas answer, so claims and acks must not queue behind it, and
+    /// concurrent batches each wait on their own connection (give one per batch in flight).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration, writes: Vec<Conn>) -> Self {
         self.replicas = (replicas, timeout);
+        let writes = if replicas > 0 { writes } else { vec![] };
+        self.writes = std::sync::Arc::new((writes, Default::default()));
         self
     }
 
@@ -162,7 +176,17 @@ impl Store {
     }
 
     async fn run<T: FromRedisValue>(&self, script: &LuaScript, keys: &[&str], args: &[&[u8]]) -> Result<T> {
-        let fut = self.conn.clone().eval(script, keys, args);
+        self.run_on(&self.conn, script, keys, args).await
+    }
+
+    async fn run_on<T: FromRedisValue>(
+        &self,
+        conn: &Conn,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let fut = conn.clone().eval(script, keys, args);
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => T::from_redis_value(v).map_err(|e| StoreError::Protocol(e.to_string())),
             Ok(Err(e)) => Err(e.into()),
@@ -204,7 +228,13 @@ impl Store {
             let trace = e.trace_context.as_deref().unwrap_or("");
             args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes(), trace.as_bytes()]);
         }
-        let reply: Vec<i64> = self.run(&scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace, &k.wait], &args).await?;
+        let (writes, next) = &*self.writes;
+        let conn = match writes.len() {
+            0 => &self.conn,
+            n => &writes[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n],
+        };
+        let reply: Vec<i64> =
+            self.run_on(conn, &scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace, &k.wait], &args).await?;
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StoreError::Protocol("enqueue answered nothing".into()));
         };
@@ -216,7 +246,7 @@ impl Store {
             )));
         }
         if replicas > 0 {
-            let call = self.conn.clone().wait_replicas(&k.due, replicas, wait);
+            let call = conn.clone().wait_replicas(&k.due, replicas, wait);
             let confirmed = match tokio::time::timeout(wait + self.timeout, call).await {
                 Ok(r) => r?,
                 Err(_) => return Err(StoreError::Timeout(wait + self.timeout)),

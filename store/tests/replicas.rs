@@ -11,8 +11,9 @@ const DAY: Duration = Duration::from_secs(86400);
 const WAIT: Duration = Duration::from_millis(300);
 
 async fn waiting_store(primary: &RedisServer, replicas: u32) -> Store {
-    let conn = Conn::connect(&ConnectOptions::new(primary.url())).await.expect("connect to the primary");
-    Store::new(conn, "t/wait").wait_for_replicas(replicas, WAIT)
+    let connect =
+        || async { Conn::connect(&ConnectOptions::new(primary.url())).await.expect("connect to the primary") };
+    Store::new(connect().await, "t/wait").wait_for_replicas(replicas, WAIT, vec![connect().await, connect().await])
 }
 
 fn on_replica(replica: &RedisServer, id: &str) -> bool {
