@@ -34,7 +34,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use webhook_relay_api::RelayConfig;
 use webhook_relay_api::crd::{WebhookRelay, WebhookRelayStatus, WorkloadMode};
@@ -74,7 +74,7 @@ pub struct Context {
     /// Reads of Secrets, coalesced across relays.
     pub secret_reads: SecretReads,
     writers: Mutex<Option<Writers>>,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Retries,
 }
 
 impl Context {
@@ -100,7 +100,7 @@ impl Context {
             applied: Applied::default(),
             secret_reads: SecretReads::default(),
             writers: Mutex::new(Some(writers)),
-            failures: Mutex::new(HashMap::new()),
+            failures: Retries::default(),
         }
     }
 
@@ -112,14 +112,11 @@ impl Context {
     }
 
     fn backoff(&self, key: &str) -> Duration {
-        let mut f = self.failures.lock().expect("failures lock");
-        let n = f.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        RETRY_BACKOFF.delay(*n)
+        self.failures.failed(key, Instant::now())
     }
 
     fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failures lock").remove(key);
+        self.failures.succeeded(key);
     }
 
     async fn event(&self, relay: &WebhookRelay, type_: EventType, reason: &str, action: &str, note: String) {
@@ -127,6 +124,34 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &relay.object_ref(&())).await {
             warn!(error = %e, "could not publish event");
         }
+    }
+}
+
+/// Consecutive failed reconciles of each relay, for [`RETRY_BACKOFF`]. A failure counts
+/// only when the retry scheduled by the previous one was due: reconciles a watch event
+/// started meanwhile (the status write, a child changing) fail again without pushing the
+/// retry further out, so the delay grows with retries, not with how often the relay's
+/// objects changed (seven such in 3 s once put the next retry 300 s away).
+#[derive(Default)]
+pub struct Retries(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Retries {
+    /// A failed reconcile of `key` at `now`: how long until it is retried.
+    pub fn failed(&self, key: &str, now: Instant) -> Duration {
+        let mut m = self.0.lock().expect("retries lock");
+        let (n, due) = m.entry(key.to_string()).or_insert((0, now));
+        if *n > 0 && now < *due {
+            return *due - now;
+        }
+        *n = n.saturating_add(1);
+        let delay = RETRY_BACKOFF.delay(*n);
+        *due = now + delay;
+        delay
+    }
+
+    /// A reconcile of `key` succeeded: the next failure starts the backoff over.
+    pub fn succeeded(&self, key: &str) {
+        self.0.lock().expect("retries lock").remove(key);
     }
 }
 
@@ -889,6 +914,24 @@ mod tests {
 
     fn standalone() -> WebhookRelay {
         relay(include_str!("../../examples/webhookrelay.yaml"))
+    }
+
+    #[test]
+    fn retries_back_off_per_retry_not_per_event_triggered_reconcile() {
+        let r = Retries::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(r.failed("cx/a", t0), s(5));
+        // Seven reconciles triggered by watch events before the retry was due: the same retry.
+        for ms in [100, 400, 900, 1500, 2200, 2900, 3000] {
+            assert_eq!(r.failed("cx/a", t0 + Duration::from_millis(ms)), s(5) - Duration::from_millis(ms));
+        }
+        assert_eq!(r.failed("cx/a", t0 + s(5)), s(10), "the retry failed: doubled");
+        assert_eq!(r.failed("cx/a", t0 + s(6)), s(9));
+        assert_eq!(r.failed("cx/a", t0 + s(15)), s(20));
+        assert_eq!(r.failed("cx/b", t0 + s(15)), s(5), "per relay");
+        r.succeeded("cx/a");
+        assert_eq!(r.failed("cx/a", t0 + s(40)), s(5), "a success starts over");
     }
 
     fn secret(name: &str, version: &str, data: &[(&str, &str)]) -> Secret {
