@@ -345,6 +345,13 @@ pub struct RedisConfig {
     /// Use the Redis Cluster client (also chosen by a `redis+cluster://` URL).
     #[serde(default)]
     pub cluster: bool,
+    /// Environment variable holding the data nodes' password, used in place of the URL's
+    /// (for a Sentinel URL, the primary's and replicas' password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Settings for a `redis+sentinel://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelConfig>,
     /// TLS settings for a `rediss://` URL; without them the system's root certificates
     /// are trusted and no client certificate is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,11 +375,24 @@ impl Default for RedisConfig {
         Self {
             url_env: defaults::redis_url_env(),
             cluster: false,
+            password_env: None,
+            sentinel: None,
             tls: None,
             wait_for_replicas: 0,
             wait_timeout: defaults::wait_timeout(),
         }
     }
+}
+
+/// Redis Sentinel settings (the Sentinels and the master name are in the URL:
+/// `redis+sentinel://host:port,host:port/<master>`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// Environment variable holding the Sentinels' own password (`requirepass` in
+    /// sentinel.conf); unset: the Sentinels ask for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
 }
 
 /// Files the Redis TLS client reads at start (the operator mounts them from Secrets).
@@ -745,6 +765,18 @@ impl RelayConfig {
             }
         }
         check_env("redis.urlEnv", &self.redis.url_env)?;
+        if let Some(p) = &self.redis.password_env {
+            check_env("redis.passwordEnv", p)?;
+        }
+        if let Some(p) = self.redis.sentinel.as_ref().and_then(|s| s.password_env.as_ref()) {
+            check_env("redis.sentinel.passwordEnv", p)?;
+        }
+        if self.redis.sentinel.is_some() && self.redis.cluster {
+            return Err(invalid(
+                "redis.sentinel",
+                "cannot be used with redis.cluster: Sentinel watches one primary, Redis Cluster has its own failover",
+            ));
+        }
         if self.redis.wait_for_replicas > 16 {
             return Err(invalid("redis.waitForReplicas", "must be between 0 and 16"));
         }
@@ -1013,6 +1045,28 @@ genesys:
             ("redis: {waitForReplicas: 17}", "redis.waitForReplicas"),
             ("redis: {waitForReplicas: 1, waitTimeout: 5s}", "redis.waitTimeout"),
             ("redis: {waitForReplicas: 1, waitTimeout: 1ms}", "redis.waitTimeout"),
+        ] {
+            let e = err(&base(extra));
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn redis_passwords_come_from_named_env_vars_and_sentinel_excludes_cluster() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let c = RelayConfig::from_yaml(&base("redis: {passwordEnv: REDIS_PW, sentinel: {passwordEnv: SENTINEL_PW}}"))
+            .unwrap();
+        assert_eq!(c.redis.password_env.as_deref(), Some("REDIS_PW"));
+        assert_eq!(c.redis.sentinel.as_ref().and_then(|s| s.password_env.as_deref()), Some("SENTINEL_PW"));
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        assert_eq!(RelayConfig::from_yaml(&base("")).unwrap().redis.sentinel, None);
+        for (extra, field) in [
+            ("redis: {passwordEnv: 'not a name'}", "redis.passwordEnv"),
+            ("redis: {sentinel: {passwordEnv: '1X'}}", "redis.sentinel.passwordEnv"),
+            ("redis: {cluster: true, sentinel: {}}", "redis.sentinel"),
+            ("redis: {sentinel: {password: x}}", "password"),
         ] {
             let e = err(&base(extra));
             assert!(e.contains(field), "{extra}: {e}");

@@ -310,8 +310,16 @@ pub struct DeadLetterSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Secret key holding the Redis URL (`redis://`, `rediss://` or `redis+cluster://`).
+    /// Secret key holding the Redis URL (`redis://`, `rediss://`, `redis+cluster://`, or
+    /// `redis+sentinel://host:port,host:port/<master>` for Sentinel).
     pub url_secret_ref: SecretKeyRef,
+    /// Secret key holding the data nodes' password, used in place of the URL's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Redis Sentinel settings, for a `redis+sentinel://` URL (the URL names the Sentinels
+    /// and the master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelSpec>,
     /// Use the Redis Cluster client even for a plain `redis://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<bool>,
@@ -327,6 +335,15 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
     pub wait_timeout: Option<String>,
+}
+
+/// Redis Sentinel settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSentinelSpec {
+    /// Secret key holding the Sentinels' own password (`requirepass` in sentinel.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Redis TLS settings; the Secrets are mounted into the relay pods read-only.

@@ -7,8 +7,8 @@
 
 use crate::config::{
     AdminConfig, CircuitBreakerConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig,
-    RateLimitConfig, ReceiptsConfig, RedisConfig, RedisTlsConfig, RelayConfig, RelayId, SignatureEncoding,
-    SourceConfig, TracingConfig, VerifyConfig, defaults,
+    RateLimitConfig, ReceiptsConfig, RedisConfig, RedisSentinelConfig, RedisTlsConfig, RelayConfig, RelayId,
+    SignatureEncoding, SourceConfig, TracingConfig, VerifyConfig, defaults,
 };
 use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
 use crate::{ConfigError, duration};
@@ -86,6 +86,11 @@ pub fn relay_id(relay: &WebhookRelay) -> Result<RelayId, SpecError> {
 pub const PREVIOUS_SIGNING_SECRET_ENV: &str = "RELAY_PREVIOUS_SIGNING_SECRET";
 /// The env var the operator gives the OTLP collector's headers (`spec.tracing.headersSecretRef`).
 pub const OTLP_HEADERS_ENV: &str = "RELAY_OTLP_HEADERS";
+/// The env var the operator gives the Redis data nodes' password (`spec.redis.passwordSecretRef`).
+pub const REDIS_PASSWORD_ENV: &str = "RELAY_REDIS_PASSWORD";
+/// The env var the operator gives the Sentinels' password
+/// (`spec.redis.sentinel.passwordSecretRef`).
+pub const REDIS_SENTINEL_PASSWORD_ENV: &str = "RELAY_REDIS_SENTINEL_PASSWORD";
 
 pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
     let mut out = vec![SecretEnv {
@@ -94,6 +99,22 @@ pub fn secret_env(spec: &WebhookRelaySpec) -> Vec<SecretEnv> {
         key: spec.redis.url_secret_ref.key.clone(),
         field: "spec.redis.urlSecretRef",
     }];
+    if let Some(p) = &spec.redis.password_secret_ref {
+        out.push(SecretEnv {
+            env: REDIS_PASSWORD_ENV.into(),
+            secret: p.name.clone(),
+            key: p.key.clone(),
+            field: "spec.redis.passwordSecretRef",
+        });
+    }
+    if let Some(p) = spec.redis.sentinel.as_ref().and_then(|s| s.password_secret_ref.as_ref()) {
+        out.push(SecretEnv {
+            env: REDIS_SENTINEL_PASSWORD_ENV.into(),
+            secret: p.name.clone(),
+            key: p.key.clone(),
+            field: "spec.redis.sentinel.passwordSecretRef",
+        });
+    }
     if spec.source.verify.scheme != VerifyScheme::None
         && let Some(r) = &spec.source.verify.secret_ref
     {
@@ -373,6 +394,10 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
         redis: RedisConfig {
             url_env: defaults::redis_url_env(),
             cluster: spec.redis.cluster.unwrap_or_default(),
+            password_env: spec.redis.password_secret_ref.as_ref().map(|_| REDIS_PASSWORD_ENV.to_string()),
+            sentinel: spec.redis.sentinel.as_ref().map(|s| RedisSentinelConfig {
+                password_env: s.password_secret_ref.as_ref().map(|_| REDIS_SENTINEL_PASSWORD_ENV.to_string()),
+            }),
             tls: spec.redis.tls.as_ref().map(|t| {
                 let file = |name: &str| std::path::Path::new(REDIS_TLS_DIR).join(name);
                 let client = t.client_cert_secret_ref.is_some();
@@ -414,6 +439,8 @@ fn spec_field(config_field: &str) -> String {
         "redis.tls" => "redis.tls.clientCertSecretRef",
         "genesys.clientIdEnv" | "genesys.clientSecretEnv" => "genesys.credentialsSecretRef",
         "tracing.headersEnv" => "tracing.headersSecretRef",
+        "redis.passwordEnv" => "redis.passwordSecretRef",
+        "redis.sentinel.passwordEnv" => "redis.sentinel.passwordSecretRef",
         other => other,
     };
     format!("spec.{field}")
@@ -558,6 +585,35 @@ spec:
         });
         let e = relay_config(&bad).unwrap_err().to_string();
         assert!(e.contains("spec.tracing.otlpEndpoint"), "{e}");
+    }
+
+    #[test]
+    fn redis_passwords_render_as_secret_envs_never_as_values() {
+        let key = |name: &str| Some(crate::crd::SecretKeyRef { name: name.into(), key: "password".into() });
+        let r = with(|r| {
+            r.spec.redis.password_secret_ref = key("redis-data");
+            r.spec.redis.sentinel = Some(crate::crd::RedisSentinelSpec { password_secret_ref: key("redis-sentinel") });
+        });
+        let c = relay_config(&r).unwrap();
+        assert_eq!(c.redis.password_env.as_deref(), Some(REDIS_PASSWORD_ENV));
+        assert_eq!(c.redis.sentinel.as_ref().unwrap().password_env.as_deref(), Some(REDIS_SENTINEL_PASSWORD_ENV));
+        let env: Vec<(String, String, &str)> =
+            secret_env(&r.spec).into_iter().map(|e| (e.env, e.secret, e.field)).collect();
+        assert!(env.contains(&(REDIS_PASSWORD_ENV.into(), "redis-data".into(), "spec.redis.passwordSecretRef")));
+        assert!(env.contains(&(
+            REDIS_SENTINEL_PASSWORD_ENV.into(),
+            "redis-sentinel".into(),
+            "spec.redis.sentinel.passwordSecretRef"
+        )));
+        let unset = with(|r| r.spec.redis.sentinel = Some(Default::default()));
+        let c = relay_config(&unset).unwrap();
+        assert_eq!((c.redis.password_env.as_deref(), c.redis.sentinel.unwrap().password_env), (None, None));
+        let both = with(|r| {
+            r.spec.redis.cluster = Some(true);
+            r.spec.redis.sentinel = Some(Default::default());
+        });
+        let e = relay_config(&both).unwrap_err().to_string();
+        assert!(e.contains("spec.redis.sentinel"), "{e}");
     }
 
     #[test]

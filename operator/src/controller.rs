@@ -42,7 +42,7 @@ use webhook_relay_api::render::SpecError;
 use webhook_relay_api::render::{
     REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, relay_config, relay_id, secret_env, secret_files,
 };
-use webhook_relay_store::TlsMaterial;
+use webhook_relay_store::{ConnectOptions, TlsMaterial};
 use webhook_relay_util::retry::{Backoff, Jitter};
 
 /// Wait before reconciling a failing relay again: 5 s after the first failure, doubling
@@ -412,12 +412,34 @@ async fn observe(relay: &WebhookRelay, ctx: &Context) -> Result<Observed> {
     Ok(observed)
 }
 
-/// How the relay reaches its Redis, with the secret values read from the observed Secrets.
-#[derive(Clone, Debug)]
+/// How the relay reaches its Redis, with the secret values read from the observed Secrets
+/// (Debug prints none of them).
+#[derive(Clone)]
 pub struct RedisAccess {
     pub url: String,
     pub cluster: bool,
     pub tls: Option<TlsMaterial>,
+    /// `spec.redis.passwordSecretRef`'s value: the data nodes' password.
+    pub password: Option<String>,
+    /// `spec.redis.sentinel.passwordSecretRef`'s value: the Sentinels' password.
+    pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAccess").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+impl RedisAccess {
+    /// How the operator's probe connects: as the relay does.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new(self.url.clone())
+            .cluster(self.cluster)
+            .tls(self.tls.clone())
+            .password(self.password.clone())
+            .sentinel_password(self.sentinel_password.clone())
+    }
 }
 
 /// Where the relay container runs.
@@ -466,11 +488,16 @@ pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
         let value = secret.data.as_ref().and_then(|d| d.get(&use_.key)).map(|b| b.0.clone());
         value.ok_or(Error::SecretKeyNotFound { secret: use_ })
     };
-    let mut redis_url = String::new();
+    let (mut redis_url, mut password, mut sentinel_password) = (String::new(), None, None);
     for s in secret_env(&relay.spec) {
         let value = read(SecretUse::from(&s), &mut versions)?;
+        let text = || String::from_utf8_lossy(&value).trim().to_string();
         if s.env == config.redis.url_env {
-            redis_url = String::from_utf8_lossy(&value).trim().to_string();
+            redis_url = text();
+        } else if config.redis.password_env.as_deref() == Some(s.env.as_str()) {
+            password = Some(text());
+        } else if config.redis.sentinel.as_ref().and_then(|x| x.password_env.as_deref()) == Some(s.env.as_str()) {
+            sentinel_password = Some(text());
         }
     }
     // The Redis TLS files, mounted into the pods; the probe trusts the same CA.
@@ -524,7 +551,7 @@ pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
     Ok(Plan {
         config_changed: current_yaml != Some(&yaml),
         secrets_changed: previous_secrets.is_some_and(|p| p != hashes.secrets),
-        redis: RedisAccess { url: redis_url, cluster: config.redis.cluster, tls },
+        redis: RedisAccess { url: redis_url, cluster: config.redis.cluster, tls, password, sentinel_password },
         secret_names: versions.into_keys().collect(),
         config,
         yaml,
@@ -758,7 +785,7 @@ pub async fn reconcile(relay: Arc<WebhookRelay>, ctx: Arc<Context>) -> Result<Ac
         let plan = plan(&relay, &observed)?;
         let applied = apply_plan(&ctx, &relay, &plan, &observed).await?;
         let r = &plan.redis;
-        let probe = ctx.redis.probe(&r.url, r.cluster, r.tls.clone(), relay_id(&relay)?.as_str()).await;
+        let probe = ctx.redis.probe_with(&r.connect_options(), relay_id(&relay)?.as_str()).await;
         Ok::<_, Error>((probe, applied))
     };
     // The Genesys check (a call to Genesys Cloud when due) runs alongside apply and probe.

@@ -5,7 +5,7 @@
 use crate::controller::WorkloadState;
 use crate::error::Error;
 use crate::genesys_check::WebhookCheck;
-use crate::redis_probe::{IN_SYNC_LAG, Persistence, Probe, Replication};
+use crate::redis_probe::{IN_SYNC_LAG, MAX_REPLICAS_CHECKED, Persistence, Probe, Replication};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use webhook_relay_api::crd::{QueueStatus, WebhookRelay, WebhookRelayStatus};
@@ -90,6 +90,69 @@ fn replicated(wanted: u32, r: &Result<Replication, String>) -> (&'static str, &'
     }
 }
 
+/// `RedisPersistent` for `persistence`; `replication` says how many replicas it covers.
+fn persistent(
+    persistence: &Persistence,
+    replication: &Result<Replication, String>,
+) -> (&'static str, &'static str, String) {
+    const DURABLE: &str = "appendonly yes, maxmemory-policy noeviction";
+    match persistence {
+        Persistence::Durable => {
+            let replicas = replication.as_ref().map_or(0, |r| r.replicas.len());
+            let covered = match replicas {
+                0 => String::new(),
+                n if n <= MAX_REPLICAS_CHECKED => format!(", on the primary and its {n} replica(s)"),
+                n => {
+                    format!(", on the primary and {MAX_REPLICAS_CHECKED} of its {n} replicas (the others not checked)")
+                }
+            };
+            ("True", "Durable", format!("{DURABLE}{covered}"))
+        }
+        Persistence::AppendOnlyOff => (
+            "False",
+            "AppendOnlyOff",
+            "appendonly is off: a Redis restart loses acknowledged events; set appendonly yes".into(),
+        ),
+        Persistence::Eviction(p) => (
+            "False",
+            "EvictionPolicy",
+            format!("maxmemory-policy is {p}: memory pressure drops events; set maxmemory-policy noeviction"),
+        ),
+        Persistence::Unknown(why) => ("Unknown", "ConfigRefused", why.clone()),
+        // A failover promotes a replica: what it would lose is lost.
+        Persistence::Replica { replica, problem } => match problem.as_ref() {
+            Persistence::AppendOnlyOff => (
+                "False",
+                "ReplicaAppendOnlyOff",
+                format!(
+                    "replica {replica}: appendonly is off: promoted after a failover, it loses acknowledged events \
+                     when it restarts; set appendonly yes on every replica (the primary has {DURABLE})"
+                ),
+            ),
+            Persistence::Eviction(p) => (
+                "False",
+                "ReplicaEvictionPolicy",
+                format!(
+                    "replica {replica}: maxmemory-policy is {p}: promoted after a failover, it drops events under \
+                     memory pressure; set maxmemory-policy noeviction on every replica (the primary has {DURABLE})"
+                ),
+            ),
+            Persistence::Unknown(why) => (
+                "Unknown",
+                "ReplicaNotChecked",
+                format!(
+                    "replica {replica}: {why}; the primary has {DURABLE}, but whether this replica keeps events once \
+                     a failover promotes it is not known"
+                ),
+            ),
+            // Not built by `persistence_across`.
+            Persistence::Durable | Persistence::Replica { .. } => {
+                ("Unknown", "ReplicaNotChecked", format!("replica {replica}: settings not read"))
+            }
+        },
+    }
+}
+
 /// The `GenesysWebhookVerified` condition for `verdict`.
 pub fn genesys_condition(verdict: &WebhookCheck, generation: Option<i64>, now: &Timestamp) -> Condition {
     let status = if verdict.verified { "True" } else { "False" };
@@ -152,26 +215,8 @@ pub fn desired_status(
                 old.queue.clone(),
             ),
             Ok(stats) => {
-                let persistent = match &probe.persistence {
-                    Persistence::Durable => {
-                        c(REDIS_PERSISTENT, "True", "Durable", "appendonly yes, maxmemory-policy noeviction".into())
-                    }
-                    Persistence::AppendOnlyOff => c(
-                        REDIS_PERSISTENT,
-                        "False",
-                        "AppendOnlyOff",
-                        "appendonly is off: a Redis restart loses acknowledged events; set appendonly yes".into(),
-                    ),
-                    Persistence::Eviction(p) => c(
-                        REDIS_PERSISTENT,
-                        "False",
-                        "EvictionPolicy",
-                        format!(
-                            "maxmemory-policy is {p}: memory pressure drops events; set maxmemory-policy noeviction"
-                        ),
-                    ),
-                    Persistence::Unknown(why) => c(REDIS_PERSISTENT, "Unknown", "ConfigRefused", why.clone()),
-                };
+                let (p_status, p_reason, p_message) = persistent(&probe.persistence, &probe.replication);
+                let persistent = c(REDIS_PERSISTENT, p_status, p_reason, p_message);
                 let (ready, reason, message) = workload_readiness(*workload);
                 let (d_status, d_reason, d_message) = downstream_health(relay, probe.destination.as_ref());
                 let replicated = (wanted > 0).then(|| {
@@ -327,7 +372,7 @@ mod tests {
             }),
             persistence: p,
             destination: Some(DestinationState::default()),
-            replication: Ok(Replication { role: "master".into(), connected: 1, in_sync: 1 }),
+            replication: Ok(Replication { role: "master".into(), connected: 1, in_sync: 1, replicas: vec![] }),
         }
     }
 
@@ -345,7 +390,7 @@ mod tests {
                 Timestamp::now(),
             )
         };
-        let one = |connected, in_sync| Ok(Replication { role: "master".into(), connected, in_sync });
+        let one = |connected, in_sync| Ok(Replication { role: "master".into(), connected, in_sync, replicas: vec![] });
         assert!(status(None, one(0, 0)).conditions.iter().all(|c| c.type_ != REDIS_REPLICATED));
         let s = status(Some(1), one(2, 1));
         assert_eq!(
@@ -361,7 +406,7 @@ mod tests {
             c.message
         );
         assert_eq!(get(&s, READY).status, "True", "the relay runs; each event waits");
-        let s = status(Some(1), Ok(Replication { role: "slave".into(), connected: 0, in_sync: 0 }));
+        let s = status(Some(1), Ok(Replication { role: "slave".into(), ..Replication::default() }));
         assert_eq!(get(&s, REDIS_REPLICATED).reason, "NotPrimary");
         let s = status(Some(1), Err("INFO replication refused: NOPERM".into()));
         assert_eq!(get(&s, REDIS_REPLICATED).status, "Unknown");
@@ -410,6 +455,51 @@ mod tests {
         assert_eq!(get(&s, REDIS_PERSISTENT).reason, "EvictionPolicy");
         let s = status_with(Persistence::Unknown("CONFIG GET refused: NOPERM".into()));
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "Unknown");
+    }
+
+    #[test]
+    fn a_replicas_settings_are_reported_naming_the_replica() {
+        use crate::redis_probe::ReplicaAddr;
+        let replica = ReplicaAddr { ip: "10.0.0.6".into(), port: 6380 };
+        let on_replica = |problem| Persistence::Replica { replica: replica.clone(), problem: Box::new(problem) };
+        let condition = |persistence, replicas: usize| {
+            let replication = Replication {
+                role: "master".into(),
+                connected: replicas as u32,
+                in_sync: replicas as u32,
+                replicas: vec![replica.clone(); replicas],
+            };
+            let p = Probe { replication: Ok(replication), ..ok_probe(persistence) };
+            let s = desired_status(
+                &relay(),
+                &Outcome::Probed { probe: &p, workload: Some(&running()) },
+                "e".into(),
+                None,
+                Timestamp::now(),
+            );
+            assert_eq!(get(&s, READY).status, "True", "a replica's settings do not stop intake");
+            get(&s, REDIS_PERSISTENT).clone()
+        };
+        let c = condition(on_replica(Persistence::AppendOnlyOff), 2);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ReplicaAppendOnlyOff"));
+        assert!(
+            c.message.starts_with("replica 10.0.0.6:6380: appendonly is off: promoted after a failover"),
+            "{}",
+            c.message
+        );
+        let c = condition(on_replica(Persistence::Eviction("allkeys-lru".into())), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ReplicaEvictionPolicy"));
+        assert!(c.message.starts_with("replica 10.0.0.6:6380: maxmemory-policy is allkeys-lru"), "{}", c.message);
+        let c = condition(on_replica(Persistence::Unknown("CONFIG GET refused: NOPERM".into())), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "ReplicaNotChecked"));
+        assert!(c.message.starts_with("replica 10.0.0.6:6380: CONFIG GET refused: NOPERM; "), "{}", c.message);
+        // The primary's own problems keep their reasons.
+        assert_eq!(condition(Persistence::AppendOnlyOff, 1).reason, "AppendOnlyOff");
+        let c = condition(Persistence::Durable, 2);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Durable"));
+        assert_eq!(c.message, "appendonly yes, maxmemory-policy noeviction, on the primary and its 2 replica(s)");
+        assert_eq!(condition(Persistence::Durable, 0).message, "appendonly yes, maxmemory-policy noeviction");
+        assert!(condition(Persistence::Durable, 10).message.ends_with("8 of its 10 replicas (the others not checked)"));
     }
 
     #[test]

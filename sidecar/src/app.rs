@@ -110,7 +110,9 @@ async fn check_server(run_config: &RunConfig, store: &Store) -> Result<(), Optio
 pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
     let opts = ConnectOptions::new(run_config.secrets.redis_url.clone())
         .cluster(run_config.config.redis.cluster)
-        .tls(run_config.secrets.redis_tls.clone());
+        .tls(run_config.secrets.redis_tls.clone())
+        .password(run_config.secrets.redis_password.clone())
+        .sentinel_password(run_config.secrets.redis_sentinel_password.clone());
     let conn = match Conn::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {

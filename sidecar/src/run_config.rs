@@ -15,6 +15,10 @@ pub struct Secrets {
     /// The intake's signature check, holding the signing secret.
     pub verifier: Verifier,
     pub redis_url: String,
+    /// The data nodes' password (`redis.passwordEnv`), in place of the URL's.
+    pub redis_password: Option<String>,
+    /// The Sentinels' password (`redis.sentinel.passwordEnv`).
+    pub redis_sentinel_password: Option<String>,
     /// `None` disables the `/v1/` admin API (health and metrics stay up).
     pub admin_token: Option<String>,
     /// The Genesys OAuth client, when `genesys` is configured.
@@ -56,9 +60,19 @@ pub enum RunConfigError {
     )]
     BadHeaders { var: String, why: String },
     #[error(
-        "redis.tls is set but the URL in {var} (redis.urlEnv) does not start with rediss:// or rediss+cluster://; use a TLS URL or remove redis.tls"
+        "redis.tls is set but the URL in {var} (redis.urlEnv) does not start with rediss://, rediss+cluster:// or rediss+sentinel://; use a TLS URL or remove redis.tls"
     )]
     TlsWithoutTlsUrl { var: String },
+    #[error("the URL in {var} (redis.urlEnv) is not a valid Sentinel URL: {why}")]
+    BadSentinelUrl { var: String, why: String },
+    #[error(
+        "redis.sentinel is set but the URL in {var} (redis.urlEnv) is not a Sentinel URL; use redis+sentinel://host:port,host:port/<master> or remove redis.sentinel"
+    )]
+    SentinelWithoutSentinelUrl { var: String },
+    #[error(
+        "the URL in {var} (redis.urlEnv) is a Sentinel URL, which cannot be used with redis.cluster: true (Redis Cluster fails over by itself; give its nodes as redis+cluster://)"
+    )]
+    SentinelWithCluster { var: String },
 }
 
 impl RunConfig {
@@ -103,6 +117,23 @@ impl RunConfig {
             None => (None, None),
         };
         let redis_url = need("redis.urlEnv", &config.redis.url_env, " (e.g. redis://redis:6379/0)")?;
+        let url_var = || config.redis.url_env.clone();
+        match webhook_relay_store::parse_sentinel_url(&redis_url) {
+            Err(why) => return Err(RunConfigError::BadSentinelUrl { var: url_var(), why }),
+            Ok(Some(_)) if config.redis.cluster => return Err(RunConfigError::SentinelWithCluster { var: url_var() }),
+            Ok(None) if config.redis.sentinel.is_some() => {
+                return Err(RunConfigError::SentinelWithoutSentinelUrl { var: url_var() });
+            }
+            Ok(_) => {}
+        }
+        let redis_password = match &config.redis.password_env {
+            Some(var) => Some(need("redis.passwordEnv", var, " (the Redis password)")?),
+            None => None,
+        };
+        let redis_sentinel_password = match config.redis.sentinel.as_ref().and_then(|s| s.password_env.as_deref()) {
+            Some(var) => Some(need("redis.sentinel.passwordEnv", var, " (the Sentinels' password)")?),
+            None => None,
+        };
         let redis_tls = match &config.redis.tls {
             None => None,
             Some(tls) => {
@@ -142,7 +173,16 @@ impl RunConfig {
         let verifier = Verifier::rotating(&config.source.verify, signing_secret, previous_secret);
         Ok(RunConfig {
             config,
-            secrets: Secrets { verifier, redis_url, admin_token, genesys, redis_tls, otlp_headers },
+            secrets: Secrets {
+                verifier,
+                redis_url,
+                redis_password,
+                redis_sentinel_password,
+                admin_token,
+                genesys,
+                redis_tls,
+                otlp_headers,
+            },
         })
     }
 }
@@ -246,6 +286,40 @@ mod tests {
         assert!(e.contains("tracing.headersEnv") && e.contains("entry 1 has no '='"), "{e}");
         let e = load(Some("bad name=s3cr3t")).unwrap_err().to_string();
         assert!(e.contains("invalid header name") && !e.contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn sentinel_urls_and_redis_passwords_are_checked_at_load() {
+        let yaml = |redis: &str| {
+            RelayConfig::from_yaml(&format!(
+                "relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x/'}}\nredis: {redis}\n"
+            ))
+            .unwrap()
+        };
+        let load = |config: RelayConfig, url: &str, extra: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = [("REDIS_URL", url)].into_iter().chain(extra.iter().copied()).collect();
+            RunConfig::from_config(config, |k| env.get(k).map(|v| v.to_string()))
+        };
+        let with_pw = yaml("{passwordEnv: REDIS_PW, sentinel: {passwordEnv: SENTINEL_PW}}");
+        let sentinel = "redis+sentinel://s1:26379,s2:26379/mymaster";
+        let ok = load(with_pw.clone(), sentinel, &[("REDIS_PW", "data-pw"), ("SENTINEL_PW", "sentinel-pw")]).unwrap();
+        assert_eq!(ok.secrets.redis_password.as_deref(), Some("data-pw"));
+        assert_eq!(ok.secrets.redis_sentinel_password.as_deref(), Some("sentinel-pw"));
+        assert!(!format!("{ok:?}").contains("-pw"), "never printed");
+        let e = load(with_pw.clone(), sentinel, &[("REDIS_PW", "data-pw")]).unwrap_err().to_string();
+        assert!(e.starts_with("redis.sentinel.passwordEnv names SENTINEL_PW, which is not set"), "{e}");
+        let e = load(yaml("{}"), "redis+sentinel://:secret@s1:26379", &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("REDIS_URL (redis.urlEnv) is not a valid Sentinel URL") && e.contains("/<master name>"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
+        let e = load(yaml("{sentinel: {}}"), "redis://r:6379", &[]).unwrap_err().to_string();
+        assert!(e.contains("redis.sentinel is set but the URL in REDIS_URL"), "{e}");
+        let e = load(yaml("{cluster: true}"), sentinel, &[]).unwrap_err().to_string();
+        assert!(e.contains("cannot be used with redis.cluster"), "{e}");
+        let plain = load(yaml("{passwordEnv: REDIS_PW}"), "redis://r:6379", &[("REDIS_PW", "p")]).unwrap();
+        assert_eq!(plain.secrets.redis_password.as_deref(), Some("p"));
     }
 
     #[test]

@@ -1,20 +1,23 @@
-//! One Redis connection per process: a reconnecting single-server connection, or a Redis
-//! Cluster connection, over TLS (rustls) for `rediss://` URLs. Scripts run with `EVALSHA`
+//! One Redis connection per process: a reconnecting single-server connection, a Redis
+//! Cluster connection, or a connection to the primary Redis Sentinel names (following its
+//! failovers: [`crate::sentinel`]), over TLS (rustls) for `rediss` URLs. Scripts run with `EVALSHA`
 //! and fall back to `EVAL` on `NOSCRIPT` (a restarted or failed-over server has an empty
 //! script cache).
 
 use crate::scripts::LuaScript;
+use crate::sentinel::{SentinelConn, parse_sentinel_url};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, RedisResult, Value};
+use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisResult, Value};
 use std::time::Duration;
 
 /// How to reach Redis.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// `redis://`, `rediss://`, `unix://`, or `redis+cluster://host:port,host:port`
-    /// (`rediss+cluster://` for TLS).
+    /// `redis://`, `rediss://`, `unix://`, `redis+cluster://host:port,host:port`
+    /// (`rediss+cluster://` for TLS), or `redis+sentinel://host:port,host:port/<master>`
+    /// (`rediss+sentinel://`).
     pub url: String,
     /// Use the cluster client even for a plain `redis://` URL.
     pub cluster: bool,
@@ -25,6 +28,10 @@ pub struct ConnectOptions {
     /// What a `rediss://` connection trusts and presents; `None`: the system's roots, no
     /// client certificate.
     pub tls: Option<TlsMaterial>,
+    /// The data nodes' password (`redis.passwordEnv`), in place of the URL's.
+    pub password: Option<String>,
+    /// The Sentinels' own password (`redis.sentinel.passwordEnv`).
+    pub sentinel_password: Option<String>,
 }
 
 impl ConnectOptions {
@@ -35,6 +42,8 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(3),
             tls: None,
+            password: None,
+            sentinel_password: None,
         }
     }
 
@@ -48,7 +57,17 @@ impl ConnectOptions {
         self
     }
 
-    /// Whether the URL asks for TLS (`rediss://` or `rediss+cluster://`).
+    pub fn password(mut self, password: Option<String>) -> Self {
+        self.password = password;
+        self
+    }
+
+    pub fn sentinel_password(mut self, password: Option<String>) -> Self {
+        self.sentinel_password = password;
+        self
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`, `rediss+cluster://`, `rediss+sentinel://`).
     pub fn is_tls(&self) -> bool {
         self.url.starts_with("rediss:") || self.url.starts_with("rediss+")
     }
@@ -73,7 +92,7 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
-    fn certificates(&self) -> redis::TlsCertificates {
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
         redis::TlsCertificates {
             client_tls: self
                 .client
@@ -117,14 +136,20 @@ pub fn tls_problem(e: &redis::RedisError) -> Option<TlsProblem> {
 pub enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
 }
 
 impl Conn {
     /// Connects. A single server connection is created lazily and reconnects by itself,
-    /// so a process can start (and answer 503) while Redis is still down; the cluster
-    /// client needs the cluster up to learn its slots.
+    /// so a process can start (and answer 503) while Redis is still down; so does the
+    /// Sentinel connection; the cluster client needs the cluster up to learn its slots.
     pub async fn connect(opts: &ConnectOptions) -> RedisResult<Conn> {
         install_crypto_provider();
+        match parse_sentinel_url(&opts.url) {
+            Ok(Some(target)) => return Ok(Conn::Sentinel(SentinelConn::new(target, opts))),
+            Ok(None) => {}
+            Err(e) => return Err((ErrorKind::InvalidClientConfig, "invalid Sentinel URL", e).into()),
+        }
         let (cluster, urls) = split_url(&opts.url, opts.cluster);
         let tls = opts.tls.as_ref().filter(|_| opts.is_tls());
         if cluster {
@@ -134,12 +159,20 @@ impl Conn {
             if let Some(tls) = tls {
                 builder = builder.certs(tls.certificates());
             }
+            if let Some(pw) = &opts.password {
+                builder = builder.password(pw.clone());
+            }
             let conn = builder.build()?.get_async_connection().await?;
             Ok(Conn::Cluster(conn))
         } else {
+            let mut info = urls[0].as_str().into_connection_info()?;
+            if let Some(pw) = &opts.password {
+                let settings = info.redis_settings().clone().set_password(pw);
+                info = info.set_redis_settings(settings);
+            }
             let client = match tls {
-                Some(tls) => redis::Client::build_with_tls(urls[0].as_str(), tls.certificates())?,
-                None => redis::Client::open(urls[0].as_str())?,
+                Some(tls) => redis::Client::build_with_tls(info, tls.certificates())?,
+                None => redis::Client::open(info)?,
             };
             let cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.connect_timeout))
@@ -178,6 +211,7 @@ impl Conn {
     pub async fn cmd_for_key(self, key: &str, cmd: Cmd) -> RedisResult<Value> {
         let v = match self {
             Conn::Single(mut c) => c.req_packed_command(&cmd).await?,
+            Conn::Sentinel(mut c) => c.req_packed_command(&cmd).await?,
             Conn::Cluster(mut c) => {
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
                 let to = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
@@ -187,14 +221,75 @@ impl Conn {
         v.extract_error()
     }
 
-    /// `WAIT replicas timeout` on the connection that wrote `key` (on Redis Cluster: the
-    /// primary of its slot, not every primary): how many replicas hold every write this
-    /// connection made so far.
+    /// `WAIT replicas timeout` on the primary holding `key`: how many replicas hold every
+    /// write this connection made there so far. (To wait for one write, send both in one
+    /// request: [`eval_and_wait`](Self::eval_and_wait).)
     pub async fn wait_replicas(self, key: &str, replicas: u32, timeout: Duration) -> RedisResult<u32> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis().max(1) as u64);
-        redis::from_redis_value(self.cmd_for_key(key, cmd).await?).map_err(Into::into)
+        redis::from_redis_value(self.cmd_for_key(key, wait_cmd(replicas, timeout)).await?).map_err(Into::into)
     }
+
+    /// Runs `script`, then `WAIT replicas timeout`, pipelined in one request on one
+    /// connection to the primary holding `keys[0]`: the `WAIT` counts the replicas that hold
+    /// what the script wrote. (Sent apart, a reconnection or a failover between the two
+    /// could make the `WAIT` run on a fresh connection that wrote nothing and answer at once.)
+    /// Returns the script's reply and the replicas that confirmed.
+    pub async fn eval_and_wait(
+        self,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&[u8]],
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<(Value, u32)> {
+        let build = |verb: &str, first: &str| {
+            let mut p = redis::pipe();
+            p.cmd(verb).arg(first).arg(keys.len()).arg(keys).arg(args);
+            p.add_command(wait_cmd(replicas, timeout));
+            p
+        };
+        let key = keys.first().copied().unwrap_or_default();
+        let mut replies = self.clone().pipeline_on(key, build("EVALSHA", script.hash())).await?;
+        if matches!(&replies[0], Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript)) {
+            replies = self.clone().pipeline_on(key, build("EVAL", script.source())).await?;
+        }
+        let mut replies = replies.into_iter();
+        let (Some(reply), Some(confirmed)) = (replies.next(), replies.next()) else {
+            return Err((ErrorKind::Parse, "a pipeline of two commands answered fewer than two replies").into());
+        };
+        let reply = reply.extract_error();
+        if let (Conn::Cluster(_), Err(e)) = (&self, &reply)
+            && matches!(e.kind(), ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask))
+        {
+            // A pipeline routed to one node does not follow redirects: a plain command on
+            // the key does, and updates the slot map for the next request.
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(key);
+            let _ = self.cmd(&exists).await;
+        }
+        let reply = reply?;
+        let confirmed: u32 = redis::from_redis_value(confirmed.extract_error()?)?;
+        Ok((reply, confirmed))
+    }
+
+    /// Sends `pipe` on the connection to the primary holding `key`.
+    async fn pipeline_on(self, key: &str, pipe: redis::Pipeline) -> RedisResult<Vec<Value>> {
+        let n = pipe.len();
+        match self {
+            Conn::Single(mut c) => c.req_packed_commands(&pipe, 0, n).await,
+            Conn::Sentinel(mut c) => c.req_packed_commands(&pipe, 0, n).await,
+            Conn::Cluster(mut c) => {
+                use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+                let to = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                c.route_pipeline(pipe, 0, n, to).await
+            }
+        }
+    }
+}
+
+fn wait_cmd(replicas: u32, timeout: Duration) -> Cmd {
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+    cmd
 }
 
 /// Splits a `redis+cluster://a:1,b:2` URL into one `redis://` URL per node.
@@ -218,6 +313,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -230,6 +326,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -237,6 +334,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod gate;
 pub mod keys;
 pub mod model;
 pub mod scripts;
+pub mod sentinel;
 
 use bytes::Bytes;
 use redis::{FromRedisValue, Value};
@@ -20,6 +21,7 @@ pub use conn::{Conn, ConnectOptions, TlsMaterial, TlsProblem, install_crypto_pro
 pub use gate::{Breaker, CircuitState, DestinationState, GateOutcome, GatePolicy, GateReply, Held, Recorded};
 pub use keys::Keys;
 pub use model::*;
+pub use sentinel::{SentinelConn, SentinelTarget, is_sentinel_url, parse_sentinel_url};
 
 /// Why a store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -233,8 +235,21 @@ impl Store {
             0 => &self.conn,
             n => &writes[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n],
         };
-        let reply: Vec<i64> =
-            self.run_on(conn, &scripts::ENQUEUE, &[&k.seen, &k.due, &k.ev, &k.trace, &k.wait], &args).await?;
+        let keys = [&k.seen[..], &k.due, &k.ev, &k.trace, &k.wait];
+        let reply: Vec<i64> = if replicas > 0 {
+            // The script and its WAIT in one request on one connection (see `eval_and_wait`).
+            let call = conn.clone().eval_and_wait(&scripts::ENQUEUE, &keys, &args, replicas, wait);
+            let (reply, confirmed) = match tokio::time::timeout(wait + self.timeout, call).await {
+                Ok(r) => r?,
+                Err(_) => return Err(StoreError::Timeout(wait + self.timeout)),
+            };
+            if confirmed < replicas {
+                return Err(StoreError::NotReplicated { confirmed, wanted: replicas, timeout: wait });
+            }
+            Vec::<i64>::from_redis_value(reply).map_err(|e| StoreError::Protocol(e.to_string()))?
+        } else {
+            self.run_on(conn, &scripts::ENQUEUE, &keys, &args).await?
+        };
         let Some((&now, stored)) = reply.split_first() else {
             return Err(StoreError::Protocol("enqueue answered nothing".into()));
         };
@@ -244,16 +259,6 @@ impl Store {
                 stored.len(),
                 events.len()
             )));
-        }
-        if replicas > 0 {
-            let call = conn.clone().wait_replicas(&k.due, replicas, wait);
-            let confirmed = match tokio::time::timeout(wait + self.timeout, call).await {
-                Ok(r) => r?,
-                Err(_) => return Err(StoreError::Timeout(wait + self.timeout)),
-            };
-            if confirmed < replicas {
-                return Err(StoreError::NotReplicated { confirmed, wanted: replicas, timeout: wait });
-            }
         }
         Ok(stored
             .iter()

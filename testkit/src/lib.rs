@@ -20,5 +20,5 @@ pub mod tls;
 pub mod wait;
 
 pub use process::{Stopped, free_port, peak_rss_bytes, rss_bytes, workspace_bin};
-pub use redis::{RedisBackend, RedisCluster, RedisServer, ServerTls};
+pub use redis::{RedisBackend, RedisCluster, RedisSentinels, RedisServer, ServerTls};
 pub use wait::{eventually, wait_for, wait_until};
