@@ -360,7 +360,7 @@ async fn probe_inner(pool: &Pool, opts: &ConnectOptions, relay_id: &str) -> Prob
             let checks = replicas
                 .iter()
                 .take(MAX_REPLICAS_CHECKED)
-                .map(|r| async { (r.clone(), replica_persistence(opts, r).await) });
+                .map(|r| async { (r.clone(), pool.replica_persistence(opts, r).await) });
             persistence_across(Persistence::Durable, futures::future::join_all(checks).await)
         }
         primary => primary,
@@ -378,7 +378,17 @@ pub const POOL_IDLE: Duration = Duration::from_secs(600);
 #[derive(Default)]
 pub struct Pool {
     conns: Mutex<HashMap<[u8; 32], (Conn, Instant)>>,
+    /// Replicas' persistence verdicts, by (connection key, replica address), kept for
+    /// [`REPLICA_VERDICT_TTL`]: a thousand relays on one Redis cost each replica one short
+    /// connection per TTL, not one per relay and probe.
+    replica_verdicts: Mutex<HashMap<ReplicaKey, (Persistence, Instant)>>,
 }
+
+/// A pooled connection's key and a replica's address.
+type ReplicaKey = ([u8; 32], String);
+
+/// How long a replica's persistence verdict is reused.
+pub const REPLICA_VERDICT_TTL: Duration = Duration::from_secs(60);
 
 impl Pool {
     /// The pool's key: a digest, so the map holds no URL (password) or key material.
@@ -416,6 +426,22 @@ impl Pool {
         let conn = Conn::connect(opts).await?;
         let mut conns = self.conns.lock().expect("pool lock");
         Ok(conns.entry(key).or_insert((conn, now)).0.clone())
+    }
+
+    /// [`replica_persistence`], reused for [`REPLICA_VERDICT_TTL`].
+    async fn replica_persistence(&self, primary: &ConnectOptions, replica: &ReplicaAddr) -> Persistence {
+        let key = (Self::key(primary), replica.to_string());
+        let now = Instant::now();
+        {
+            let mut verdicts = self.replica_verdicts.lock().expect("pool lock");
+            verdicts.retain(|_, (_, at)| now.duration_since(*at) < REPLICA_VERDICT_TTL);
+            if let Some((v, _)) = verdicts.get(&key) {
+                return v.clone();
+            }
+        }
+        let verdict = replica_persistence(primary, replica).await;
+        self.replica_verdicts.lock().expect("pool lock").insert(key, (verdict.clone(), now));
+        verdict
     }
 
     fn discard(&self, opts: &ConnectOptions) {

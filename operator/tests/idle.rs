@@ -33,14 +33,10 @@ const UPDATE_VERBS: &[&str] = &["APPLY", "PATCH"];
 fn api_requests() -> BTreeMap<(String, String), f64> {
     let metrics = kubectl(&["get", "--raw", "/metrics"]);
     let mut counts = BTreeMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
-        };
-        let (resource, subresource) = (label("resource"), label("subresource"));
+    for m in testkit::relay::samples(&metrics, "apiserver_request_total") {
+        let (resource, subresource) = (m.label("resource"), m.label("subresource"));
         if WRITTEN.iter().any(|(r, s)| *r == resource && *s == subresource) {
-            let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            *counts.entry((format!("{resource}/{subresource}"), label("verb"))).or_insert(0.0) += n;
+            *counts.entry((format!("{resource}/{subresource}"), m.label("verb").to_string())).or_insert(0.0) += m.value;
         }
     }
     counts
@@ -66,15 +62,9 @@ fn writes(
 /// by (resource, verb).
 fn operator_requests(op: &Operator) -> BTreeMap<(String, String), f64> {
     let body = op.http_get("/metrics").expect("operator metrics");
-    let mut counts = BTreeMap::new();
-    for line in body.lines().filter(|l| l.starts_with("webhook_relay_operator_kube_requests_total{")) {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
-        };
-        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        counts.insert((label("resource"), label("verb")), n);
-    }
-    counts
+    testkit::relay::samples(&body, "webhook_relay_operator_kube_requests_total")
+        .map(|m| ((m.label("resource").to_string(), m.label("verb").to_string()), m.value))
+        .collect()
 }
 
 /// A counter of a running operator's /metrics.

@@ -298,6 +298,8 @@ async fn probe_through_sentinel_reads_the_primary_and_checks_its_replica() {
     assert_eq!(p.persistence, Persistence::Durable, "the primary and its replica");
     replica.cli(&["CONFIG", "SET", "appendonly", "no"]);
     let p = pool.probe_with(&opts, "ns/sentinel").await;
+    assert_eq!(p.persistence, Persistence::Durable, "a replica's verdict is reused for a minute (REPLICA_VERDICT_TTL)");
+    let p = Pool::default().probe_with(&opts, "ns/sentinel").await;
     assert!(
         matches!(&p.persistence, Persistence::Replica { replica: r, .. } if r.port == replica.port),
         "{:?}",

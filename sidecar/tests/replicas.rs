@@ -29,16 +29,8 @@ async fn a_webhook_is_acknowledged_only_once_a_replica_holds_it() {
     assert!(delivered);
 
     let paused = Stopped::new(replica.pid().unwrap());
-    let r = client
-        .post(&relay.intake)
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sign(&event_body("w2")))
-        .body(event_body("w2"))
-        .send()
-        .await
-        .unwrap();
-    let (status, retry_after) = (r.status().as_u16(), r.headers().get("retry-after").cloned());
-    let body = r.text().await.unwrap();
+    let r = send_with_headers(&client, &relay.intake, &event_body("w2"), &[]).await.unwrap();
+    let (status, retry_after, body) = (r.status, r.headers.get("retry-after").cloned(), r.body);
     assert_eq!(status, 503, "not on a replica: not acknowledged ({body})");
     assert!(retry_after.is_some(), "503 with Retry-After");
     assert!(body.contains("replica"), "{body}");

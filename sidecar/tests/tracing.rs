@@ -13,12 +13,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER_SPAN: &str = "00f067aa0ba902b7";
 
 async fn send_traced(client: &reqwest::Client, url: &str, id: &str, trace: &[(&str, &str)]) -> u16 {
-    let body = event_body(id);
-    let mut r = client.post(url).header("content-type", "application/json").header("x-hub-signature-256", sign(&body));
-    for (k, v) in trace {
-        r = r.header(*k, *v);
-    }
-    r.body(body).timeout(Duration::from_secs(10)).send().await.unwrap().status().as_u16()
+    send_with_headers(client, url, &event_body(id), trace).await.unwrap().status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisResult, Value};
 use std::time::Duration;
 
-/// How to reach Redis.
-#[derive(Clone, Debug)]
+/// How to reach Redis. Debug prints neither the URL nor the passwords (secrets).
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// `redis://`, `rediss://`, `unix://`, `redis+cluster://host:port,host:port`
     /// (`rediss+cluster://` for TLS), or `redis+sentinel://host:port,host:port/<master>`
@@ -32,6 +32,18 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     /// The Sentinels' own password (`redis.sentinel.passwordEnv`).
     pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("cluster", &self.cluster)
+            .field("sentinel", &crate::sentinel::is_sentinel_url(&self.url))
+            .field("tls", &self.is_tls())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectOptions {
@@ -342,6 +354,16 @@ impl ConnectionLike for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_url_or_password() {
+        let o = ConnectOptions::new("redis+sentinel://:url-pw@h:1/m")
+            .password(Some("data-pw".into()))
+            .sentinel_password(Some("sentinel-pw".into()));
+        let d = format!("{o:?}");
+        assert!(!d.contains("pw") && !d.contains("h:1"), "{d}");
+        assert!(d.contains("sentinel: true"), "{d}");
+    }
 
     #[test]
     fn cluster_urls_split_per_node() {

@@ -55,17 +55,32 @@ pub async fn send(client: &reqwest::Client, url: &str, id: &str) -> Result<(u16,
 
 /// POSTs `body` signed under [`SECRET`]; returns (status, body), or why the request failed.
 pub async fn send_body(client: &reqwest::Client, url: &str, body: &str) -> Result<(u16, String), String> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sign(body))
-        .body(body.to_string())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    Ok((status, r.text().await.unwrap_or_default()))
+    send_with_headers(client, url, body, &[]).await.map(|a| (a.status, a.body))
+}
+
+/// An answer of the relay's intake: status, headers, body.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+/// POSTs `body` signed under [`SECRET`] with `headers` added (a `traceparent`, say);
+/// returns the whole answer, or why the request failed.
+pub async fn send_with_headers(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let mut r = client.post(url).header("content-type", "application/json").header("x-hub-signature-256", sign(body));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.body(body.to_string()).timeout(Duration::from_secs(10)).send().await.map_err(|e| e.to_string())?;
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    Ok(Answer { status, headers, body: r.text().await.unwrap_or_default() })
 }
 
 /// The relay binary running as a child process, killed on drop.
@@ -198,6 +213,28 @@ pub fn metric_sum(body: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// One series of a Prometheus text body: its line (for its labels) and its value.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    line: &'a str,
+    pub value: f64,
+}
+
+impl Sample<'_> {
+    /// The value of label `name` (empty when the series has none).
+    pub fn label(&self, name: &str) -> &str {
+        self.line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("")
+    }
+}
+
+/// Every series of family `name` with labels (`name{...} value`) in a Prometheus text body.
+pub fn samples<'a>(body: &'a str, name: &str) -> impl Iterator<Item = Sample<'a>> {
+    let prefix = format!("{name}{{");
+    body.lines()
+        .filter(move |l| l.starts_with(&prefix))
+        .map(|line| Sample { line, value: line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0) })
 }
 
 /// A store view of relay `relay` on the Redis at `redis_url`, to check what the relay wrote.

@@ -68,18 +68,14 @@ async fn api_requests(client: &Client) -> BTreeMap<(String, String), f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).expect("a request");
     let text = client.request_text(req).await.expect("the API server's /metrics");
     let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
-        };
-        let resource = label("resource");
-        if !RESOURCES.contains(&resource.as_str()) || label("verb") == "WATCH" {
+    for m in testkit::relay::samples(&text, "apiserver_request_total") {
+        let resource = m.label("resource");
+        if !RESOURCES.contains(&resource) || m.label("verb") == "WATCH" {
             continue;
         }
-        let sub = label("subresource");
-        let what = if sub.is_empty() { resource } else { format!("{resource}/{sub}") };
-        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *counts.entry((label("verb"), what)).or_insert(0.0) += n;
+        let sub = m.label("subresource");
+        let what = if sub.is_empty() { resource.to_string() } else { format!("{resource}/{sub}") };
+        *counts.entry((m.label("verb").to_string(), what)).or_insert(0.0) += m.value;
     }
     counts
 }
@@ -88,15 +84,9 @@ async fn api_requests(client: &Client) -> BTreeMap<(String, String), f64> {
 /// (`webhook_relay_operator_kube_requests_total`), by (verb, resource).
 fn operator_requests(metrics_port: u16) -> BTreeMap<(String, String), f64> {
     let body = testkit::http::get(metrics_port, "/metrics").map(|r| r.body).unwrap_or_default();
-    let mut counts = BTreeMap::new();
-    for line in body.lines().filter(|l| l.starts_with("webhook_relay_operator_kube_requests_total{")) {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
-        };
-        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        counts.insert((label("verb"), label("resource")), n);
-    }
-    counts
+    testkit::relay::samples(&body, "webhook_relay_operator_kube_requests_total")
+        .map(|m| ((m.label("verb").to_string(), m.label("resource").to_string()), m.value))
+        .collect()
 }
 
 /// Per-minute rates of `after - before` over `window`: by verb, and by verb and resource.
