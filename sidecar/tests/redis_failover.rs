@@ -13,6 +13,18 @@ use testkit::relay::*;
 use testkit::wait::eventually;
 use testkit::{RedisSentinels, RedisServer};
 
+/// Sends fresh events (`probe-<n>`) until one is answered 200, for at most 30 s.
+async fn acknowledges_again(relay: &RelayProcess) -> bool {
+    let client = reqwest::Client::new();
+    let mut n = 0;
+    eventually(Duration::from_secs(30), || {
+        n += 1;
+        let (client, url, id) = (client.clone(), relay.intake.clone(), format!("probe-{n}"));
+        async move { send(&client, &url, &id).await.is_ok_and(|(s, _)| s == 200) }
+    })
+    .await
+}
+
 struct Run {
     acknowledged: usize,
     lost: Vec<String>,
@@ -57,15 +69,7 @@ async fn failover_under_load(relay_name: &str, prefix: &str, wait_for_replicas: 
     .await;
     assert!(rejoined, "the old primary did not rejoin as a replica: {}", sentinels.logs());
     // Acknowledging again (with waitForReplicas 1: once the rejoined server has synced).
-    let client = reqwest::Client::new();
-    let mut probe = 0;
-    let again = eventually(Duration::from_secs(30), || {
-        probe += 1;
-        let (client, url, id) = (client.clone(), relay.intake.clone(), format!("probe-{probe}"));
-        async move { send(&client, &url, &id).await.is_ok_and(|(s, _)| s == 200) }
-    })
-    .await;
-    assert!(again, "the relay did not acknowledge again within 30 s of the rejoin: {}", relay.log_text());
+    assert!(acknowledges_again(&relay).await, "no 200 within 30 s of the rejoin: {}", relay.log_text());
     let acknowledging_again = killed.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = load.stop();
@@ -141,15 +145,7 @@ async fn a_single_redis_killed_and_restarted_from_its_aof_keeps_what_was_acknowl
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.start_again();
-    let client = reqwest::Client::new();
-    let mut n = 0;
-    let again = eventually(Duration::from_secs(30), || {
-        n += 1;
-        let (client, url, id) = (client.clone(), relay.intake.clone(), format!("probe-{n}"));
-        async move { send(&client, &url, &id).await.is_ok_and(|(s, _)| s == 200) }
-    })
-    .await;
-    assert!(again, "the relay did not acknowledge again after the restart: {}", relay.log_text());
+    assert!(acknowledges_again(&relay).await, "no 200 within 30 s of the restart: {}", relay.log_text());
     let acknowledging_again = killed.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop();
