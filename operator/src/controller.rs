@@ -500,6 +500,23 @@ pub fn plan(relay: &WebhookRelay, observed: &Observed) -> Result<Plan> {
             sentinel_password = Some(text());
         }
     }
+    // What the relay would refuse at start about its Redis URL, said here instead (the
+    // message never holds the URL).
+    let url_problem = match webhook_relay_store::parse_sentinel_url(&redis_url) {
+        Err(why) => Some(("spec.redis.urlSecretRef", format!("holds an invalid Sentinel URL: {why}"))),
+        Ok(Some(_)) if config.redis.cluster => Some((
+            "spec.redis.cluster",
+            "cannot be true with a redis+sentinel:// URL (Redis Cluster fails over by itself)".to_string(),
+        )),
+        Ok(None) if config.redis.sentinel.is_some() => Some((
+            "spec.redis.sentinel",
+            "is set but spec.redis.urlSecretRef holds no redis+sentinel:// URL; give redis+sentinel://host:port,host:port/<master> or remove spec.redis.sentinel".to_string(),
+        )),
+        Ok(_) => None,
+    };
+    if let Some((field, message)) = url_problem {
+        return Err(Error::InvalidSpec(SpecError { field: field.into(), message }));
+    }
     // The Redis TLS files, mounted into the pods; the probe trusts the same CA.
     let mut files = BTreeMap::new();
     for f in secret_files(&relay.spec) {
@@ -1034,6 +1051,33 @@ mod tests {
         let side = relay(include_str!("../../examples/webhookrelay-sidecar.yaml"));
         let e = plan(&side, &observed()).unwrap_err();
         assert_eq!(e.reason(), Some("TargetNotFound"), "{e}");
+    }
+
+    #[test]
+    fn plan_reads_redis_passwords_and_refuses_a_url_the_relay_would_refuse() {
+        let url = |u: &str| secret("relay-redis", "10", &[("url", u), ("password", "data-pw"), ("sentinel", "s-pw")]);
+        let mut r = standalone();
+        let key = |k: &str| Some(webhook_relay_api::crd::SecretKeyRef { name: "relay-redis".into(), key: k.into() });
+        r.spec.redis.password_secret_ref = key("password");
+        r.spec.redis.sentinel =
+            Some(webhook_relay_api::crd::RedisSentinelSpec { password_secret_ref: key("sentinel") });
+        let mut o = observed();
+        o.secrets.insert("relay-redis".into(), Some(url("redis+sentinel://s1:26379,s2:26379/mymaster")));
+        let p = plan(&r, &o).unwrap();
+        assert_eq!(
+            (p.redis.password.as_deref(), p.redis.sentinel_password.as_deref()),
+            (Some("data-pw"), Some("s-pw"))
+        );
+        assert!(!format!("{:?}", p.redis).contains("pw"), "{:?}", p.redis);
+        for (u, field) in [
+            ("redis://relay-redis:6379/", "spec.redis.sentinel"),
+            ("redis+sentinel://:hunter2@s1:26379", "spec.redis.urlSecretRef"),
+        ] {
+            o.secrets.insert("relay-redis".into(), Some(url(u)));
+            let e = plan(&r, &o).unwrap_err();
+            assert_eq!(e.reason(), Some("InvalidSpec"), "{e}");
+            assert!(e.to_string().contains(field) && !e.to_string().contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
