@@ -219,7 +219,7 @@ impl Conn {
     }
 
     /// Runs `cmd` on the primary holding `key` (on a single server: the server), for
-    /// commands that name no key themselves (`WAIT`, `INFO`).
+    /// commands that name no key themselves (`INFO`, `CONFIG GET`).
     pub async fn cmd_for_key(self, key: &str, cmd: Cmd) -> RedisResult<Value> {
         let v = match self {
             Conn::Single(mut c) => c.req_packed_command(&cmd).await?,
@@ -231,13 +231,6 @@ impl Conn {
             }
         };
         v.extract_error()
-    }
-
-    /// `WAIT replicas timeout` on the primary holding `key`: how many replicas hold every
-    /// write this connection made there so far. (To wait for one write, send both in one
-    /// request: [`eval_and_wait`](Self::eval_and_wait).)
-    pub async fn wait_replicas(self, key: &str, replicas: u32, timeout: Duration) -> RedisResult<u32> {
-        redis::from_redis_value(self.cmd_for_key(key, wait_cmd(replicas, timeout)).await?).map_err(Into::into)
     }
 
     /// Runs `script`, then `WAIT replicas timeout`, pipelined in one request on one
