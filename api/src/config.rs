@@ -265,6 +265,81 @@ pub struct DeliveryConfig {
     /// (a 429 or 503 with `Retry-After` still pauses the destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Per-key ordered delivery. Unset: events are delivered in any order, each on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingConfig>,
+}
+
+/// `delivery.ordering`: events with the same key are delivered one at a time in the order received.
+///
+/// While the oldest event of a key waits for a retry, the later events of that key wait
+/// behind it; events of other keys are not held up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderingConfig {
+    /// A JSON pointer (RFC 6901) into the event body, e.g. `/channel/to/id` (for Genesys Open
+    /// Messaging: the customer's conversation). Checked by [`check_key_pointer`].
+    pub key_pointer: String,
+    /// What intake does with an event that has nothing at `keyPointer`.
+    #[serde(default)]
+    pub missing_key: MissingKey,
+    /// What happens to a key when its oldest event is dead-lettered.
+    #[serde(default)]
+    pub on_dead_letter: OnDeadLetter,
+}
+
+/// `delivery.ordering.missingKey`: an event without a key at `keyPointer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingKey {
+    /// Refused at intake with 400 naming the pointer, so the sender learns of it.
+    #[default]
+    Refuse,
+    /// Accepted and delivered without ordering, like a relay without `delivery.ordering`.
+    Unordered,
+}
+
+/// `delivery.ordering.onDeadLetter`: when the oldest event of a key is dead-lettered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeadLetter {
+    /// The next event of the key is released.
+    #[default]
+    Continue,
+    /// The key stays blocked until the dead letter is replayed or deleted.
+    Block,
+}
+
+/// Longest `delivery.ordering.keyPointer`, in bytes.
+pub const MAX_KEY_POINTER_BYTES: usize = 256;
+
+/// Checks a `delivery.ordering.keyPointer`: a JSON pointer (RFC 6901) to a member of the
+/// event, so not empty (that would be the whole document), starting with `/`, `~` only as
+/// `~0` or `~1`, at most [`MAX_KEY_POINTER_BYTES`] bytes. The error is the message that
+/// follows the field name, and says what to write.
+pub fn check_key_pointer(pointer: &str) -> Result<(), String> {
+    const GENESYS: &str = "(for Genesys Open Messaging: \"/channel/to/id\")";
+    if pointer.is_empty() {
+        return Err(format!(
+            "must not be empty: the empty pointer is the whole event, not a member of it; write the path to the key {GENESYS}"
+        ));
+    }
+    if !pointer.starts_with('/') {
+        return Err(format!("{pointer:?} is not a JSON pointer: start it with \"/\" {GENESYS}"));
+    }
+    if pointer.len() > MAX_KEY_POINTER_BYTES {
+        return Err(format!("must be at most {MAX_KEY_POINTER_BYTES} bytes (got {})", pointer.len()));
+    }
+    let mut rest = pointer;
+    while let Some(i) = rest.find('~') {
+        rest = &rest[i + 1..];
+        if !rest.starts_with(['0', '1']) {
+            return Err(format!(
+                "{pointer:?} is not a JSON pointer: \"~\" must be followed by 0 or 1; write \"~0\" for a \"~\" in a member name and \"~1\" for a \"/\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `delivery.rateLimit`: a token bucket shared by every replica of the relay.
@@ -316,6 +391,7 @@ impl Default for DeliveryConfig {
             dead_letter: DeadLetterConfig::default(),
             rate_limit: None,
             circuit_breaker: None,
+            ordering: None,
         }
     }
 }
@@ -764,6 +840,9 @@ impl RelayConfig {
                 return Err(invalid("delivery.circuitBreaker.openFor", "must be between 100ms and 24h"));
             }
         }
+        if let Some(o) = &p.ordering {
+            check_key_pointer(&o.key_pointer).map_err(|m| invalid("delivery.ordering.keyPointer", m))?;
+        }
         check_env("redis.urlEnv", &self.redis.url_env)?;
         if let Some(p) = &self.redis.password_env {
             check_env("redis.passwordEnv", p)?;
@@ -1000,6 +1079,72 @@ genesys:
         ] {
             let e = err(&base(extra));
             assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn ordering_is_off_by_default_and_has_defaults_when_set() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        let c = RelayConfig::from_yaml(&base("")).unwrap();
+        assert_eq!(c.delivery.ordering, None);
+        assert!(!c.to_yaml().contains("ordering"), "{}", c.to_yaml());
+        let c = RelayConfig::from_yaml(&base("delivery: {ordering: {keyPointer: /channel/to/id}}")).unwrap();
+        assert_eq!(
+            c.delivery.ordering,
+            Some(OrderingConfig {
+                key_pointer: "/channel/to/id".into(),
+                missing_key: MissingKey::Refuse,
+                on_dead_letter: OnDeadLetter::Continue,
+            })
+        );
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        let c = RelayConfig::from_yaml(&base(
+            "delivery:\n  ordering:\n    keyPointer: /a~1b/~0c\n    missingKey: unordered\n    onDeadLetter: block\n",
+        ))
+        .unwrap();
+        let o = c.delivery.ordering.as_ref().unwrap();
+        assert_eq!((o.missing_key, o.on_dead_letter), (MissingKey::Unordered, OnDeadLetter::Block));
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("missingKey: unordered") && yaml.contains("onDeadLetter: block"), "{yaml}");
+        assert_eq!(RelayConfig::from_yaml(&yaml).unwrap(), c);
+    }
+
+    #[test]
+    fn ordering_key_pointer_must_be_a_json_pointer_to_a_member() {
+        let base = |extra: &str| {
+            format!("relay: a\nsource: {{verify: {{scheme: none}}}}\ndestination: {{url: 'http://x:1/'}}\n{extra}")
+        };
+        for ok in ["/id", "/channel/to/id", "/a~0b/~1", "/", "//", "/0", "/é"] {
+            assert_eq!(check_key_pointer(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_key_pointer(&format!("/{}", "a".repeat(MAX_KEY_POINTER_BYTES - 1))), Ok(()));
+        let long = format!("/{}", "a".repeat(MAX_KEY_POINTER_BYTES));
+        for (pointer, says) in [
+            ("''", "must not be empty"),
+            (
+                "channel/to/id",
+                r#""channel/to/id" is not a JSON pointer: start it with "/" (for Genesys Open Messaging: "/channel/to/id")"#,
+            ),
+            ("'#/channel'", "start it with \"/\""),
+            ("/a~b", "\"~\" must be followed by 0 or 1"),
+            ("/a~", "\"~\" must be followed by 0 or 1"),
+            ("/~2", "\"~0\""),
+            (long.as_str(), "at most 256 bytes"),
+        ] {
+            let e = err(&base(&format!("delivery: {{ordering: {{keyPointer: {pointer}}}}}")));
+            assert!(e.starts_with("relay config: delivery.ordering.keyPointer "), "{pointer}: {e}");
+            assert!(e.contains(says), "{pointer}: {e}");
+        }
+        for (extra, field) in [
+            ("delivery: {ordering: {}}", "keyPointer"),
+            ("delivery: {ordering: {keyPointer: /id, missingKey: drop}}", "missingKey"),
+            ("delivery: {ordering: {keyPointer: /id, onDeadLetter: skip}}", "onDeadLetter"),
+            ("delivery: {ordering: {keyPointer: /id, key: /id}}", "key"),
+        ] {
+            let e = err(&base(extra));
+            assert!(e.contains("delivery.ordering") && e.contains(field), "{extra}: {e}");
         }
     }
 

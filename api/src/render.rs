@@ -6,11 +6,13 @@
 //! can never disagree on a name.
 
 use crate::config::{
-    AdminConfig, CircuitBreakerConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig,
-    RateLimitConfig, ReceiptsConfig, RedisConfig, RedisSentinelConfig, RedisTlsConfig, RelayConfig, RelayId,
-    SignatureEncoding, SourceConfig, TracingConfig, VerifyConfig, defaults,
+    AdminConfig, CircuitBreakerConfig, DeadLetterConfig, DeliveryConfig, DestinationConfig, GenesysConfig, MissingKey,
+    OnDeadLetter, OrderingConfig, RateLimitConfig, ReceiptsConfig, RedisConfig, RedisSentinelConfig, RedisTlsConfig,
+    RelayConfig, RelayId, SignatureEncoding, SourceConfig, TracingConfig, VerifyConfig, check_key_pointer, defaults,
 };
-use crate::crd::{SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec};
+use crate::crd::{
+    MissingKeySpec, OnDeadLetterSpec, SignatureEncodingSpec, VerifyScheme, WebhookRelay, WebhookRelaySpec,
+};
 use crate::{ConfigError, duration};
 use std::fmt;
 use std::net::SocketAddr;
@@ -363,6 +365,24 @@ pub fn relay_config(relay: &WebhookRelay) -> Result<RelayConfig, SpecError> {
                 )?,
                 open_for: dur("spec.delivery.circuitBreaker.openFor", b.open_for.as_ref(), defaults::open_for)?,
             }),
+        },
+        ordering: match &d.ordering {
+            None => None,
+            Some(o) => {
+                check_key_pointer(&o.key_pointer)
+                    .map_err(|m| SpecError::new("spec.delivery.ordering.keyPointer", m))?;
+                Some(OrderingConfig {
+                    key_pointer: o.key_pointer.clone(),
+                    missing_key: match o.missing_key {
+                        Some(MissingKeySpec::Unordered) => MissingKey::Unordered,
+                        Some(MissingKeySpec::Refuse) | None => MissingKey::Refuse,
+                    },
+                    on_dead_letter: match o.on_dead_letter {
+                        Some(OnDeadLetterSpec::Block) => OnDeadLetter::Block,
+                        Some(OnDeadLetterSpec::Continue) | None => OnDeadLetter::Continue,
+                    },
+                })
+            }
         },
     };
     let genesys = match &spec.genesys {
@@ -722,6 +742,52 @@ spec:
             )),
             "spec.delivery.circuitBreaker.openFor"
         );
+    }
+
+    #[test]
+    fn ordering_is_rendered_into_delivery() {
+        use crate::crd::OrderingSpec;
+        let ordering = |key_pointer: &str, missing_key, on_dead_letter| {
+            let key_pointer = key_pointer.to_string();
+            with(move |r| {
+                r.spec.delivery.as_mut().unwrap().ordering =
+                    Some(OrderingSpec { key_pointer, missing_key, on_dead_letter })
+            })
+        };
+        let c = relay_config(&ordering("/channel/to/id", None, None)).unwrap();
+        assert_eq!(
+            c.delivery.ordering,
+            Some(OrderingConfig {
+                key_pointer: "/channel/to/id".into(),
+                missing_key: MissingKey::Refuse,
+                on_dead_letter: OnDeadLetter::Continue,
+            })
+        );
+        assert!(c.to_yaml().contains("keyPointer: /channel/to/id"), "{}", c.to_yaml());
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        let c =
+            relay_config(&ordering("/channel/to/id", Some(MissingKeySpec::Unordered), Some(OnDeadLetterSpec::Block)))
+                .unwrap();
+        let o = c.delivery.ordering.as_ref().unwrap();
+        assert_eq!((o.missing_key, o.on_dead_letter), (MissingKey::Unordered, OnDeadLetter::Block));
+        assert_eq!(RelayConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+        let c = relay_config(&ordering("/id", Some(MissingKeySpec::Refuse), Some(OnDeadLetterSpec::Continue))).unwrap();
+        assert_eq!(c.delivery.ordering.unwrap().missing_key, MissingKey::Refuse);
+        // Unset: no ordering.
+        assert_eq!(relay_config(&with(|_| {})).unwrap().delivery.ordering, None);
+        // A spec written as YAML reads the same.
+        let r = relay(&DESIGN_EXAMPLE.replace(
+            "delivery: { maxAttempts: 8, initialDelay: 1s, maxDelay: 1h }",
+            "delivery: { ordering: { keyPointer: /channel/to/id, onDeadLetter: block } }",
+        ));
+        assert_eq!(relay_config(&r).unwrap().delivery.ordering.unwrap().on_dead_letter, OnDeadLetter::Block);
+        for bad in ["channel/to/id", "", "/a~2", "/~"] {
+            let e = relay_config(&ordering(bad, None, None)).unwrap_err();
+            assert_eq!(e.field, "spec.delivery.ordering.keyPointer", "{bad}: {e}");
+            assert_eq!(Err(e.message), check_key_pointer(bad), "{bad}");
+        }
+        let e = relay_config(&ordering("channel/to/id", None, None)).unwrap_err().to_string();
+        assert!(e.contains(r#"start it with "/" (for Genesys Open Messaging: "/channel/to/id")"#), "{e}");
     }
 
     #[test]

@@ -472,6 +472,7 @@ async fn bench(a: Args) {
                     body: b.into_bytes().into(),
                     content_type: "application/json".into(),
                     trace_context: None,
+                    ordering_key: None,
                 }
             })
             .collect();

@@ -66,6 +66,7 @@ mod tests {
                 ("DUE".into(), 0),
                 ("DEAD".into(), 0),
                 ("AGE".into(), 0),
+                ("BLOCKED".into(), 1),
                 ("REASON".into(), 1),
                 ("ENDPOINT".into(), 1)
             ]

@@ -239,6 +239,8 @@ pub fn desired_status(
                         in_flight: stats.in_flight as i64,
                         dead: stats.dead as i64,
                         oldest_due_age_seconds: stats.oldest_due_age.map(|d| d.as_secs() as i64),
+                        blocked: stats.blocked as i64,
+                        waiting_keys: stats.waiting_keys as i64,
                     }),
                 )
             }
@@ -369,6 +371,9 @@ mod tests {
                 dead: 3,
                 oldest_due_age: Some(Duration::from_secs(95)),
                 now_ms: 0,
+                blocked: 4,
+                waiting_keys: 1,
+                oldest_blocked: Some(("conversation-1".into(), 0)),
             }),
             persistence: p,
             destination: Some(DestinationState::default()),
@@ -427,7 +432,17 @@ mod tests {
             Timestamp::now(),
         );
         assert_eq!(s.observed_generation, Some(3));
-        assert_eq!(s.queue, Some(QueueStatus { due: 12, in_flight: 2, dead: 3, oldest_due_age_seconds: Some(95) }));
+        assert_eq!(
+            s.queue,
+            Some(QueueStatus {
+                due: 12,
+                in_flight: 2,
+                dead: 3,
+                oldest_due_age_seconds: Some(95),
+                blocked: 4,
+                waiting_keys: 1
+            })
+        );
         assert_eq!(get(&s, READY).status, "True");
         assert_eq!(get(&s, REDIS_PERSISTENT).status, "True");
         assert!(is_ready(Some(&s)));

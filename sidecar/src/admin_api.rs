@@ -175,8 +175,9 @@ fn token_matches(given: &str, expected: &str) -> bool {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// `due`, `inflight` or `dead` (default).
-    #[param(value_type = Option<String>, pattern = "^(due|inflight|dead)$")]
+    /// `due`, `inflight`, `dead` (default) or `blocked` (waiting behind the event of its
+    /// ordering key that goes first).
+    #[param(value_type = Option<String>, pattern = "^(due|inflight|dead|blocked)$")]
     state: Option<String>,
     /// Events per page, 1 to 1000 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
@@ -202,7 +203,8 @@ fn parse_state(s: &str) -> Result<EventState, ApiError> {
         "due" => Ok(EventState::Due),
         "inflight" => Ok(EventState::InFlight),
         "dead" => Ok(EventState::Dead),
-        other => Err(ApiError::bad_request(format!("state must be due, inflight or dead (got {other:?})"))),
+        "blocked" => Ok(EventState::Blocked),
+        other => Err(ApiError::bad_request(format!("state must be due, inflight, dead or blocked (got {other:?})"))),
     }
 }
 
@@ -211,6 +213,7 @@ fn state_name(s: EventState) -> &'static str {
         EventState::Due => "due",
         EventState::InFlight => "inflight",
         EventState::Dead => "dead",
+        EventState::Blocked => "blocked",
         EventState::Unknown => "unknown",
     }
 }
@@ -263,12 +266,14 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
 /// The fields every listing item and detail share.
 fn summary(id: &EventId, state: EventState, score_ms: i64, attempts: u32, meta: &EventMeta) -> EventSummary {
     let at = Some(rfc3339_text(score_ms));
-    let (next_attempt_at, lease_expires_at, dead_at) = match state {
-        EventState::Due => (at, None, None),
-        EventState::InFlight => (None, at, None),
-        EventState::Dead => (None, None, at),
-        EventState::Unknown => (None, None, None),
-    };
+    let (mut next_attempt_at, mut lease_expires_at, mut dead_at, mut waiting_since) = (None, None, None, None);
+    match state {
+        EventState::Due => next_attempt_at = at,
+        EventState::InFlight => lease_expires_at = at,
+        EventState::Dead => dead_at = at,
+        EventState::Blocked => waiting_since = at,
+        EventState::Unknown => {}
+    }
     EventSummary {
         id: id.as_str().to_string(),
         state: state_wire(state),
@@ -276,6 +281,7 @@ fn summary(id: &EventId, state: EventState, score_ms: i64, attempts: u32, meta: 
         next_attempt_at,
         lease_expires_at,
         dead_at,
+        waiting_since,
         last_status: meta.last_status,
         last_error: meta.last_error.clone(),
     }
@@ -286,6 +292,7 @@ fn state_wire(s: EventState) -> StateName {
         EventState::Due => StateName::Due,
         EventState::InFlight => StateName::Inflight,
         EventState::Dead => StateName::Dead,
+        EventState::Blocked => StateName::Blocked,
         EventState::Unknown => StateName::Unknown,
     }
 }
@@ -345,6 +352,7 @@ async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, Pat
         last_attempt_at: e.meta.last_attempt_at.map(rfc3339_text),
         traceparent: trace.map(|(p, _)| p.to_string()),
         tracestate: trace.and_then(|(_, s)| s).map(str::to_string),
+        ordering_key: e.ordering_key.clone(),
         payload_encoding,
         payload,
     }))
@@ -355,13 +363,23 @@ async fn show(State(relay): State<Arc<AppState>>, path: Result<Path<String>, Pat
     (status = 400, description = "Not an event id (empty, too long, or with control characters)", body = ErrorBody),
     (status = 200, description = "Replayed", body = Replayed),
     (status = 404, description = "No such event", body = ErrorBody),
-    (status = 409, description = "The event is being delivered right now", body = ErrorBody),
+    (status = 409, description = "The event is being delivered right now, or waits behind the event of its ordering key that goes first", body = ErrorBody),
 ))]
 async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> ApiResult<Replayed> {
     let id = event_id(path)?;
-    let from = match relay.store.replay(&id).await? {
-        StoreReplayed::FromDead => StateName::Dead,
-        StoreReplayed::FromDue => StateName::Due,
+    let (from, waiting) = match relay.store.replay(&id).await? {
+        StoreReplayed::FromDead => (StateName::Dead, false),
+        StoreReplayed::FromDeadWaiting => (StateName::Dead, true),
+        StoreReplayed::FromDue => (StateName::Due, false),
+        StoreReplayed::Blocked => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "event {:?} waits behind the event of its ordering key that goes first; it is delivered after that one",
+                    id.as_str()
+                ),
+            ));
+        }
         StoreReplayed::InFlight => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -371,8 +389,8 @@ async fn replay(State(relay): State<Arc<AppState>>, path: Result<Path<String>, P
         StoreReplayed::NotFound => return Err(ApiError::not_found(&id)),
     };
     relay.wake_worker();
-    tracing::info!(event_id = %id, from = from.as_str(), "replayed by an admin request");
-    Ok(Json(Replayed { id: id.as_str().to_string(), replayed: true, previous_state: from }))
+    tracing::info!(event_id = %id, from = from.as_str(), waiting, "replayed by an admin request");
+    Ok(Json(Replayed { id: id.as_str().to_string(), replayed: true, previous_state: from, waiting }))
 }
 
 /// The filter and paging of a bulk action on dead letters.
@@ -575,6 +593,12 @@ async fn stats(State(relay): State<Arc<AppState>>) -> ApiResult<Stats> {
         in_flight: s.in_flight,
         dead: s.dead,
         oldest_due_age_seconds: s.oldest_due_age.map_or(0, |d| d.as_secs()),
+        blocked: s.blocked,
+        waiting_keys: s.waiting_keys,
+        oldest_blocked: s.oldest_blocked.as_ref().map(|(key, since)| OldestBlocked {
+            key: key.clone(),
+            age_seconds: ((s.now_ms - since).max(0) / 1000) as u64,
+        }),
         destination: Destination { paused_until: d.paused_until_ms.map(rfc3339_text), circuit, rate_limit },
     }))
 }

@@ -21,6 +21,8 @@ pub enum StateName {
     Due,
     Inflight,
     Dead,
+    /// Waiting behind the event of its ordering key that goes first (`delivery.ordering`).
+    Blocked,
     Unknown,
 }
 
@@ -30,6 +32,7 @@ impl StateName {
             StateName::Due => "due",
             StateName::Inflight => "inflight",
             StateName::Dead => "dead",
+            StateName::Blocked => "blocked",
             StateName::Unknown => "unknown",
         }
     }
@@ -55,6 +58,10 @@ pub struct EventSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub dead_at: Option<String>,
+    /// For an event waiting behind its ordering key: since when (received or replayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub waiting_since: Option<String>,
     /// HTTP status of the last attempt (none: no attempt yet, or no HTTP answer).
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
@@ -88,6 +95,9 @@ pub struct EventDetail {
     /// The `tracestate` received with that `traceparent`, sent on with every attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
+    /// Its ordering key (`delivery.ordering.keyPointer`), when it was stored with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
     pub payload_encoding: PayloadEncoding,
     /// The body as JSON when it parses, else a base64 string.
     pub payload: Value,
@@ -110,6 +120,10 @@ pub struct Replayed {
     pub replayed: bool,
     /// `dead` or `due`.
     pub previous_state: StateName,
+    /// A dead letter of an ordering key now waits (state `blocked`) behind the event of its
+    /// key in flight, or one received before it; false: due now.
+    #[serde(default)]
+    pub waiting: bool,
 }
 
 /// What one bulk replay or delete request selected and did.
@@ -144,7 +158,26 @@ pub struct Stats {
     pub dead: u64,
     /// Age of the oldest undelivered event; 0 when none.
     pub oldest_due_age_seconds: u64,
+    /// Events waiting behind the event of their ordering key that goes first
+    /// (`delivery.ordering`; 0 without it).
+    #[serde(default)]
+    pub blocked: u64,
+    /// Ordering keys with events waiting.
+    #[serde(default)]
+    pub waiting_keys: u64,
+    /// The ordering key of the event that has waited longest; null when none waits.
+    #[serde(default)]
+    pub oldest_blocked: Option<OldestBlocked>,
     pub destination: Destination,
+}
+
+/// The ordering key whose waiting event has waited longest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OldestBlocked {
+    pub key: String,
+    /// How long that event has waited (since received or replayed).
+    pub age_seconds: u64,
 }
 
 /// The destination gate shared by all replicas.

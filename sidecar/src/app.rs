@@ -125,6 +125,12 @@ pub async fn build(run_config: RunConfig) -> Result<Arc<AppState>, RunError> {
     };
     let redis = &run_config.config.redis;
     let mut store = Store::new(conn, run_config.config.relay.as_str());
+    if let Some(o) = &run_config.config.delivery.ordering {
+        store = store.on_dead_letter(match o.on_dead_letter {
+            webhook_relay_api::config::OnDeadLetter::Continue => webhook_relay_store::OnDeadLetter::Continue,
+            webhook_relay_api::config::OnDeadLetter::Block => webhook_relay_store::OnDeadLetter::Block,
+        });
+    }
     if redis.wait_for_replicas > 0 {
         // Intake's writes and their WAIT get connections of their own, one per batch in
         // flight (see Store::wait_for_replicas).

@@ -276,6 +276,13 @@ pub async fn run(relay: Arc<AppState>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not trim dead letters"),
             }
+            // Keys whose first event was delivered or dead-lettered by a relay without
+            // ordering (a rolling upgrade turning it on) get their next event released.
+            match relay.store.heal_order().await {
+                Ok(n) if n > 0 => tracing::info!(keys = n, "released ordering keys left waiting by another relay"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not check the ordering keys"),
+            }
         }
         if got == want {
             continue; // there may be more due right now

@@ -28,6 +28,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use webhook_relay_api::config::{MissingKey, OrderingConfig};
 use webhook_relay_store::{Enqueued, EventId, NewEvent, StoreError};
 
 /// Seconds a sender is asked to wait when the store is unavailable.
@@ -245,6 +246,31 @@ enum Refusal {
     NotReplicated(String),
 }
 
+/// Longest ordering key, in bytes (a Genesys conversation's `/channel/to/id` is far shorter).
+pub const MAX_ORDERING_KEY: usize = 512;
+
+/// The ordering key at `delivery.ordering.keyPointer` (a string, or a number as JSON writes
+/// it); none, null, an empty string or another JSON type is a missing key: refused, or
+/// unordered with `missingKey: unordered`.
+fn ordering_key(body: &[u8], ordering: &OrderingConfig) -> Result<Option<String>, Refusal> {
+    let pointer = &ordering.key_pointer;
+    let found = crate::event_id::find(body, pointer)
+        .map_err(|e| Refusal::Invalid(format!("body is not JSON: {e}")))?
+        .filter(|k| !k.is_empty());
+    match found {
+        Some(k) if k.len() > MAX_ORDERING_KEY => Err(Refusal::Invalid(format!(
+            "the ordering key at {pointer} (delivery.ordering.keyPointer) is {} bytes; at most {MAX_ORDERING_KEY}",
+            k.len()
+        ))),
+        Some(k) => Ok(Some(k)),
+        None if ordering.missing_key == MissingKey::Unordered => Ok(None),
+        None => Err(Refusal::Invalid(format!(
+            "no string or number ordering key at {pointer} (delivery.ordering.keyPointer); send one, or set \
+             delivery.ordering.missingKey: unordered to deliver such events without ordering"
+        ))),
+    }
+}
+
 async fn intake(
     relay: &AppState,
     headers: &HeaderMap,
@@ -282,10 +308,19 @@ async fn intake(
         return Err(Refusal::Invalid(format!("no string or number id at {} (source.idPointer)", source.id_pointer)));
     };
     let id = EventId::new(id).map_err(Refusal::Invalid)?;
+    let ordering_key = match &relay.config().delivery.ordering {
+        Some(ordering) => ordering_key(&body, ordering)?,
+        None => None,
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let bytes = body.len();
-    let event =
-        NewEvent { id: id.clone(), body, content_type: content_type.to_string(), trace_context: trace.stored.clone() };
+    let event = NewEvent {
+        id: id.clone(),
+        body,
+        content_type: content_type.to_string(),
+        trace_context: trace.stored.clone(),
+        ordering_key,
+    };
     let storing = SystemTime::now();
     let stored = relay.enqueue(event).await;
     if let Some(span) = &trace.span {

@@ -39,6 +39,9 @@ pub struct Keys {
     /// `whr:{R}:wait` STRING: written by an enqueue that stored nothing (all duplicates)
     /// when the relay waits for replicas, so its `WAIT` covers the duplicates' first write.
     pub wait: String,
+    /// Per-key ordering (`delivery.ordering`; see `store/README.md`): these six keys hold
+    /// only events that came with an ordering key.
+    pub order: OrderKeys,
     /// Format 1's `whr:{R}:body`, `meta` and `attempts` hashes, read only to migrate them.
     pub v1: V1Keys,
     /// `whr:{R}:alive` STRING: written by each relay's health check (it expires by itself),
@@ -67,6 +70,14 @@ impl Keys {
             dest: k("dest"),
             trace: k("trace"),
             wait: k("wait"),
+            order: OrderKeys {
+                okey: k("okey"),
+                ord: k("ord"),
+                ohead: k("ohead"),
+                owait: k("owait"),
+                blocked: k("blocked"),
+                oseq: k("oseq"),
+            },
             v1: V1Keys { body: k("body"), meta: k("meta"), attempts: k("attempts") },
             alive: k("alive"),
             claim_prefix: k("claim:"),
@@ -77,6 +88,27 @@ impl Keys {
     pub fn claim(&self, claim_id: u64) -> String {
         format!("{}{claim_id:016x}", self.claim_prefix)
     }
+}
+
+/// The keys of per-key ordered delivery (additions to format 2, like `trace`).
+#[derive(Clone, Debug)]
+pub struct OrderKeys {
+    /// `whr:{R}:okey` HASH: event id -> its member of `ord` (ordering key and place of
+    /// receipt), for every stored event that came with an ordering key.
+    pub okey: String,
+    /// `whr:{R}:ord` ZSET, every score 0: members `<key length, 8 hex><key><sequence, 16
+    /// digits><id>`, so one key's events are one lexicographic range in receive order.
+    pub ord: String,
+    /// `whr:{R}:ohead` HASH: ordering key -> the id of its one active event (due, in
+    /// flight, or dead under `onDeadLetter: block`); absent while the key has no event.
+    pub ohead: String,
+    /// `whr:{R}:owait` HASH: ordering key -> how many of its events wait behind the active one.
+    pub owait: String,
+    /// `whr:{R}:blocked` ZSET: event id -> when it began waiting (received or replayed),
+    /// Unix ms: events waiting behind the active event of their key.
+    pub blocked: String,
+    /// `whr:{R}:oseq` STRING: the last sequence number given to an ordered event.
+    pub oseq: String,
 }
 
 /// The hashes of store format 1, which format 2 folds into `ev`.
@@ -108,6 +140,8 @@ mod tests {
         assert_eq!(k.ev, "whr:{cx/orders}:ev");
         assert_eq!(k.format, "whr:{cx/orders}:format");
         assert_eq!(Keys::new("a{b}").due, "whr:{a_b_}:due");
+        assert_eq!(k.order.ord, "whr:{cx/orders}:ord");
+        assert_eq!(k.order.blocked, "whr:{cx/orders}:blocked");
         assert_eq!(k.claim(255), "whr:{cx/orders}:claim:00000000000000ff");
     }
 }

@@ -105,6 +105,8 @@ pub struct Store {
     /// The connections enqueues write on, in turn, when they wait for replicas (see
     /// [`wait_for_replicas`](Self::wait_for_replicas)); empty: `conn`.
     writes: std::sync::Arc<(Vec<Conn>, std::sync::atomic::AtomicUsize)>,
+    /// What a dead letter does to the order of its key (`delivery.ordering.onDeadLetter`).
+    on_dead_letter: OnDeadLetter,
 }
 
 impl Store {
@@ -116,7 +118,16 @@ impl Store {
             timeout: Duration::from_secs(3),
             replicas: (0, Duration::ZERO),
             writes: Default::default(),
+            on_dead_letter: OnDeadLetter::Continue,
         }
+    }
+
+    /// What a dead-lettered event of an ordering key does to its key: release the next event
+    /// ([`OnDeadLetter::Continue`], the default) or hold the key until the dead letter is
+    /// replayed or deleted ([`OnDeadLetter::Block`]).
+    pub fn on_dead_letter(mut self, mode: OnDeadLetter) -> Self {
+        self.on_dead_letter = mode;
+        self
     }
 
     /// Makes every enqueue wait, after its script, until `replicas` replicas hold what it
@@ -210,6 +221,7 @@ impl Store {
             body: Bytes::copy_from_slice(body),
             content_type: content_type.into(),
             trace_context: None,
+            ordering_key: None,
         };
         Ok(self.enqueue_many(std::slice::from_ref(&event), dedup_window).await?[0])
     }
@@ -223,19 +235,28 @@ impl Store {
         let k = &self.keys;
         let window = ms(dedup_window).to_string();
         let (replicas, wait) = self.replicas;
-        let mut args: Vec<&[u8]> = Vec::with_capacity(2 + events.len() * 4);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(2 + events.len() * 5);
         args.push(window.as_bytes());
         args.push(if replicas > 0 { b"1" } else { b"0" });
         for e in events {
             let trace = e.trace_context.as_deref().unwrap_or("");
-            args.extend([e.id.as_str().as_bytes(), &e.body[..], e.content_type.as_bytes(), trace.as_bytes()]);
+            let key = e.ordering_key.as_deref().unwrap_or("");
+            args.extend([
+                e.id.as_str().as_bytes(),
+                &e.body[..],
+                e.content_type.as_bytes(),
+                trace.as_bytes(),
+                key.as_bytes(),
+            ]);
         }
         let (writes, next) = &*self.writes;
         let conn = match writes.len() {
             0 => &self.conn,
             n => &writes[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n],
         };
-        let keys = [&k.seen[..], &k.due, &k.ev, &k.trace, &k.wait];
+        let o = &k.order;
+        let keys =
+            [&k.seen[..], &k.due, &k.ev, &k.trace, &k.wait, &o.okey, &o.ord, &o.ohead, &o.owait, &o.blocked, &o.oseq];
         let reply: Vec<i64> = if replicas > 0 {
             // The script and its WAIT in one request on one connection (see `eval_and_wait`).
             let call = conn.clone().eval_and_wait(&scripts::ENQUEUE, &keys, &args, replicas, wait);
@@ -262,7 +283,7 @@ impl Store {
         }
         Ok(stored
             .iter()
-            .map(|&s| if s == 1 { Enqueued::Accepted { at_ms: now } } else { Enqueued::Duplicate })
+            .map(|&s| if s >= 1 { Enqueued::Accepted { at_ms: now } } else { Enqueued::Duplicate })
             .collect())
     }
 
@@ -389,8 +410,10 @@ impl Store {
             args.push(t.as_bytes());
             args.push(d.as_bytes());
         }
-        let acked: Vec<i64> =
-            self.run(&scripts::ACK, &[&k.inflight, &k.lease, &k.ev, &k.pending, &k.seen, &k.trace], &args).await?;
+        let o = &k.order;
+        let keys = [&k.inflight[..], &k.lease, &k.ev, &k.pending, &k.seen, &k.trace];
+        let keys = [&keys[..], &[&o.okey[..], &o.ord, &o.ohead, &o.owait, &o.blocked, &k.due]].concat();
+        let acked: Vec<i64> = self.run(&scripts::ACK, &keys, &args).await?;
         if acked.len() != leases.len() {
             return Err(StoreError::Protocol(format!(
                 "ack answered {} results for {} leases",
@@ -443,10 +466,25 @@ impl Store {
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
         let deadline = retry_deadline(lease, retry);
+        let o = &k.order;
         let (ok, _trimmed): (i64, i64) = self
             .run(
                 &scripts::DEAD,
-                &[&k.inflight, &k.lease, &k.dead, &k.ev, &k.pending, &k.seen, &k.trace],
+                &[
+                    &k.inflight,
+                    &k.lease,
+                    &k.dead,
+                    &k.ev,
+                    &k.pending,
+                    &k.seen,
+                    &k.trace,
+                    &o.okey,
+                    &o.ord,
+                    &o.ohead,
+                    &o.owait,
+                    &o.blocked,
+                    &k.due,
+                ],
                 &[
                     lease.id.as_str().as_bytes(),
                     token.as_bytes(),
@@ -456,6 +494,7 @@ impl Store {
                     age.as_bytes(),
                     count.as_bytes(),
                     deadline.as_bytes(),
+                    self.on_dead_letter.arg().as_bytes(),
                 ],
             )
             .await?;
@@ -467,7 +506,9 @@ impl Store {
         let k = &self.keys;
         let age = ms(bounds.max_age).to_string();
         let count = bounds.max_entries.to_string();
-        self.run(&scripts::TRIM, &[&k.dead, &k.ev, &k.seen, &k.trace], &[age.as_bytes(), count.as_bytes()]).await
+        let o = &k.order;
+        let keys = [&k.dead[..], &k.ev, &k.seen, &k.trace, &o.okey, &o.ord, &o.ohead, &o.owait, &o.blocked, &k.due];
+        self.run(&scripts::TRIM, &keys, &[age.as_bytes(), count.as_bytes()]).await
     }
 
     /// Gives a claimed event back, due now, without counting the attempt (for shutdown).
@@ -490,10 +531,13 @@ impl Store {
     /// Makes a dead or due event due now with its attempts reset.
     pub async fn replay(&self, id: &EventId) -> Result<Replayed> {
         let k = &self.keys;
-        let s: String =
-            self.run(&scripts::REPLAY, &[&k.due, &k.dead, &k.ev, &k.inflight], &[id.as_str().as_bytes()]).await?;
+        let o = &k.order;
+        let keys = [&k.due[..], &k.dead, &k.ev, &k.inflight, &o.okey, &o.ord, &o.ohead, &o.owait, &o.blocked];
+        let s: String = self.run(&scripts::REPLAY, &keys, &[id.as_str().as_bytes()]).await?;
         match s.as_str() {
             "dead" => Ok(Replayed::FromDead),
+            "dead_waiting" => Ok(Replayed::FromDeadWaiting),
+            "blocked" => Ok(Replayed::Blocked),
             "due" => Ok(Replayed::FromDue),
             "inflight" => Ok(Replayed::InFlight),
             "missing" => Ok(Replayed::NotFound),
@@ -554,10 +598,14 @@ impl Store {
         let (cursor, batch, until, value) =
             (cursor.to_string(), batch.max(1).to_string(), filter.until_ms.to_string(), value.to_string());
         let needle = filter.error.as_deref().unwrap_or("").to_lowercase();
+        let o = &k.order;
         let (next, scanned, matched): (String, u64, u64) = self
             .run(
                 &scripts::FILTER_DEAD,
-                &[&k.due, &k.dead, &k.ev, &k.pending, &k.seen, &k.trace],
+                &[
+                    &k.due, &k.dead, &k.ev, &k.pending, &k.seen, &k.trace, &o.okey, &o.ord, &o.ohead, &o.owait,
+                    &o.blocked,
+                ],
                 &[
                     action.as_bytes(),
                     cursor.as_bytes(),
@@ -582,7 +630,20 @@ impl Store {
         let n: i64 = self
             .run(
                 &scripts::DELETE,
-                &[&k.due, &k.dead, &k.inflight, &k.ev, &k.pending, &k.seen, &k.trace],
+                &[
+                    &k.due,
+                    &k.dead,
+                    &k.inflight,
+                    &k.ev,
+                    &k.pending,
+                    &k.seen,
+                    &k.trace,
+                    &k.order.okey,
+                    &k.order.ord,
+                    &k.order.ohead,
+                    &k.order.owait,
+                    &k.order.blocked,
+                ],
                 &[id.as_str().as_bytes()],
             )
             .await?;
@@ -620,12 +681,29 @@ impl Store {
     /// Queue figures: due, in flight, dead, and the age of the oldest undelivered event.
     pub async fn stats(&self) -> Result<Stats> {
         let k = &self.keys;
-        let (due, in_flight, dead, oldest, now): (u64, u64, u64, Option<i64>, i64) =
-            self.run(&scripts::STATS, &[&k.due, &k.inflight, &k.dead, &k.pending], &[]).await?;
+        let o = &k.order;
+        let v: Value = self
+            .run(&scripts::STATS, &[&k.due, &k.inflight, &k.dead, &k.pending, &o.blocked, &o.owait, &o.okey], &[])
+            .await?;
+        let ((due, in_flight, dead, oldest, now), (blocked, waiting_keys, waiter_key, waiter)): StatsReply = match v {
+            Value::Array(mut a) if a.len() == 9 => {
+                let rest = a.split_off(5);
+                (
+                    FromRedisValue::from_redis_value(Value::Array(a))
+                        .map_err(|e| StoreError::Protocol(e.to_string()))?,
+                    FromRedisValue::from_redis_value(Value::Array(rest))
+                        .map_err(|e| StoreError::Protocol(e.to_string()))?,
+                )
+            }
+            other => return Err(StoreError::Protocol(format!("stats answered {other:?}"))),
+        };
         Ok(Stats {
             due,
             in_flight,
             dead,
+            blocked,
+            waiting_keys,
+            oldest_blocked: waiter_key.zip(waiter),
             oldest_due_age: oldest.map(|o| Duration::from_millis((now - o).max(0) as u64)),
             now_ms: now,
         })
@@ -653,6 +731,7 @@ impl Store {
             EventState::Due => &k.due,
             EventState::InFlight => &k.inflight,
             EventState::Dead => &k.dead,
+            EventState::Blocked => &k.order.blocked,
             EventState::Unknown => return Ok(Page { events: vec![], next: None }),
         };
         let limit = limit.clamp(1, MAX_LIST);
@@ -697,9 +776,13 @@ impl Store {
     pub async fn get(&self, id: &EventId) -> Result<Option<StoredEvent>> {
         let k = &self.keys;
         let v: Option<GetReply> = self
-            .run(&scripts::GET, &[&k.due, &k.inflight, &k.dead, &k.ev, &k.lease, &k.trace], &[id.as_str().as_bytes()])
+            .run(
+                &scripts::GET,
+                &[&k.due, &k.inflight, &k.dead, &k.ev, &k.lease, &k.trace, &k.order.blocked, &k.order.okey],
+                &[id.as_str().as_bytes()],
+            )
             .await?;
-        let Some((state, score, attempts, record, trace)) = v else { return Ok(None) };
+        let Some((state, score, attempts, record, trace, key)) = v else { return Ok(None) };
         let record = Bytes::from(record);
         let model::Record { mut meta, body_at } = model::decode_record(&record, id.as_str());
         meta.trace_context = (!trace.is_empty()).then(|| String::from_utf8_lossy(&trace).into_owned());
@@ -707,6 +790,7 @@ impl Store {
             "due" => EventState::Due,
             "inflight" => EventState::InFlight,
             "dead" => EventState::Dead,
+            "blocked" => EventState::Blocked,
             _ => EventState::Unknown,
         };
         Ok(Some(StoredEvent {
@@ -716,12 +800,50 @@ impl Store {
             attempts,
             meta,
             body: record.slice(body_at..),
+            ordering_key: (!key.is_empty()).then(|| String::from_utf8_lossy(&key).into_owned()),
         }))
+    }
+
+    /// One step of repairing the order of the keys with waiting events (about `count` keys
+    /// from `cursor`, 0 to begin): a key whose active event was acked, deleted or (under
+    /// [`OnDeadLetter::Continue`]) dead-lettered by a relay that knows nothing of ordering (a
+    /// rolling upgrade) gets its next event released. Returns (next cursor, 0 once done; keys
+    /// repaired).
+    pub async fn heal_order_step(&self, cursor: u64, count: usize) -> Result<(u64, u64)> {
+        let k = &self.keys;
+        let o = &k.order;
+        let (cursor, count) = (cursor.to_string(), count.max(1).to_string());
+        let (next, repaired): (String, u64) = self
+            .run(
+                &scripts::ORDER_HEAL,
+                &[&o.okey, &o.ord, &o.ohead, &o.owait, &o.blocked, &k.due, &k.ev, &k.dead],
+                &[cursor.as_bytes(), count.as_bytes(), self.on_dead_letter.arg().as_bytes()],
+            )
+            .await?;
+        let next = next.parse().map_err(|_| StoreError::Protocol(format!("HSCAN cursor {next:?}")))?;
+        Ok((next, repaired))
+    }
+
+    /// Repairs the order of every key with waiting events ([`heal_order_step`](Self::heal_order_step)
+    /// until done); returns how many keys were repaired.
+    pub async fn heal_order(&self) -> Result<u64> {
+        let (mut cursor, mut total) = (0, 0);
+        loop {
+            let (next, n) = self.heal_order_step(cursor, 200).await?;
+            total += n;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(total);
+            }
+        }
     }
 }
 
-/// GET's reply: state, score, attempts, record, trace context (empty: none).
-type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>);
+/// GET's reply: state, score, attempts, record, trace context (empty: none), ordering key (empty: none).
+type GetReply = (String, f64, u32, Vec<u8>, Vec<u8>, Vec<u8>);
+/// STATS' reply: (due, inflight, dead, oldest undelivered, now), (blocked, keys waiting, key of
+/// the oldest waiting event, since when it waits).
+type StatsReply = ((u64, u64, u64, Option<i64>, i64), (u64, u64, Option<String>, Option<i64>));
 /// One LIST row: id, score, attempts, record without its body.
 type ListRow = (String, f64, u32, Vec<u8>);
 

@@ -45,6 +45,9 @@ pub struct NewEvent {
     /// The W3C trace context received with it (`traceparent`, then `\n` and `tracestate`
     /// if one came), kept so every attempt continues the sender's trace.
     pub trace_context: Option<String>,
+    /// Its ordering key (`delivery.ordering`): events with the same key are delivered one at
+    /// a time in the order they were stored. `None` (or empty): unordered.
+    pub ordering_key: Option<String>,
 }
 
 /// What intake's enqueue did.
@@ -142,18 +145,49 @@ pub enum Deleted {
 pub enum Replayed {
     FromDead,
     FromDue,
+    /// A dead letter of an ordering key, back at its place in its key's order but waiting
+    /// behind the key's active event (one in flight, or one received before it).
+    FromDeadWaiting,
     /// Being delivered right now; replaying it would deliver it twice at once.
     InFlight,
+    /// Waiting behind the active event of its ordering key; replaying it would break the order.
+    Blocked,
     NotFound,
 }
 
+/// What a dead letter does to the order of its key (`delivery.ordering.onDeadLetter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDeadLetter {
+    /// The next event of the key is released.
+    #[default]
+    Continue,
+    /// The key waits until the dead letter is replayed (and delivered) or deleted.
+    Block,
+}
+
+impl OnDeadLetter {
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            OnDeadLetter::Continue => "continue",
+            OnDeadLetter::Block => "block",
+        }
+    }
+}
+
 /// Queue figures as Redis sees them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub due: u64,
     pub in_flight: u64,
     pub dead: u64,
+    /// Events waiting behind the active event of their ordering key.
+    pub blocked: u64,
+    /// Ordering keys with events waiting.
+    pub waiting_keys: u64,
+    /// The ordering key of the event that has waited longest, and since when (Unix ms).
+    #[serde(skip)]
+    pub oldest_blocked: Option<(String, i64)>,
     /// How long the oldest undelivered (due or in-flight) event has waited.
     #[serde(skip)]
     pub oldest_due_age: Option<Duration>,
@@ -169,6 +203,8 @@ pub enum EventState {
     Due,
     InFlight,
     Dead,
+    /// Waiting behind the active event of its ordering key (never attempted while so).
+    Blocked,
     Unknown,
 }
 
@@ -182,6 +218,8 @@ pub struct StoredEvent {
     pub attempts: u32,
     pub meta: EventMeta,
     pub body: Bytes,
+    /// Its ordering key, if it was stored with one.
+    pub ordering_key: Option<String>,
 }
 
 /// Most events one [`Store::list`](crate::Store::list) call returns.

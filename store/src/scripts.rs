@@ -163,6 +163,100 @@ local function from_v1(ev, lease, seen, v1body, v1meta, v1attempts, id)
 end
 "#;
 
+/// Per-key ordered delivery (`delivery.ordering`), on the keys of [`crate::keys::OrderKeys`]
+/// plus `due` and `ev`, passed as a table `o = {okey, ord, ohead, owait, blocked, due, ev}`.
+/// Each key has at most one *active* event (`ohead`): due, in flight, or dead under
+/// `onDeadLetter: block`; its other events wait in `blocked` and are never in `due`, so a claim
+/// (which takes the lowest-scored due events) is never held up by a key that waits. When the
+/// active event leaves (delivered, deleted, trimmed, dead under `continue`), the first event of
+/// the key in receive order becomes due now. Only events stored with a key take part.
+const ORDER: &str = r#"
+local function o_keys(okey, ord, ohead, owait, blocked, due, ev)
+  return {okey = okey, ord = ord, ohead = ohead, owait = owait, blocked = blocked, due = due, ev = ev}
+end
+-- A key's prefix in `ord`: its length in 8 hex digits, then the key.
+local function o_prefix(k) return string.format('%08x', #k) .. k end
+-- A member of `ord`: prefix, sequence in 16 digits, id. Returns key, id, prefix, sequence.
+local function o_parse(m)
+  local n = tonumber(string.sub(m, 1, 8), 16)
+  return string.sub(m, 9, 8 + n), string.sub(m, 25 + n), string.sub(m, 1, 8 + n), tonumber(string.sub(m, 9 + n, 24 + n))
+end
+local function o_waiting(o, k, d)
+  if redis.call('HINCRBY', o.owait, k, d) <= 0 then redis.call('HDEL', o.owait, k) end
+end
+local function o_block(o, k, id, since)
+  redis.call('ZADD', o.blocked, since, id)
+  o_waiting(o, k, 1)
+end
+-- When key `k` has no active event, its first event in receive order becomes active (due
+-- now if it was waiting). Members whose record is gone (an event acked by a relay that
+-- knows nothing of ordering, during a rolling upgrade) are dropped on the way.
+local function o_release(o, k, p, now)
+  if redis.call('HEXISTS', o.ohead, k) == 1 then return end
+  for _ = 1, 100 do
+    local m = redis.call('ZRANGE', o.ord, '[' .. p, '(' .. p .. '\255', 'BYLEX', 'LIMIT', 0, 1)[1]
+    if not m then return end
+    local _, id = o_parse(m)
+    local waited = redis.call('ZREM', o.blocked, id) == 1
+    if waited then o_waiting(o, k, -1) end
+    if redis.call('HEXISTS', o.ev, id) == 1 then
+      if waited then redis.call('ZADD', o.due, now, id) end
+      redis.call('HSET', o.ohead, k, id)
+      return
+    end
+    redis.call('ZREM', o.ord, m)
+    redis.call('HDEL', o.okey, id)
+  end
+end
+-- The active event of key `k`, or false. One whose record is gone (acked by a relay that
+-- knows nothing of ordering, during a rolling upgrade) is dropped.
+local function o_active(o, k)
+  local a = redis.call('HGET', o.ohead, k)
+  if a and redis.call('HEXISTS', o.ev, a) == 0 then
+    redis.call('HDEL', o.ohead, k)
+    local am = redis.call('HGET', o.okey, a)
+    if am then redis.call('ZREM', o.ord, am); redis.call('HDEL', o.okey, a) end
+    return false
+  end
+  return a or false
+end
+-- Event `id` (member `m`) leaves the order of its key: delivered or deleted (`forget`: its
+-- `okey` entry goes too), or dead-lettered under `continue` (kept, so a replay finds its place).
+local function o_leave(o, id, m, forget, now)
+  local k, _, p = o_parse(m)
+  redis.call('ZREM', o.ord, m)
+  if forget then redis.call('HDEL', o.okey, id) end
+  if redis.call('ZREM', o.blocked, id) == 1 then
+    o_waiting(o, k, -1)
+  elseif redis.call('HGET', o.ohead, k) == id then
+    redis.call('HDEL', o.ohead, k)
+    o_release(o, k, p, now)
+  end
+end
+-- A replayed dead letter goes back into the order of its key at its place of receipt, which
+-- is before every event of the key received after it. Returns true when it is due now (the key
+-- had no active event, it is the active one (`block`), or the active event came after it and
+-- was not in flight: that one waits again), false when it waits.
+local function o_back(o, id, m, now)
+  local k, _, p, seq = o_parse(m)
+  redis.call('ZADD', o.ord, 0, m)
+  local a = o_active(o, k)
+  if not a or a == id then
+    redis.call('HSET', o.ohead, k, id)
+    return true
+  end
+  local am = redis.call('HGET', o.okey, a)
+  if am and seq < select(4, o_parse(am)) and redis.call('ZSCORE', o.due, a) then
+    redis.call('ZREM', o.due, a)
+    o_block(o, k, a, now)
+    redis.call('HSET', o.ohead, k, id)
+    return true
+  end
+  o_block(o, k, id, now)
+  return false
+end
+"#;
+
 /// KEYS: format, ev, lease, seen, fence, v1 body, v1 meta, v1 attempts.
 /// ARGV: max events. Returns {format, migrated}: the format found when it is not 1 (2, or a
 /// newer one this version must not touch: nothing done), else migrates up to `max` events
@@ -195,16 +289,20 @@ return {2, #ids}
     ))
 });
 
-/// KEYS: seen, due, ev, trace, wait.
+/// KEYS: seen, due, ev, trace, wait, then the ordering keys okey, ord, ohead, owait,
+/// blocked, oseq (see [`ORDER`]).
 /// ARGV: dedup window ms, `1` when the caller waits for replicas next (a batch that stores
 /// nothing then writes `wait`, so the `WAIT` covers the first write of its duplicates, made
 /// perhaps by another connection: `WAIT` counts from the connection's last propagated write;
 /// Redis 7.0 also moves it on for a script that wrote nothing, as seen here, but that is not
-/// a documented promise), then (id, body, content type, trace context or '') per event.
-/// Returns {now, s1, s2, ...}: per event 1 when stored, 0 for a duplicate (seen within the
-/// window, still stored, or earlier in the same batch).
+/// a documented promise), then (id, body, content type, trace context or '', ordering key or
+/// '') per event.
+/// Returns {now, s1, s2, ...}: per event 1 when stored (due now), 2 when stored waiting behind
+/// the active event of its ordering key, 0 for a duplicate (seen within the window, still
+/// stored, or earlier in the same batch).
 pub static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{ORDER}\n{}",
         r#"
 local now = now_ms()
 local window = tonumber(ARGV[1])
@@ -214,16 +312,38 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64
 if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
 local out, due, traces = {now}, {}, {}
 local recv = int(now)
-for i = 3, #ARGV, 4 do
+local o = o_keys(KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[2], KEYS[3])
+local seq, seq0 = nil, nil
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local until_ms = redis.call('ZSCORE', KEYS[1], id)
   if (until_ms and tonumber(until_ms) > now)
     or redis.call('HSETNX', KEYS[3], id, rec_make(0, recv, seen_until, '0', '0', ARGV[i + 2], '', ARGV[i + 1])) == 0 then
     out[#out + 1] = 0
   else
-    due[#due + 1] = now
-    due[#due + 1] = id
-    out[#out + 1] = 1
+    local k = ARGV[i + 4]
+    local active = true
+    if k ~= '' then
+      if not seq then
+        seq = tonumber(redis.call('GET', KEYS[11]) or '0')
+        seq0 = seq
+      end
+      seq = seq + 1
+      local m = o_prefix(k) .. string.format('%016.0f', seq) .. id
+      redis.call('ZADD', o.ord, 0, m)
+      redis.call('HSET', o.okey, id, m)
+      o_active(o, k)
+      o_release(o, k, o_prefix(k), now)
+      active = redis.call('HGET', o.ohead, k) == id
+      if not active then o_block(o, k, id, now) end
+    end
+    if active then
+      due[#due + 1] = now
+      due[#due + 1] = id
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 2
+    end
     if ARGV[i + 3] ~= '' then
       traces[#traces + 1] = id
       traces[#traces + 1] = ARGV[i + 3]
@@ -232,10 +352,11 @@ for i = 3, #ARGV, 4 do
 end
 if #due > 0 then many('ZADD', KEYS[2], due) end
 if #traces > 0 then many('HSET', KEYS[4], traces) end
-if #due == 0 and ARGV[2] == '1' then redis.call('SET', KEYS[5], recv) end
+if seq and seq > seq0 then redis.call('SET', KEYS[11], int(seq)) end
+if #due == 0 and not seq and ARGV[2] == '1' then redis.call('SET', KEYS[5], recv) end
 return out
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: due, inflight, lease, ev, fence, pending, claim record, v1 body, v1 meta,
@@ -472,13 +593,14 @@ local function first_call_ran(lease_holder, token, deadline, now)
 end
 "#;
 
-/// KEYS: inflight, lease, ev, pending, seen, trace.
+/// KEYS: inflight, lease, ev, pending, seen, trace, okey, ord, ohead, owait, blocked, due.
 /// ARGV: id1, token1, deadline1, id2, ... (deadline: see [`RETRIED`]). Returns one 1 (acked,
 /// now or by the first call of a retry) or 0 (the token no longer holds the lease) per
-/// event, so a worker can ack a batch in one call.
+/// event, so a worker can ack a batch in one call. An acked event of an ordering key
+/// releases the next event of its key ([`ORDER`]).
 pub static ACK: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{RETRIED}\n{}",
+        "{RETRIED}\n{ORDER}\n{}",
         r#"
 local now = now_ms()
 local ids = {}
@@ -499,6 +621,11 @@ for k, id in ipairs(ids) do
   end
 end
 if #gone > 0 then
+  local o = o_keys(KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[3])
+  local members = redis.call('HMGET', o.okey, unpack(gone))
+  for i, id in ipairs(gone) do
+    if members[i] then o_leave(o, id, members[i], true, now) end
+  end
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[2], unpack(gone))
   redis.call('HDEL', KEYS[3], unpack(gone))
@@ -539,26 +666,30 @@ return at
     ))
 });
 
-/// Drops dead letters older than max age, then the oldest beyond max entries (bounded).
+/// Drops dead letters older than max age, then the oldest beyond max entries (bounded). A
+/// dropped dead letter of an ordering key leaves its key's order (under `block` that releases
+/// the key). Needs [`ORDER`].
 const TRIM_DEAD: &str = r#"
-local function drop(dead, ev, trace, seen_args, id, now)
+local function drop(o, dead, trace, seen_args, id, now)
   redis.call('ZREM', dead, id)
-  local r = redis.call('HGET', ev, id)
+  local r = redis.call('HGET', o.ev, id)
   if r then
     remember(seen_args, rec_head(r).seen, id, now)
-    redis.call('HDEL', ev, id)
+    local m = redis.call('HGET', o.okey, id)
+    if m then o_leave(o, id, m, true, now) end
+    redis.call('HDEL', o.ev, id)
     redis.call('HDEL', trace, id)
   end
 end
-local function trim(dead, ev, seen, trace, now, max_age, max_entries, limit)
+local function trim(o, dead, seen, trace, now, max_age, max_entries, limit)
   local n, seen_args = 0, {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. (now - max_age), 'LIMIT', 0, limit)) do
-    drop(dead, ev, trace, seen_args, id, now); n = n + 1
+    drop(o, dead, trace, seen_args, id, now); n = n + 1
   end
   local excess = redis.call('ZCARD', dead) - max_entries
   if excess > 0 then
     for _, id in ipairs(redis.call('ZRANGE', dead, 0, math.min(excess, limit) - 1)) do
-      drop(dead, ev, trace, seen_args, id, now); n = n + 1
+      drop(o, dead, trace, seen_args, id, now); n = n + 1
     end
   end
   if #seen_args > 0 then many('ZADD', seen, seen_args) end
@@ -566,14 +697,15 @@ local function trim(dead, ev, seen, trace, now, max_age, max_entries, limit)
 end
 "#;
 
-/// KEYS: inflight, lease, dead, ev, pending, seen, trace.
+/// KEYS: inflight, lease, dead, ev, pending, seen, trace, okey, ord, ohead, owait, blocked, due.
 /// ARGV: id, token, last attempt at, last status (0: none), last error, max age ms, max
-/// entries, deadline (see [`RETRIED`]).
+/// entries, deadline (see [`RETRIED`]), on dead letter (`continue`: the next event of its
+/// ordering key is released; `block`: the key waits for this one to be replayed or deleted).
 /// Returns {1, trimmed} when dead-lettered (now or by the first call of a retry), {0, 0} if
 /// the lease was lost.
 pub static DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{RETRIED}\n{TRIM_DEAD}\n{}",
+        "{RETRIED}\n{ORDER}\n{TRIM_DEAD}\n{}",
         r#"
 local id = ARGV[1]
 local now = now_ms()
@@ -584,22 +716,31 @@ if holder ~= ARGV[2] then
   end
   return {0, 0}
 end
+local o = o_keys(KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[4])
 redis.call('ZREM', KEYS[1], id)
 redis.call('HDEL', KEYS[2], id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZADD', KEYS[3], now, id)
 local r = redis.call('HGET', KEYS[4], id)
 if r then redis.call('HSET', KEYS[4], id, rec_update(r, attempt, ARGV[3], ARGV[4], ARGV[5])) end
-return {1, trim(KEYS[3], KEYS[4], KEYS[6], KEYS[7], now, tonumber(ARGV[6]), tonumber(ARGV[7]), 100)}
+if ARGV[9] ~= 'block' then
+  local m = redis.call('HGET', o.okey, id)
+  if m then o_leave(o, id, m, false, now) end
+end
+return {1, trim(o, KEYS[3], KEYS[6], KEYS[7], now, tonumber(ARGV[6]), tonumber(ARGV[7]), 100)}
 "#
     ))
 });
 
-/// KEYS: dead, ev, seen, trace. ARGV: max age ms, max entries. Returns how many were dropped.
+/// KEYS: dead, ev, seen, trace, okey, ord, ohead, owait, blocked, due. ARGV: max age ms, max
+/// entries. Returns how many were dropped.
 pub static TRIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{TRIM_DEAD}\n{}",
-        "return trim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)"
+        "{ORDER}\n{TRIM_DEAD}\n{}",
+        r#"
+local o = o_keys(KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[2])
+return trim(o, KEYS[1], KEYS[3], KEYS[4], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), 1000)
+"#
     ))
 });
 
@@ -631,19 +772,26 @@ local function reset_attempts(ev, id)
 end
 "#;
 
-/// KEYS: due, dead, ev, inflight.
-/// ARGV: id. Makes a dead or due event due now with attempts reset.
-/// Returns 'dead' or 'due' (its state before), 'inflight' (refused), or 'missing'.
+/// KEYS: due, dead, ev, inflight, okey, ord, ohead, owait, blocked.
+/// ARGV: id. Makes a dead or due event due now with attempts reset; a dead letter of an
+/// ordering key goes back to its place in its key's order ([`ORDER`]), due now or waiting.
+/// Returns 'dead' or 'due' (its state before), 'dead_waiting' (a dead letter now waiting behind
+/// its key's active event), 'inflight' or 'blocked' (refused: in flight, or waiting behind its
+/// key's active event), or 'missing'.
 pub static REPLAY: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{REVIVE}\n{}",
+        "{REVIVE}\n{ORDER}\n{}",
         r#"
 local id = ARGV[1]
 local now = now_ms()
 if redis.call('ZSCORE', KEYS[2], id) then
   redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], now, id)
   reset_attempts(KEYS[3], id)
+  local m = redis.call('HGET', KEYS[5], id)
+  if m and not o_back(o_keys(KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[1], KEYS[3]), id, m, now) then
+    return 'dead_waiting'
+  end
+  redis.call('ZADD', KEYS[1], now, id)
   return 'dead'
 end
 if redis.call('ZSCORE', KEYS[1], id) then
@@ -652,12 +800,13 @@ if redis.call('ZSCORE', KEYS[1], id) then
   return 'due'
 end
 if redis.call('ZSCORE', KEYS[4], id) then return 'inflight' end
+if redis.call('ZSCORE', KEYS[9], id) then return 'blocked' end
 return 'missing'
 "#
     ))
 });
 
-/// KEYS: due, dead, ev, pending, seen, trace.
+/// KEYS: due, dead, ev, pending, seen, trace, okey, ord, ohead, owait, blocked.
 /// ARGV: action (`count`, `replay` or `delete`), ZSCAN cursor, batch, since ms (`-inf`: none),
 /// until ms, status kind (`any`, `exact`, `class`, `none`), status value, error substring
 /// (lower case; empty: any).
@@ -665,12 +814,13 @@ return 'missing'
 /// members of `dead` from the cursor, keeps those dead-lettered in [since, until] whose record
 /// matches the last status (exact, its class, or no HTTP answer) and whose last error contains
 /// the substring (case-insensitive), and counts them, replays them (due now, attempts reset,
-/// as `replay`) or deletes them (as `delete`: the dedup entry stays). `ZSCAN` guarantees that a
+/// as `replay`, an ordered one back to its place in its key's order) or deletes them (as
+/// `delete`: the dedup entry stays; an ordered one leaves its key's order). `ZSCAN` guarantees that a
 /// member present for the whole scan is seen, whatever moves meanwhile.
 /// Returns {next cursor (`0`: done), scanned, matched}.
 pub static FILTER_DEAD: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
-        "{REVIVE}\n{}",
+        "{REVIVE}\n{ORDER}\n{}",
         r#"
 local now = now_ms()
 local action = ARGV[1]
@@ -706,17 +856,25 @@ for i = 1, #items, 2 do
     end
   end
 end
+local o = o_keys(KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[1], KEYS[3])
 if #ids > 0 and action == 'replay' then
   many('ZREM', KEYS[2], ids)
   local due = {}
-  for _, id in ipairs(ids) do
+  local members = redis.call('HMGET', o.okey, unpack(ids))
+  for i, id in ipairs(ids) do
     reset_attempts(KEYS[3], id)
-    due[#due + 1] = now
-    due[#due + 1] = id
+    if not members[i] or o_back(o, id, members[i], now) then
+      due[#due + 1] = now
+      due[#due + 1] = id
+    end
   end
-  many('ZADD', KEYS[1], due)
+  if #due > 0 then many('ZADD', KEYS[1], due) end
 elseif #ids > 0 and action == 'delete' then
   many('ZREM', KEYS[2], ids)
+  local members = redis.call('HMGET', o.okey, unpack(ids))
+  for i, id in ipairs(ids) do
+    if members[i] then o_leave(o, id, members[i], true, now) end
+  end
   many('ZREM', KEYS[1], ids)
   many('ZREM', KEYS[4], ids)
   local seen = {}
@@ -731,15 +889,19 @@ return {page[1], #items / 2, #ids}
     ))
 });
 
-/// KEYS: due, dead, inflight, ev, pending, seen, trace.
-/// ARGV: id. Drops every trace of the event except its dedup entry. Returns 1 if it existed,
-/// 0 if not, and -1 (nothing done) for an event in flight: its lease holder alone may end
-/// that state (outcome retries rely on it, see [`RETRIED`]).
+/// KEYS: due, dead, inflight, ev, pending, seen, trace, okey, ord, ohead, owait, blocked.
+/// ARGV: id. Drops every trace of the event except its dedup entry (an event of an ordering
+/// key leaves its key's order: deleting the active one releases the next). Returns 1 if it
+/// existed, 0 if not, and -1 (nothing done) for an event in flight: its lease holder alone may
+/// end that state (outcome retries rely on it, see [`RETRIED`]).
 pub static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{ORDER}\n{}",
         r#"
 local id = ARGV[1]
 if redis.call('ZSCORE', KEYS[3], id) then return -1 end
+local m = redis.call('HGET', KEYS[8], id)
+if m then o_leave(o_keys(KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[1], KEYS[4]), id, m, true, now_ms()) end
 local r = redis.call('HGET', KEYS[4], id)
 redis.call('ZREM', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
@@ -751,40 +913,54 @@ if #seen > 0 then redis.call('ZADD', KEYS[6], unpack(seen)) end
 redis.call('HDEL', KEYS[4], id)
 redis.call('HDEL', KEYS[7], id)
 return 1
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: due, inflight, dead, pending.
-/// Returns {due, inflight, dead, oldest undelivered score or false, now}. The oldest
-/// undelivered event is the lowest of `pending` (events attempted at least once since they
-/// became undelivered, scored by when that was) and of `due` (where a never-attempted event
-/// is scored by when it was received or replayed).
+/// KEYS: due, inflight, dead, pending, blocked, owait, okey.
+/// Returns {due, inflight, dead, oldest undelivered score or false, now, blocked, keys
+/// waiting, key of the oldest waiting event or false, when it began waiting or false}. The
+/// oldest undelivered event is the lowest of `pending` (events attempted at least once since
+/// they became undelivered, scored by when that was), of `due` (where a never-attempted event
+/// is scored by when it was received or replayed) and of `blocked`.
 pub static STATS: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{ORDER}\n{}",
         r#"
-local p = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
-local d = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local oldest = false
-if p and d then oldest = math.min(tonumber(p), tonumber(d)) else oldest = tonumber(p or d) or false end
+local waiter, waiter_key = false, false
+for i, key in ipairs({KEYS[4], KEYS[1], KEYS[5]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local s = tonumber(first[2])
+    if not oldest or s < oldest then oldest = s end
+    if i == 3 then
+      waiter = int(s)
+      local m = redis.call('HGET', KEYS[7], first[1])
+      if m then waiter_key = o_parse(m) end
+    end
+  end
+end
 if oldest then oldest = int(oldest) end
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), oldest, now_ms()}
-"#,
-    )
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), oldest, now_ms(),
+  redis.call('ZCARD', KEYS[5]), redis.call('HLEN', KEYS[6]), waiter_key, waiter}
+"#
+    ))
 });
 
-/// KEYS: due, inflight, dead, ev, lease, trace.
-/// ARGV: id. Returns {state, score, attempts, record, trace context or ''} or false when unknown; attempts of an
-/// event in flight count the attempt under way.
+/// KEYS: due, inflight, dead, ev, lease, trace, blocked, okey.
+/// ARGV: id. Returns {state, score, attempts, record, trace context or '', ordering key or ''}
+/// or false when unknown; attempts of an event in flight count the attempt under way.
 pub static GET: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{ORDER}\n{}",
         r#"
 local id = ARGV[1]
 local r = redis.call('HGET', KEYS[4], id)
 if not r then return false end
 local state, score = 'unknown', '0'
-for i, name in ipairs({'due', 'inflight', 'dead'}) do
-  local s = redis.call('ZSCORE', KEYS[i], id)
+for i, name in ipairs({'due', 'inflight', 'dead', 'blocked'}) do
+  local s = redis.call('ZSCORE', KEYS[i == 4 and 7 or i], id)
   if s then state, score = name, s; break end
 end
 local attempts = rec_head(r).a
@@ -792,9 +968,41 @@ if state == 'inflight' then
   local _, a = lease_parse(redis.call('HGET', KEYS[5], id))
   attempts = a
 end
-return {state, score, attempts, r, redis.call('HGET', KEYS[6], id) or ''}
-"#,
-    )
+local m = redis.call('HGET', KEYS[8], id)
+return {state, score, attempts, r, redis.call('HGET', KEYS[6], id) or '', m and o_parse(m) or ''}
+"#
+    ))
+});
+
+/// KEYS: okey, ord, ohead, owait, blocked, due, ev, dead.
+/// ARGV: HSCAN cursor of `owait`, count, on dead letter (`continue` or `block`).
+/// Repairs the order of the keys that have waiting events, about `count` of them a call: a key
+/// whose active event is gone (acked or deleted by a relay that knows nothing of ordering,
+/// during a rolling upgrade) or, under `continue`, dead (dead-lettered by such a relay) gets
+/// its next event released. Returns {next cursor (`0`: done), keys repaired}.
+pub static ORDER_HEAL: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(&format!(
+        "{ORDER}\n{}",
+        r#"
+local now = now_ms()
+local o = o_keys(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+local page = redis.call('HSCAN', o.owait, ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local repaired = 0
+for i = 1, #page[2], 2 do
+  local k = page[2][i]
+  local a = o_active(o, k)
+  if a and ARGV[3] ~= 'block' and redis.call('ZSCORE', KEYS[8], a) then
+    local m = redis.call('HGET', o.okey, a)
+    if m then o_leave(o, a, m, false, now) end
+    repaired = repaired + 1
+  elseif not a then
+    o_release(o, k, o_prefix(k), now)
+    repaired = repaired + 1
+  end
+end
+return {page[1], repaired}
+"#
+    ))
 });
 
 /// KEYS: the state's set (due, inflight or dead), ev, lease.

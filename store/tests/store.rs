@@ -85,6 +85,7 @@ async fn enqueue_many_stores_a_batch_and_spots_duplicates_within_it(cluster: boo
         body: body.as_bytes().to_vec().into(),
         content_type: "text/x".into(),
         trace_context: None,
+        ordering_key: None,
     };
     let batch = [ev("n1", "one"), ev("old", "again"), ev("n2", "two"), ev("n1", "repeat")];
     let got = s.enqueue_many(&batch, DAY).await.unwrap();

@@ -20,6 +20,7 @@ fn ev(id: &str, trace: Option<&str>) -> NewEvent {
         body: format!("{{\"id\":\"{id}\"}}").into_bytes().into(),
         content_type: "application/json".into(),
         trace_context: trace.map(String::from),
+        ordering_key: None,
     }
 }
 

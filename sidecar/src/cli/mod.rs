@@ -42,6 +42,8 @@ pub enum StateArg {
     Dead,
     Due,
     Inflight,
+    /// Waiting behind the event of its ordering key that goes first (`delivery.ordering`).
+    Blocked,
 }
 
 impl StateArg {
@@ -50,6 +52,7 @@ impl StateArg {
             StateArg::Dead => "dead",
             StateArg::Due => "due",
             StateArg::Inflight => "inflight",
+            StateArg::Blocked => "blocked",
         }
     }
 }
@@ -309,12 +312,18 @@ fn list_table(state: &str, items: &[EventSummary], next: Option<&str>) -> String
     let when_header = match state {
         "due" => "NEXT ATTEMPT",
         "inflight" => "LEASE EXPIRES",
+        "blocked" => "WAITING SINCE",
         _ => "DEAD AT",
     };
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|e| {
-            let when = e.next_attempt_at.as_ref().or(e.lease_expires_at.as_ref()).or(e.dead_at.as_ref());
+            let when = e
+                .next_attempt_at
+                .as_ref()
+                .or(e.lease_expires_at.as_ref())
+                .or(e.dead_at.as_ref())
+                .or(e.waiting_since.as_ref());
             vec![
                 e.id.clone(),
                 e.attempts.to_string(),

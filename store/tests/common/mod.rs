@@ -24,6 +24,7 @@ pub async fn enqueue_numbered(s: &Store, prefix: &str, n: usize) {
             body: format!("{{\"id\":{i}}}").into_bytes().into(),
             content_type: "application/json".into(),
             trace_context: None,
+            ordering_key: None,
         })
         .collect();
     s.enqueue_many(&events, Duration::from_secs(86400)).await.unwrap();
