@@ -147,8 +147,15 @@ fn wait_port(port: u16) {
 }
 
 fn body(i: usize) -> (String, String) {
+    keyed_body(i, 0)
+}
+
+/// [`body`] for the conversation of customer `i % keys` (`channel.to.id`; `keys` 0: all
+/// events to `customer-42`).
+fn keyed_body(i: usize, keys: usize) -> (String, String) {
+    let to = if keys == 0 { "customer-42".to_string() } else { format!("customer-{}", i % keys) };
     let b = format!(
-        r#"{{"id":"bench-{i}","channel":{{"platform":"Open","type":"Private","messageId":"bench-{i}","to":{{"id":"customer-42","idType":"Opaque"}},"from":{{"id":"agent-7","idType":"Opaque"}},"time":"2026-11-30T09:00:00.000Z"}},"type":"Text","text":"Your order has shipped","direction":"Outbound"}}"#
+        r#"{{"id":"bench-{i}","channel":{{"platform":"Open","type":"Private","messageId":"bench-{i}","to":{{"id":"{to}","idType":"Opaque"}},"from":{{"id":"agent-7","idType":"Opaque"}},"time":"2026-11-30T09:00:00.000Z"}},"type":"Text","text":"Your order has shipped","direction":"Outbound"}}"#
     );
     let sig = webhook_relay_sidecar::signature::sign_genesys(SECRET.as_bytes(), b.as_bytes());
     (b, sig)
@@ -174,8 +181,8 @@ impl Run {
     }
 }
 
-async fn one(client: &reqwest::Client, url: &str, i: usize) -> (bool, u64) {
-    let (b, sig) = body(i);
+async fn one(client: &reqwest::Client, url: &str, i: usize, keys: usize) -> (bool, u64) {
+    let (b, sig) = keyed_body(i, keys);
     let t = Instant::now();
     let r = client
         .post(url)
@@ -197,6 +204,18 @@ async fn one(client: &reqwest::Client, url: &str, i: usize) -> (bool, u64) {
 
 /// Closed loop: `concurrency` senders, `n` events numbered from `first`.
 async fn closed_loop(client: &reqwest::Client, url: &str, first: usize, n: usize, concurrency: usize) -> Run {
+    closed_loop_keyed(client, url, first, n, concurrency, 0).await
+}
+
+/// [`closed_loop`] with event `i` in the conversation of customer `i % keys` ([`keyed_body`]).
+async fn closed_loop_keyed(
+    client: &reqwest::Client,
+    url: &str,
+    first: usize,
+    n: usize,
+    concurrency: usize,
+    keys: usize,
+) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = vec![];
@@ -210,7 +229,7 @@ async fn closed_loop(client: &reqwest::Client, url: &str, first: usize, n: usize
                 if i >= n {
                     break;
                 }
-                let (ok, us) = one(&client, &url, first + i).await;
+                let (ok, us) = one(&client, &url, first + i, keys).await;
                 if ok { lat.push(us) } else { failed += 1 }
             }
             (lat, failed)
@@ -238,7 +257,7 @@ async fn fixed_rate(client: &reqwest::Client, url: &str, first: usize, rate: u64
     for i in 0..n {
         tick.tick().await;
         let (client, url) = (client.clone(), url.to_string());
-        tasks.push(tokio::spawn(async move { one(&client, &url, first + i).await }));
+        tasks.push(tokio::spawn(async move { one(&client, &url, first + i, 0).await }));
     }
     let mut latencies_us = vec![];
     let mut failed = 0;
@@ -607,6 +626,46 @@ async fn bench(a: Args) {
     }
     drop(waiting);
     drop(replica);
+
+    // 10. delivery.ordering: a relay delivering each conversation's events one at a time in
+    // order, beside one without ordering, over 10,000 conversations (event i to customer
+    // i % 10000), end to end, each run twice in turn.
+    const KEYS: usize = 10_000;
+    let unordered = RelayRun::start(&a.relay, &redis, &dir, "bench/unordered", ds_port, "");
+    let ordered = RelayRun::start(
+        &a.relay,
+        &redis,
+        &dir,
+        "bench/ordered",
+        ds_port,
+        "  ordering: { keyPointer: /channel/to/id }\n",
+    );
+    let n = a.e2e_events / 2;
+    let (mut off, mut on) = (vec![], vec![]);
+    for round in 0..2 {
+        let first = 13_000_000 + round * 2 * n;
+        off.push(end_to_end_keyed(&client, &unordered.url(), first, n, a.concurrency * 2, ds_port, KEYS).await);
+        on.push(end_to_end_keyed(&client, &ordered.url(), first + n, n, a.concurrency * 2, ds_port, KEYS).await);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "\n10. delivery.ordering over {KEYS} conversations, {n} events end to end per run ({} senders), two runs each \
+         in turn: unordered {:.0} deliveries/s ({:.0}, {:.0}); ordered {:.0}/s ({:.0}, {:.0}); ratio ordered/unordered {:.2}",
+        a.concurrency * 2,
+        mean(&off),
+        off[0],
+        off[1],
+        mean(&on),
+        on[0],
+        on[1],
+        mean(&on) / mean(&off)
+    );
+    let stats =
+        admin_json(&client, &format!("http://127.0.0.1:{}", ordered.admin_port), reqwest::Method::GET, "/v1/stats")
+            .await;
+    println!("   ordered relay afterwards: blocked {}, waitingKeys {}", stats["blocked"], stats["waitingKeys"]);
+    drop(ordered);
+    drop(unordered);
     drop(main_relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -665,9 +724,22 @@ impl RelayRun {
 /// Sends `n` events to `url` with `senders` at once; returns deliveries per second from the
 /// first send until the downstream has them all.
 async fn end_to_end(client: &reqwest::Client, url: &str, first: usize, n: usize, senders: usize, ds_port: u16) -> f64 {
+    end_to_end_keyed(client, url, first, n, senders, ds_port, 0).await
+}
+
+/// [`end_to_end`] with event `i` in the conversation of customer `i % keys` ([`keyed_body`]).
+async fn end_to_end_keyed(
+    client: &reqwest::Client,
+    url: &str,
+    first: usize,
+    n: usize,
+    senders: usize,
+    ds_port: u16,
+    keys: usize,
+) -> f64 {
     let before = downstream_count(client, ds_port).await;
     let start = Instant::now();
-    let sent = closed_loop(client, url, first, n, senders).await;
+    let sent = closed_loop_keyed(client, url, first, n, senders, keys).await;
     assert!(wait_drained(client, ds_port, before + sent.ok as u64).await, "{url}: not all delivered");
     sent.ok as f64 / start.elapsed().as_secs_f64()
 }

@@ -385,6 +385,11 @@ async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) -> Attempt {
                         error = loggable_error(&attempt), retry_in_ms = delay.as_millis() as u64,
                         "delivery failed; retrying"
                     );
+                    if delay < IDLE_MAX {
+                        // The worker's sleep was planned before this retry existed: let it
+                        // plan again, so the retry is made on time rather than at the next poll.
+                        relay.wake_worker();
+                    }
                     AttemptOutcome::retry
                 }
                 _ => AttemptOutcome::lease_lost,
@@ -400,6 +405,9 @@ async fn deliver(relay: &AppState, acker: &Acker, ev: ClaimedEvent) -> Attempt {
                         event_id = %id, attempt = ev.attempt, status = attempt.status,
                         error = loggable_error(&attempt), "dead-lettered: {why}"
                     );
+                    if relay.config().delivery.ordering.is_some() {
+                        relay.wake_worker(); // the next event of its key may be due now
+                    }
                     // Genesys users see this text: the status or failure kind, never the downstream's body.
                     let reason = match attempt.status {
                         Some(s) => format!("downstream answered HTTP {s}"),
@@ -431,7 +439,15 @@ type Acker = Batcher<(Lease, bool), bool>;
 fn start_acker(relay: Arc<AppState>) -> Acker {
     Batcher::start(ACK_BATCH, ACK_PARALLEL, move |leases: Vec<(Lease, bool)>| {
         let relay = relay.clone();
-        async move { relay.store.ack_batch(&leases).await }
+        async move {
+            let acked = relay.store.ack_batch(&leases).await;
+            // An ack may have released the next event of an ordering key: due now, and the
+            // worker would otherwise find it only at its next poll (up to IDLE_MAX later).
+            if relay.config().delivery.ordering.is_some() {
+                relay.wake_worker();
+            }
+            acked
+        }
     })
 }
 

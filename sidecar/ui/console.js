@@ -205,7 +205,7 @@
 
   /** Removes every figure and row from the page. */
   function clearData() {
-    for (const id of ['fig-due', 'fig-inflight', 'fig-dead', 'fig-oldest']) $(id).textContent = '\u2014';
+    for (const id of ['fig-due', 'fig-inflight', 'fig-dead', 'fig-oldest', 'fig-blocked']) $(id).textContent = '\u2014';
     $('destination').textContent = '';
     $('updated').textContent = '';
     $('dead-count').textContent = '';
@@ -244,6 +244,10 @@
     $('fig-inflight').textContent = count(s.inFlight);
     $('fig-dead').textContent = count(s.dead);
     $('fig-oldest').textContent = age(s.oldestDueAgeSeconds);
+    $('fig-blocked').textContent = count(s.blocked || 0);
+    $('fig-blocked').title = s.oldestBlocked
+      ? `${count(s.waitingKeys)} keys waiting; longest: ${s.oldestBlocked.key}, ${age(s.oldestBlocked.ageSeconds)}`
+      : 'no ordering key waiting';
     $('destination').textContent = destinationText(s.destination || {});
     $('updated').textContent = 'updated ' + localTime(new Date().toISOString()).slice(11);
     const now = Date.now();
@@ -414,7 +418,7 @@
       $('payload-encoding').textContent = '(not JSON: base64)';
       $('payload').textContent = String(ev.payload);
     }
-    $('replay-one').disabled = ev.state === 'inflight';
+    $('replay-one').disabled = ev.state === 'inflight' || ev.state === 'blocked';
     $('delete-one').disabled = ev.state === 'inflight';
     $('detail').hidden = false;
   }

@@ -118,9 +118,9 @@ async function main() {
   check(h['content-security-policy'].startsWith("default-src 'none'; script-src 'self'"), 'the page has the strict CSP', h['content-security-policy']);
   check(h['x-frame-options'] === 'DENY' && h['x-content-type-options'] === 'nosniff', 'no framing, no sniffing');
   await waitFor(page, `figures render (dead = ${scenario.dead})`, (n) => document.getElementById('fig-dead').textContent === String(n), scenario.dead);
-  const figures = await page.evaluate(() => ['fig-due', 'fig-inflight', 'fig-dead', 'fig-oldest'].map((id) => document.getElementById(id).textContent));
-  console.log(`figures: due ${figures[0]}, in flight ${figures[1]}, dead ${figures[2]}, oldest due ${figures[3]}`);
-  check(figures[0] === '0' && figures[1] === '0' && figures[3] === '0s', 'due, in flight and oldest age are shown', figures);
+  const figures = await page.evaluate(() => ['fig-due', 'fig-inflight', 'fig-dead', 'fig-oldest', 'fig-blocked'].map((id) => document.getElementById(id).textContent));
+  console.log(`figures: due ${figures[0]}, in flight ${figures[1]}, dead ${figures[2]}, oldest due ${figures[3]}, blocked ${figures[4]}`);
+  check(figures[0] === '0' && figures[1] === '0' && figures[3] === '0s' && figures[4] === '0', 'due, in flight, oldest age and blocked are shown', figures);
   const href = await page.evaluate(() => location.href);
   check(!href.includes('token') && !href.includes(token), 'the token left the address bar', href);
   check(await page.evaluate(() => sessionStorage.getItem('webhook-relay.admin-token')) === token, 'the token is kept in session storage');
