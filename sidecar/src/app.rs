@@ -302,6 +302,8 @@ async fn sample(relay: Arc<AppState>) {
             m.due.set(s.due as i64);
             m.in_flight.set(s.in_flight as i64);
             m.dead.set(s.dead as i64);
+            m.blocked.set(s.blocked as i64);
+            m.waiting_keys.set(s.waiting_keys as i64);
             m.oldest_due_age_seconds.set(s.oldest_due_age.map_or(0.0, |d| d.as_secs_f64()));
         }
         let problem = match stats {

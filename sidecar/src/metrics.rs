@@ -103,6 +103,9 @@ pub struct Metrics {
     pub due: Gauge,
     pub in_flight: Gauge,
     pub dead: Gauge,
+    /// Events waiting behind the first event of their ordering key, and keys with some.
+    pub blocked: Gauge,
+    pub waiting_keys: Gauge,
     pub oldest_due_age_seconds: Gauge<f64, AtomicU64>,
     pub redis_up: Gauge,
     /// Events whose signature matched the previous signing secret (a rotation in progress).
@@ -154,6 +157,14 @@ impl Metrics {
         registry.register("queue_in_flight", "Events claimed under a lease (sampled)", in_flight.clone());
         let dead = Gauge::default();
         registry.register("queue_dead", "Dead-lettered events (sampled)", dead.clone());
+        let blocked = Gauge::default();
+        registry.register(
+            "queue_blocked",
+            "Events waiting behind the first event of their ordering key (delivery.ordering; sampled)",
+            blocked.clone(),
+        );
+        let waiting_keys = Gauge::default();
+        registry.register("queue_waiting_keys", "Ordering keys with events waiting (sampled)", waiting_keys.clone());
         let oldest = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "queue_oldest_due_age_seconds",
@@ -200,6 +211,8 @@ impl Metrics {
             due,
             in_flight,
             dead,
+            blocked,
+            waiting_keys,
             oldest_due_age_seconds: oldest,
             redis_up,
             previous_secret,

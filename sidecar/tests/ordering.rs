@@ -138,10 +138,10 @@ async fn send_ok(client: &reqwest::Client, relay: &RelayProcess, id: &str, key: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_interleaved_conversations_stay_in_order_while_one_retries() {
     let redis = RedisServer::start();
-    // The first message of conversation 1 fails 3 times, each attempt taking 300 ms; everything
+    // The first message of conversation 1 fails 3 times, each attempt taking 800 ms; everything
     // else succeeds at once.
     let (ds, url) = Keyed::start(Arc::new(|id, attempt| match id {
-        "c1-m1" => (attempt > 3, Duration::from_millis(300)),
+        "c1-m1" => (attempt > 3, Duration::from_millis(800)),
         _ => (true, Duration::ZERO),
     }))
     .await;
@@ -163,12 +163,17 @@ async fn four_interleaved_conversations_stay_in_order_while_one_retries() {
     .await;
     assert!(others_done, "the other conversations flow: {:?}", ds.delivered());
     let others_at = sent_at.elapsed();
-    // c1-m1 takes at least 4 x 300 ms in all: its later messages still wait.
+    // c1-m1 takes at least 4 x 800 ms in all: its later messages still wait.
     let stats = admin_get(&relay, "/v1/stats").await;
     assert_eq!(ds.delivered().get("conv-1"), None);
     assert_eq!(stats["blocked"], 4, "{stats}");
     assert_eq!(stats["waitingKeys"], 1, "{stats}");
     assert_eq!(stats["oldestBlocked"]["key"], "conv-1", "{stats}");
+    let gauges = eventually(Duration::from_secs(5), || async {
+        relay.metric("webhook_relay_queue_blocked") == 4.0 && relay.metric("webhook_relay_queue_waiting_keys") == 1.0
+    })
+    .await;
+    assert!(gauges, "the gauges show it: {}", relay.metrics());
     let listed = dlq(&relay, &["list", "--state", "blocked"]).await;
     for m in 2..=5 {
         assert!(listed.contains(&format!("c1-m{m}")), "{listed}");
@@ -353,6 +358,8 @@ async fn a_dead_letter_blocks_or_releases_its_key_and_its_replay_goes_first() {
     assert_eq!(stats["oldestBlocked"]["key"], "conv-b");
     let blocked = dlq(&block, &["list", "--state", "blocked"]).await;
     assert!(blocked.contains("b-2") && blocked.contains("b-3") && !blocked.contains("b-1"), "{blocked}");
+    let table = dlq(&block, &["stats"]).await;
+    assert!(table.contains("blocked: 2 event(s) of 1 ordering key(s)") && table.contains("key \"conv-b\""), "{table}");
     let detail = admin_get(&block, "/v1/events/b-2").await;
     assert_eq!(
         (detail["state"].as_str(), detail["orderingKey"].as_str()),

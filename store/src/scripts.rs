@@ -226,11 +226,12 @@ local function o_leave(o, id, m, forget, now)
   local k, _, p = o_parse(m)
   redis.call('ZREM', o.ord, m)
   if forget then redis.call('HDEL', o.okey, id) end
-  if redis.call('ZREM', o.blocked, id) == 1 then
-    o_waiting(o, k, -1)
-  elseif redis.call('HGET', o.ohead, k) == id then
+  if redis.call('HGET', o.ohead, k) == id then
     redis.call('HDEL', o.ohead, k)
-    o_release(o, k, p, now)
+    -- Only a key with waiting events has one to release (the common case: none).
+    if redis.call('HEXISTS', o.owait, k) == 1 then o_release(o, k, p, now) end
+  elseif redis.call('ZREM', o.blocked, id) == 1 then
+    o_waiting(o, k, -1)
   end
 end
 -- A replayed dead letter goes back into the order of its key at its place of receipt, which
@@ -332,9 +333,17 @@ for i = 3, #ARGV, 5 do
       local m = o_prefix(k) .. string.format('%016.0f', seq) .. id
       redis.call('ZADD', o.ord, 0, m)
       redis.call('HSET', o.okey, id, m)
-      o_active(o, k)
-      o_release(o, k, o_prefix(k), now)
-      active = redis.call('HGET', o.ohead, k) == id
+      local a = o_active(o, k)
+      if not a and redis.call('HEXISTS', o.owait, k) == 1 then
+        -- Events wait with none active (left so by a relay without ordering): first them.
+        o_release(o, k, o_prefix(k), now)
+        a = redis.call('HGET', o.ohead, k)
+      end
+      if not a then
+        redis.call('HSET', o.ohead, k, id)
+        a = id
+      end
+      active = a == id
       if not active then o_block(o, k, id, now) end
     end
     if active then

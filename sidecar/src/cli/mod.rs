@@ -187,6 +187,11 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
             let r: Replayed = api.call_as(Method::POST, api.path(&["v1", "events", id, "replay"])).await?;
             Ok(if json_out {
                 pretty(&r)
+            } else if r.waiting {
+                format!(
+                    "replayed {id} (was {}); it waits behind the event of its ordering key under way (state blocked)\n",
+                    r.previous_state.as_str()
+                )
             } else {
                 format!("replayed {id} (was {}); it is due now\n", r.previous_state.as_str())
             })
@@ -376,6 +381,13 @@ fn stats_table(s: &Stats) -> String {
         &["DUE", "IN FLIGHT", "DEAD", "OLDEST DUE AGE"],
         &[vec![s.due.to_string(), s.in_flight.to_string(), s.dead.to_string(), age]],
     );
+    if let Some(b) = &s.oldest_blocked {
+        let waited = humantime::format_duration(Duration::from_secs(b.age_seconds));
+        out.push_str(&format!(
+            "blocked: {} event(s) of {} ordering key(s) wait behind the first of their key; longest: key {:?}, {waited}\n",
+            s.blocked, s.waiting_keys, b.key
+        ));
+    }
     let d = &s.destination;
     if let Some(until) = &d.paused_until {
         out.push_str(&format!("paused until {until} (the destination asked with Retry-After)\n"));
