@@ -641,11 +641,18 @@ async fn bench(a: Args) {
         "  ordering: { keyPointer: /channel/to/id }\n",
     );
     let n = a.e2e_events / 2;
-    let (mut off, mut on) = (vec![], vec![]);
+    let (mut off, mut on, mut off_cmds, mut on_cmds) = (vec![], vec![], vec![], vec![]);
+    // Redis commands per delivered event of a run (scripts' inner commands included).
+    let commands_per_event =
+        |redis: &testkit::RedisServer| -> f64 { command_stats(redis).iter().map(|c| c.1).sum::<f64>() / n as f64 };
     for round in 0..2 {
         let first = 13_000_000 + round * 2 * n;
+        redis.cli(&["CONFIG", "RESETSTAT"]);
         off.push(end_to_end_keyed(&client, &unordered.url(), first, n, a.concurrency * 2, ds_port, KEYS).await);
+        off_cmds.push(commands_per_event(&redis));
+        redis.cli(&["CONFIG", "RESETSTAT"]);
         on.push(end_to_end_keyed(&client, &ordered.url(), first + n, n, a.concurrency * 2, ds_port, KEYS).await);
+        on_cmds.push(commands_per_event(&redis));
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
@@ -663,6 +670,15 @@ async fn bench(a: Args) {
     let stats =
         admin_json(&client, &format!("http://127.0.0.1:{}", ordered.admin_port), reqwest::Method::GET, "/v1/stats")
             .await;
+    println!(
+        "   redis commands per delivered event: unordered {:.2} ({:.2}, {:.2}); ordered {:.2} ({:.2}, {:.2})",
+        mean(&off_cmds),
+        off_cmds[0],
+        off_cmds[1],
+        mean(&on_cmds),
+        on_cmds[0],
+        on_cmds[1]
+    );
     println!("   ordered relay afterwards: blocked {}, waitingKeys {}", stats["blocked"], stats["waitingKeys"]);
     drop(ordered);
     drop(unordered);

@@ -192,8 +192,13 @@ async fn four_interleaved_conversations_stay_in_order_while_one_retries() {
     let last_other = ds.log().iter().filter(|a| a.key != "conv-1").map(|a| a.ended).max().unwrap();
     assert!(last_other < c1_first_end, "conversations 2-4 were all delivered before c1-m1's first attempt failed");
     assert_eq!(ds.log().iter().filter(|a| a.id == "c1-m1").count(), 4, "3 failures and the success");
+    // Genesys resending a delivered message: a duplicate, not delivered again, nothing waits.
+    let (status, body) = send_body(&client, &relay.intake, &event_body_to("c2-m3", "conv-2")).await.unwrap();
+    assert_eq!((status, body.contains("duplicate")), (200, true), "{body}");
     let stats = admin_get(&relay, "/v1/stats").await;
     assert_eq!((stats["blocked"].as_u64(), stats["waitingKeys"].as_u64()), (Some(0), Some(0)), "{stats}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ds.log().iter().filter(|a| a.id == "c2-m3").count(), 1, "the duplicate was not delivered");
     println!(
         "4 conversations x 5 messages, c1-m1 failing 3 times: conversations 2-4 delivered in order after {:.2}s, \
          conversation 1 in order after {:.2}s (4 blocked behind c1-m1 meanwhile)",
