@@ -14,7 +14,10 @@
 //! 7. the relay's peak RSS (VmHWM);
 //! 8. the destination gate: end-to-end deliveries per second through a relay with
 //!    `rateLimit` (far above the throughput) and `circuitBreaker` beside one without, and the
-//!    rate a binding `rateLimit` of 1,000/s achieves.
+//!    rate a binding `rateLimit` of 1,000/s achieves;
+//! 9. `redis.waitForReplicas: 1` beside 0, closed and open loop;
+//! 10. `delivery.ordering` over 10,000 conversations beside unordered: end-to-end deliveries
+//!    per second and Redis commands per delivered event.
 //!
 //! Figures, not assertions: see BENCHMARKS.md for recorded runs and the command.
 
