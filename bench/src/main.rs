@@ -17,7 +17,7 @@
 //!    rate a binding `rateLimit` of 1,000/s achieves;
 //! 9. `redis.waitForReplicas: 1` beside 0, closed and open loop;
 //! 10. `delivery.ordering` over 10,000 conversations beside unordered: end-to-end deliveries
-//!    per second and Redis commands per delivered event.
+//!     per second and Redis commands per delivered event.
 //!
 //! Figures, not assertions: see BENCHMARKS.md for recorded runs and the command.
 
@@ -545,16 +545,11 @@ async fn bench(a: Args) {
         off.push(end_to_end(&client, &relay_url, first, n, a.concurrency * 2, ds_port).await);
         on.push(end_to_end(&client, &gated.url(), first + n, n, a.concurrency * 2, ds_port).await);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "\n8. destination gate, {n} events end to end per run, two runs each in turn: no gate {:.0} deliveries/s \
-         ({:.0}, {:.0}); breaker + rate limit 100000/s {:.0}/s ({:.0}, {:.0}); ratio on/off {:.2}",
-        mean(&off),
-        off[0],
-        off[1],
-        mean(&on),
-        on[0],
-        on[1],
+        "\n8. destination gate, {n} events end to end per run, two runs each in turn: no gate {} deliveries/s; \
+         breaker + rate limit 100000/s {}/s; ratio on/off {:.2}",
+        runs_text(&off, 0),
+        runs_text(&on, 0),
         mean(&on) / mean(&off)
     );
     drop(gated);
@@ -612,8 +607,8 @@ async fn bench(a: Args) {
             println!("   {:<24} {:>12.0} {:>10.2} {:>10.2} {:>8}", name, r.rate(), r.pct(0.5), r.pct(0.99), r.failed);
         }
     }
-    let mean = |v: &[Run]| v.iter().map(Run::rate).sum::<f64>() / v.len() as f64;
-    println!("   throughput ratio wait 1 / wait 0: {:.2}", mean(&waited) / mean(&plain));
+    let rates = |v: &[Run]| v.iter().map(Run::rate).collect::<Vec<f64>>();
+    println!("   throughput ratio wait 1 / wait 0: {:.2}", mean(&rates(&waited)) / mean(&rates(&plain)));
     for (rate, p, w) in &open {
         for (name, r) in [("waitForReplicas: 0", p), ("waitForReplicas: 1", w)] {
             println!(
@@ -657,36 +652,37 @@ async fn bench(a: Args) {
         on.push(end_to_end_keyed(&client, &ordered.url(), first + n, n, a.concurrency * 2, ds_port, KEYS).await);
         on_cmds.push(commands_per_event(&redis));
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
         "\n10. delivery.ordering over {KEYS} conversations, {n} events end to end per run ({} senders), two runs each \
-         in turn: unordered {:.0} deliveries/s ({:.0}, {:.0}); ordered {:.0}/s ({:.0}, {:.0}); ratio ordered/unordered {:.2}",
+         in turn: unordered {} deliveries/s; ordered {}/s; ratio ordered/unordered {:.2}",
         a.concurrency * 2,
-        mean(&off),
-        off[0],
-        off[1],
-        mean(&on),
-        on[0],
-        on[1],
+        runs_text(&off, 0),
+        runs_text(&on, 0),
         mean(&on) / mean(&off)
     );
     let stats =
         admin_json(&client, &format!("http://127.0.0.1:{}", ordered.admin_port), reqwest::Method::GET, "/v1/stats")
             .await;
     println!(
-        "   redis commands per delivered event: unordered {:.2} ({:.2}, {:.2}); ordered {:.2} ({:.2}, {:.2})",
-        mean(&off_cmds),
-        off_cmds[0],
-        off_cmds[1],
-        mean(&on_cmds),
-        on_cmds[0],
-        on_cmds[1]
+        "   redis commands per delivered event: unordered {}; ordered {}",
+        runs_text(&off_cmds, 2),
+        runs_text(&on_cmds, 2)
     );
     println!("   ordered relay afterwards: blocked {}, waitingKeys {}", stats["blocked"], stats["waitingKeys"]);
     drop(ordered);
     drop(unordered);
     drop(main_relay);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The mean of runs, then each run: `8203 (8127, 8279)`, with `decimals` decimals.
+fn runs_text(v: &[f64], decimals: usize) -> String {
+    let each: Vec<String> = v.iter().map(|x| format!("{x:.decimals$}")).collect();
+    format!("{:.decimals$} ({})", mean(v), each.join(", "))
 }
 
 /// A relay process of this bench, killed on drop.
