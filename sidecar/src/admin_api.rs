@@ -484,8 +484,8 @@ async fn bulk(relay: &AppState, action: BulkAction, q: BulkQuery) -> ApiResult<B
     }
     let done = scan == 0;
     let verb = if action == BulkAction::Replay { "replayed" } else { "deleted" };
-    if action == BulkAction::Replay && !q.dry_run && matched > 0 {
-        relay.wake_worker();
+    if !q.dry_run && matched > 0 {
+        relay.wake_worker(); // replayed events are due; a deletion may release an ordering key's next event
     }
     tracing::info!(
         action = verb, dry_run = q.dry_run, matched, scanned, done, status = %filter.status,
@@ -552,6 +552,7 @@ async fn delete(
     let id = event_id(path)?;
     match relay.store.delete(&id).await? {
         Deleted::Deleted => {
+            relay.wake_worker(); // deleting the first event of an ordering key releases the next
             tracing::info!(event_id = %id, "deleted by an admin request");
             Ok(StatusCode::NO_CONTENT)
         }

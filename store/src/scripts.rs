@@ -185,28 +185,35 @@ local function o_waiting(o, k, d)
   if redis.call('HINCRBY', o.owait, k, d) <= 0 then redis.call('HDEL', o.owait, k) end
 end
 local function o_block(o, k, id, since)
-  redis.call('ZADD', o.blocked, since, id)
-  o_waiting(o, k, 1)
+  if redis.call('ZADD', o.blocked, since, id) == 1 then o_waiting(o, k, 1) end
 end
 -- When key `k` has no active event, its first event in receive order becomes active (due
--- now if it was waiting). Members whose record is gone (an event acked by a relay that
--- knows nothing of ordering, during a rolling upgrade) are dropped on the way.
+-- now if it was waiting, or at its retry time if a replay had put it back to wait). Members
+-- whose record is gone (an event acked by a relay that knows nothing of ordering, during a
+-- rolling upgrade) are dropped on the way. Returns true when an event became active.
 local function o_release(o, k, p, now)
-  if redis.call('HEXISTS', o.ohead, k) == 1 then return end
+  if redis.call('HEXISTS', o.ohead, k) == 1 then return false end
   for _ = 1, 100 do
     local m = redis.call('ZRANGE', o.ord, '[' .. p, '(' .. p .. '\255', 'BYLEX', 'LIMIT', 0, 1)[1]
-    if not m then return end
+    if not m then
+      redis.call('HDEL', o.owait, k) -- nothing of the key is left to wait
+      return false
+    end
     local _, id = o_parse(m)
-    local waited = redis.call('ZREM', o.blocked, id) == 1
-    if waited then o_waiting(o, k, -1) end
+    local since = redis.call('ZSCORE', o.blocked, id)
+    if since then
+      redis.call('ZREM', o.blocked, id)
+      o_waiting(o, k, -1)
+    end
     if redis.call('HEXISTS', o.ev, id) == 1 then
-      if waited then redis.call('ZADD', o.due, now, id) end
+      if since then redis.call('ZADD', o.due, math.max(now, tonumber(since)), id) end
       redis.call('HSET', o.ohead, k, id)
-      return
+      return true
     end
     redis.call('ZREM', o.ord, m)
     redis.call('HDEL', o.okey, id)
   end
+  return false
 end
 -- The active event of key `k`, or false. One whose record is gone (acked by a relay that
 -- knows nothing of ordering, during a rolling upgrade) is dropped.
@@ -247,9 +254,11 @@ local function o_back(o, id, m, now)
     return true
   end
   local am = redis.call('HGET', o.okey, a)
-  if am and seq < select(4, o_parse(am)) and redis.call('ZSCORE', o.due, a) then
+  local at = am and seq < select(4, o_parse(am)) and redis.call('ZSCORE', o.due, a)
+  if at then
+    -- Waits again, scored by its next attempt time: released no earlier than that.
     redis.call('ZREM', o.due, a)
-    o_block(o, k, a, now)
+    o_block(o, k, a, tonumber(at))
     redis.call('HSET', o.ohead, k, id)
     return true
   end
@@ -872,9 +881,13 @@ if #ids > 0 and action == 'replay' then
   local members = redis.call('HMGET', o.okey, unpack(ids))
   for i, id in ipairs(ids) do
     reset_attempts(KEYS[3], id)
-    if not members[i] or o_back(o, id, members[i], now) then
+    if not members[i] then
       due[#due + 1] = now
       due[#due + 1] = id
+    elseif o_back(o, id, members[i], now) then
+      -- In `due` before the next of the step: a dead letter of the same key received
+      -- earlier, later in the scan, must find it there to go ahead of it.
+      redis.call('ZADD', KEYS[1], now, id)
     end
   end
   if #due > 0 then many('ZADD', KEYS[1], due) end
@@ -1004,8 +1017,7 @@ for i = 1, #page[2], 2 do
     local m = redis.call('HGET', o.okey, a)
     if m then o_leave(o, a, m, false, now) end
     repaired = repaired + 1
-  elseif not a then
-    o_release(o, k, o_prefix(k), now)
+  elseif not a and o_release(o, k, o_prefix(k), now) then
     repaired = repaired + 1
   end
 end

@@ -189,7 +189,7 @@ pub async fn execute(args: &DlqArgs, token: Option<String>) -> Result<String, Cl
                 pretty(&r)
             } else if r.waiting {
                 format!(
-                    "replayed {id} (was {}); it waits behind the event of its ordering key under way (state blocked)\n",
+                    "replayed {id} (was {}); it waits behind an earlier or in-flight event of its ordering key (state blocked)\n",
                     r.previous_state.as_str()
                 )
             } else {
