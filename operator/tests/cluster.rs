@@ -189,12 +189,14 @@ fn standalone_relay_gets_children_status_and_follows_spec_changes() {
     });
     let wide = ns.kubectl(&["get", "whr", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "DUE", "DEAD", "AGE", "REASON", "ENDPOINT"], "{wide}");
+    assert_eq!(header, ["NAME", "READY", "DUE", "DEAD", "AGE", "BLOCKED", "REASON", "ENDPOINT"], "{wide}");
+    let orders: Vec<&str> = wide.lines().find(|l| l.starts_with("orders")).unwrap().split_whitespace().collect();
+    assert_eq!(orders[5], "0", "BLOCKED: nothing waits behind an ordering key: {wide}");
     assert!(wide.contains("ScaledToZero"), "REASON shows why it is not Ready: {wide}");
     assert!(wide.contains("https://hooks.example.com/webhooks/genesys"), "{wide}");
     assert!(
         !row.contains("https://") && !row.contains("ScaledToZero"),
-        "REASON and ENDPOINT only show with -o wide: {row}"
+        "BLOCKED, REASON and ENDPOINT only show with -o wide: {row}"
     );
 
     // The circuit breaker the relays share in Redis shows as DownstreamHealthy.
