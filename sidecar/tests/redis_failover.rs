@@ -63,8 +63,14 @@ async fn failover_under_load(relay_name: &str, prefix: &str, wait_for_replicas: 
     // The killed server comes back with its data dir; Sentinel turns it into a replica of
     // the new primary (what a restarted pod does).
     primary.start_again();
+    // Whichever server the Sentinels name primary now must have the other as its replica: on a
+    // loaded machine a second failover can follow (the promoted server, busy with the rejoining
+    // one's full sync, missing down-after), and the relay must follow that one too.
     let rejoined = eventually(Duration::from_secs(30), || async {
-        replica.cli(&["INFO", "replication"]).contains("connected_slaves:1")
+        let now = sentinels.primary_port();
+        [&primary, &replica]
+            .iter()
+            .any(|s| Some(s.port) == now && s.cli(&["INFO", "replication"]).contains("connected_slaves:1"))
     })
     .await;
     assert!(rejoined, "the old primary did not rejoin as a replica: {}", sentinels.logs());
